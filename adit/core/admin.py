@@ -1,0 +1,129 @@
+"""Admin pages of the core app."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+
+from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer, ProjectSettings
+from adit.core.node_checks import check_server
+
+# --- Project settings (the one row: announcement, maintenance mode) -----------------------------
+
+
+@admin.register(ProjectSettings)
+class ProjectSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "maintenance"]
+    fields = ["maintenance", "announcement"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A singleton: ProjectSettings.get() creates the row; a second one would be ignored.
+        return not ProjectSettings.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+# --- DICOM nodes (servers, folders, group access) -----------------------------------------------
+
+
+class DicomNodeGroupAccessInline(admin.TabularInline):
+    model = DicomNodeGroupAccess
+    fk_name = "node"
+    extra = 1
+    fields = ["group", "source", "destination"]
+
+
+class DicomFolderGroupAccessInline(DicomNodeGroupAccessInline):
+    fields = ["group", "destination"]
+
+
+def report_connection_check(request: HttpRequest, server: DicomServer) -> None:
+    """Check a server (C-ECHO and/or QIDO-RS) and show the outcome as an admin message."""
+    results = check_server(server.to_config(), settings.CALLING_AE_TITLE)
+    summary = "; ".join(str(result) for result in results)
+    if all(result.ok for result in results):
+        messages.success(request, f"{server.name}: {summary}")
+    else:
+        messages.error(request, f"{server.name}: {summary}")
+
+
+@admin.register(DicomServer)
+class DicomServerAdmin(admin.ModelAdmin):
+    change_form_template = "admin/core/dicomserver/change_form.html"
+    list_display = ["name", "ae_title", "host", "port", "dicomweb_root_url", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "ae_title", "host", "dicomweb_root_url"]
+    inlines = [DicomNodeGroupAccessInline]
+    actions = ["test_connection"]
+    fieldsets = [
+        (None, {"fields": ["name", "active", "max_associations", "max_search_results"]}),
+        (
+            "DIMSE",
+            {
+                "fields": [
+                    "ae_title",
+                    "host",
+                    "port",
+                    ("patient_root_find_support", "study_root_find_support"),
+                    ("patient_root_get_support", "study_root_get_support"),
+                    ("patient_root_move_support", "study_root_move_support"),
+                    "store_scp_support",
+                ]
+            },
+        ),
+        (
+            "DICOMweb",
+            {
+                "fields": [
+                    "dicomweb_root_url",
+                    ("dicomweb_qido_support", "dicomweb_qido_prefix"),
+                    ("dicomweb_wado_support", "dicomweb_wado_prefix"),
+                    ("dicomweb_stow_support", "dicomweb_stow_prefix"),
+                    "dicomweb_authorization_header",
+                ]
+            },
+        ),
+    ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "dicomweb_authorization_header":
+            # Masked on screen (it is a credential); staff can still replace it.
+            kwargs["widget"] = forms.PasswordInput(render_value=True)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.action(description="Test connection (C-ECHO / QIDO-RS)")
+    def test_connection(self, request, queryset):
+        for server in queryset:
+            report_connection_check(request, server)
+
+    def get_urls(self):
+        custom = [
+            path(
+                "<path:object_id>/test-connection/",
+                self.admin_site.admin_view(self.test_connection_view),
+                name="core_dicomserver_test_connection",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def test_connection_view(self, request: HttpRequest, object_id: str):
+        server = get_object_or_404(DicomServer, pk=object_id)
+        if not self.has_view_or_change_permission(request, server):
+            messages.error(request, "You may not test this server.")
+        elif request.method != "POST":
+            messages.error(request, "Use the Test connection button to test a server.")
+        else:
+            report_connection_check(request, server)
+        return HttpResponseRedirect(reverse("admin:core_dicomserver_change", args=[server.pk]))
+
+
+@admin.register(DicomFolder)
+class DicomFolderAdmin(admin.ModelAdmin):
+    list_display = ["name", "path", "quota", "warn_size", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "path"]
+    fields = ["name", "active", "path", "quota", "warn_size"]
+    inlines = [DicomFolderGroupAccessInline]

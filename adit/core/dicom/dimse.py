@@ -1,0 +1,753 @@
+"""DIMSE connector: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE with pynetdicom.
+
+One association per operation (never one per instance). Every association sets TCP_NODELAY
+on its socket (an `EVT_CONN_OPEN` handler), because Nagle's algorithm together with delayed
+ACKs stalls each small DIMSE exchange by ~40 ms.
+
+Errors: transient failures (connection refused, association rejected-transient or aborted,
+"out of resources" statuses A7xx, timeouts) raise `RetriableDicomError`; permanent ones (AE
+title not recognised, unsupported model, failure statuses) raise `DicomError`. Messages name
+the server and the operation but never patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from pydicom import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from .config import LocalConfig, ServerConfig
+from .errors import DicomError, RetriableDicomError
+from .query import QueryDataset, ResultDataset
+
+logger = logging.getLogger(__name__)
+
+MAX_PRESENTATION_CONTEXTS = 128
+
+UNCOMPRESSED_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+COMPRESSED_TRANSFER_SYNTAXES = [
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+# The image SOP classes most studies consist of. Each gets one presentation context per transfer
+# syntax family, so that the peer can send every instance in the syntax it is stored in (an
+# acceptor picks only ONE syntax per context; a single context listing all syntaxes would make
+# most PACS transcode to the first syntax they like, usually uncompressed).
+MAIN_IMAGE_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.1",  # CR Image
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
+    "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image
+]
+MAIN_TRANSFER_SYNTAX_GROUPS: list[list[UID]] = [
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    *([ts] for ts in COMPRESSED_TRANSFER_SYNTAXES),
+]
+
+# Further image SOP classes: one context each, uncompressed and compressed syntaxes offered.
+OTHER_IMAGE_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image - For Processing
+    "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis Image
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET Image
+    "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA Image
+    "1.2.840.10008.5.1.4.1.1.12.2",  # X-Ray Radiofluoroscopic Image
+    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1",  # Ophthalmic Photography 8 Bit Image
+]
+
+# Non-image SOP classes: one context each, uncompressed only.
+NON_IMAGE_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.50",  # Mammography CAD SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.11.2",  # Color Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
+    "1.2.840.10008.5.1.4.1.1.66.1",  # Spatial Registration
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
+]
+
+
+def storage_contexts(reserved: int = 0) -> list[PresentationContext]:
+    """Storage presentation contexts for SOP classes likely in a study (≤ 128 - reserved)."""
+    contexts = [
+        build_context(sop_class, list(group))
+        for sop_class in MAIN_IMAGE_SOP_CLASSES
+        for group in MAIN_TRANSFER_SYNTAX_GROUPS
+    ]
+    all_syntaxes = UNCOMPRESSED_TRANSFER_SYNTAXES + COMPRESSED_TRANSFER_SYNTAXES
+    contexts += [
+        build_context(sop_class, list(all_syntaxes)) for sop_class in OTHER_IMAGE_SOP_CLASSES
+    ]
+    contexts += [
+        build_context(sop_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        for sop_class in NON_IMAGE_SOP_CLASSES
+    ]
+    limit = MAX_PRESENTATION_CONTEXTS - reserved
+    if len(contexts) > limit:
+        raise AssertionError(f"{len(contexts)} storage contexts exceed the limit of {limit}")
+    return contexts
+
+
+def exact_storage_contexts(datasets: Sequence[Dataset]) -> list[PresentationContext] | None:
+    """One context per (SOP class, transfer syntax) found in `datasets`, or None if > 128."""
+    pairs: dict[tuple[str, str], None] = {}
+    for ds in datasets:
+        pairs[(str(ds.SOPClassUID), _transfer_syntax_of(ds))] = None
+    if len(pairs) > MAX_PRESENTATION_CONTEXTS:
+        return None
+    contexts = []
+    for sop_class, syntax in pairs:
+        syntaxes = [syntax]
+        if not UID(syntax).is_compressed and syntax != ExplicitVRLittleEndian:
+            syntaxes.append(ExplicitVRLittleEndian)  # pynetdicom converts between these
+        contexts.append(build_context(sop_class, syntaxes))
+    return contexts
+
+
+def _transfer_syntax_of(ds: Dataset) -> str:
+    try:
+        return str(ds.file_meta.TransferSyntaxUID)
+    except AttributeError:
+        return ImplicitVRLittleEndian
+
+
+def _abort_association(assoc: Association) -> None:
+    """Aborts and wakes a thread blocked on the next DIMSE message.
+
+    pynetdicom's response loops wait for the DIMSE timeout after a local abort; an empty item
+    in the message queue ends that wait at once (the loops treat it as "no response").
+    """
+    if assoc.is_established:
+        assoc.abort()
+    try:
+        assoc.dimse.msg_queue.put((None, None))
+    except AttributeError:
+        pass
+
+
+def _set_tcp_nodelay(event: evt.Event) -> None:
+    try:
+        sock = event.assoc.dul.socket.socket  # type: ignore[union-attr]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    except (AttributeError, OSError):  # socket already gone; nothing to tune then
+        pass
+
+
+@dataclass
+class RetrieveResult:
+    """Sub-operation counts of a C-GET or C-MOVE."""
+
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_sop_instance_uids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoreResult:
+    """Outcome of storing many instances."""
+
+    stored: int = 0
+    warnings: list[str] = field(default_factory=list)
+    failed_sop_instance_uids: list[str] = field(default_factory=list)
+
+
+_FIND_MODELS = {
+    "P": PatientRootQueryRetrieveInformationModelFind,
+    "S": StudyRootQueryRetrieveInformationModelFind,
+}
+_GET_MODELS = {
+    "P": PatientRootQueryRetrieveInformationModelGet,
+    "S": StudyRootQueryRetrieveInformationModelGet,
+}
+_MOVE_MODELS = {
+    "P": PatientRootQueryRetrieveInformationModelMove,
+    "S": StudyRootQueryRetrieveInformationModelMove,
+}
+
+_PENDING = (0xFF00, 0xFF01)
+_END_OF_QUEUE = object()
+
+
+def _is_out_of_resources(status: int) -> bool:
+    return 0xA700 <= status <= 0xA7FF
+
+
+class DimseConnector:
+    """DIMSE operations against one server; one association per operation.
+
+    `abort()` may be called from another thread to end an ongoing operation at once (e.g. the
+    user left the page of an interactive query); the operation then ends without error.
+    """
+
+    def __init__(self, server: ServerConfig, local: LocalConfig) -> None:
+        if not server.supports_dimse:
+            raise DicomError(f"Server {server}: no AE title, host and port for DIMSE configured")
+        self.server = server
+        self.local = local
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._assoc: Association | None = None
+        self._aborted = threading.Event()
+
+    # --- association handling ---------------------------------------------------------------
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.local.calling_ae_title)
+        timeouts = self.local.timeouts
+        ae.connection_timeout = timeouts.connection
+        ae.acse_timeout = timeouts.acse
+        ae.dimse_timeout = timeouts.dimse
+        ae.network_timeout = timeouts.network
+        ae.maximum_pdu_size = 0
+        return ae
+
+    def _associate(
+        self,
+        operation: str,
+        contexts: list[PresentationContext],
+        ext_neg: list | None = None,
+        handlers: list | None = None,
+    ) -> Association:
+        if self._aborted.is_set():
+            raise DicomError(f"{operation} on {self.server}: connector was aborted")
+        ae = self._make_ae()
+        ae.requested_contexts = contexts
+        rejection: dict = {}
+
+        def capture_rejection(event: evt.Event) -> None:
+            primitive = event.primitive
+            if getattr(primitive, "result", None) in (0x01, 0x02):
+                rejection.update(
+                    result=primitive.result,
+                    source=primitive.result_source,
+                    diagnostic=primitive.diagnostic,
+                    text=f"{primitive.result_str}, {primitive.source_str}, {primitive.reason_str}",
+                )
+
+        evt_handlers = [
+            (evt.EVT_CONN_OPEN, _set_tcp_nodelay),
+            (evt.EVT_ACSE_RECV, capture_rejection),
+            *(handlers or []),
+        ]
+        assoc = ae.associate(
+            self.server.host,
+            self.server.port,
+            ae_title=self.server.ae_title,
+            ext_neg=ext_neg,
+            evt_handlers=evt_handlers,
+            max_pdu=0,
+        )
+        if assoc.is_established:
+            with self._lock:
+                self._assoc = assoc
+            if self._aborted.is_set():  # abort() came while we were connecting
+                assoc.abort()
+                raise DicomError(f"{operation} on {self.server}: connector was aborted")
+            return assoc
+        where = f"{operation} on {self.server}"
+        if assoc.is_rejected:
+            # Permanent rejection because of an unknown AE or an unsupported application
+            # context is a configuration error; anything else (transient, congestion) may pass.
+            permanent = rejection.get("result") == 0x01 and (
+                rejection.get("source") == 1 and rejection.get("diagnostic") in (2, 3, 7)
+            )
+            message = f"{where}: association rejected ({rejection.get('text', 'no details')})"
+            raise DicomError(message) if permanent else RetriableDicomError(message)
+        if assoc.is_aborted:
+            if not assoc.accepted_contexts and assoc.rejected_contexts:
+                raise DicomError(f"{where}: the server accepted none of the proposed contexts")
+            raise RetriableDicomError(f"{where}: association aborted while connecting")
+        raise RetriableDicomError(
+            f"{where}: could not connect to {self.server.host}:{self.server.port}"
+        )
+
+    def _finish(self, assoc: Association, release: bool = True) -> None:
+        with self._lock:
+            if self._assoc is assoc:
+                self._assoc = None
+        if assoc.is_established:
+            if release:
+                assoc.release()
+            else:
+                assoc.abort()
+
+    def abort(self) -> None:
+        """Aborts the ongoing operation (thread-safe); later operations are refused."""
+        self._aborted.set()
+        with self._lock:
+            assoc = self._assoc
+        if assoc is not None:
+            _abort_association(assoc)
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
+    def _check_status(self, operation: str, status: Dataset | None) -> int:
+        if status is None or "Status" not in status:
+            if self.aborted:
+                return -1
+            raise RetriableDicomError(
+                f"{operation} on {self.server}: no response (timeout or connection lost)"
+            )
+        return int(status.Status)
+
+    # --- C-ECHO -----------------------------------------------------------------------------
+
+    def send_c_echo(self) -> None:
+        """Verifies that the server answers (raises otherwise)."""
+        assoc = self._associate("C-ECHO", [build_context(Verification)])
+        try:
+            status = self._check_status("C-ECHO", assoc.send_c_echo())
+            if status != 0x0000:
+                raise DicomError(f"C-ECHO on {self.server}: status 0x{status:04X}")
+        finally:
+            self._finish(assoc)
+
+    # --- model selection --------------------------------------------------------------------
+
+    def _find_model(self, query: QueryDataset) -> str:
+        level = query.level
+        if level != "PATIENT" and self.server.study_root_find_support:
+            return "S"
+        if self.server.patient_root_find_support and (
+            level == "PATIENT" or query.is_concrete("PatientID")
+        ):
+            return "P"
+        raise DicomError(
+            f"C-FIND on {self.server}: no supported query model for level {level or '?'} "
+            "(study root needs level STUDY or below; patient root needs level PATIENT or a "
+            "concrete PatientID)"
+        )
+
+    def _retrieve_model(
+        self, operation: str, query: QueryDataset, study_root: bool, patient_root: bool
+    ) -> str:
+        if study_root and query.is_concrete("StudyInstanceUID"):
+            return "S"
+        if (
+            patient_root
+            and query.is_concrete("PatientID")
+            and query.is_concrete("StudyInstanceUID")
+        ):
+            return "P"
+        raise DicomError(
+            f"{operation} on {self.server}: the server supports no retrieve model usable here "
+            "(study root needs a StudyInstanceUID; patient root also a PatientID)"
+        )
+
+    # --- C-FIND -----------------------------------------------------------------------------
+
+    def send_c_find(
+        self, query: QueryDataset, limit_results: int | None = None
+    ) -> Iterator[ResultDataset]:
+        """Yields the matches of `query`; stops cleanly after `limit_results` matches."""
+        if query.level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+            raise DicomError(f"C-FIND on {self.server}: query has no valid QueryRetrieveLevel")
+        model = self._find_model(query)
+        assoc = self._associate("C-FIND", [build_context(_FIND_MODELS[model])])
+        release = True
+        try:
+            count = 0
+            responses = assoc.send_c_find(query.dataset, _FIND_MODELS[model], msg_id=1)
+            for status_ds, identifier in responses:
+                status = self._check_status("C-FIND", status_ds)
+                if status == -1:
+                    return
+                if status in _PENDING:
+                    if identifier is None:
+                        continue
+                    yield ResultDataset(identifier)
+                    count += 1
+                    if limit_results is not None and count >= limit_results:
+                        release = self._cancel_find(assoc, responses, model)
+                        return
+                    continue
+                if status == 0x0000:
+                    return
+                if status == 0xFE00:
+                    return
+                message = f"C-FIND on {self.server}: failed with status 0x{status:04X}"
+                if _is_out_of_resources(status):
+                    raise RetriableDicomError(message)
+                raise DicomError(message)
+        except GeneratorExit:
+            release = False  # caller stopped early: do not wait for the remaining responses
+            raise
+        except (DicomError, RetriableDicomError):
+            release = False
+            raise
+        except (OSError, RuntimeError) as error:
+            release = False
+            if self.aborted:
+                return
+            raise RetriableDicomError(f"C-FIND on {self.server}: {error}") from error
+        finally:
+            self._finish(assoc, release=release)
+
+    def _cancel_find(self, assoc: Association, responses: Iterator, model: str) -> bool:
+        """Sends C-CANCEL and drains the last responses; False if the association must abort."""
+        try:
+            assoc.send_c_cancel(1, query_model=_FIND_MODELS[model])
+            for drained, (status_ds, _) in enumerate(responses):
+                if status_ds is None or "Status" not in status_ds:
+                    return False
+                if int(status_ds.Status) not in _PENDING:
+                    return True
+                if drained > 1000:  # the server ignores C-CANCEL; do not read everything
+                    return False
+            return True
+        except Exception:  # any trouble while cancelling: an abort ends it as well
+            logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
+            return False
+
+    # --- C-GET ------------------------------------------------------------------------------
+
+    def send_c_get(self, query: QueryDataset, queue_size: int = 16) -> Iterator[Dataset]:
+        """Retrieves instances with C-GET and yields each as it arrives (file meta attached).
+
+        The association runs in a background thread that hands instances over through a
+        bounded queue, so a slow consumer slows the sender down instead of filling memory.
+        Sub-operation counts of the final response are checked after the last instance: all
+        failed → `RetriableDicomError`; some failed → an entry in `warnings`.
+        """
+        model = self._retrieve_model(
+            "C-GET",
+            query,
+            self.server.study_root_get_support,
+            self.server.patient_root_get_support,
+        )
+        query_model = _GET_MODELS[model]
+        storage = storage_contexts(reserved=1)
+        contexts = [build_context(query_model), *storage]
+        roles = [build_role(sop_class, scp_role=True) for sop_class in _unique_abstract(storage)]
+        items: queue.Queue = queue.Queue(maxsize=queue_size)
+        stop = threading.Event()
+        put_timeout = self.local.timeouts.network
+
+        def handle_store(event: evt.Event) -> int:
+            if stop.is_set():
+                return 0xA702  # consumer gone: refuse the rest (C-CANCEL is unreliable)
+            try:
+                ds = event.dataset
+                ds.file_meta = event.file_meta
+            except Exception:
+                logger.warning("C-GET on %s: undecodable instance received", self.server)
+                return 0xC210
+            deadline = time.monotonic() + put_timeout
+            while not stop.is_set():
+                try:
+                    items.put(ds, timeout=0.2)
+                    return 0x0000
+                except queue.Full:
+                    if time.monotonic() > deadline:
+                        break
+            return 0xA702
+
+        assoc = self._associate(
+            "C-GET", contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, handle_store)]
+        )
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = self._collect_retrieve(
+                    "C-GET", assoc.send_c_get(query.dataset, query_model)
+                )
+            except BaseException as error:  # handed to the consumer thread
+                outcome["error"] = error
+            finally:
+                _put_forever(items, _END_OF_QUEUE, stop)
+
+        worker = threading.Thread(target=run, name=f"c-get-{self.server.name}", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                item = items.get()
+                if item is _END_OF_QUEUE:
+                    break
+                yield item
+            finished = True
+        finally:
+            stop.set()
+            if not finished:
+                _abort_association(assoc)
+            _drain(items)
+            worker.join(timeout=self.local.timeouts.network)
+            self._finish(assoc, release=finished and "error" not in outcome)
+        if "error" in outcome:
+            if self.aborted:
+                return
+            raise outcome["error"]
+        self._evaluate_retrieve("C-GET", outcome["result"])
+
+    def _collect_retrieve(self, operation: str, responses: Iterable) -> RetrieveResult:
+        result = RetrieveResult()
+        last_status = None
+        for status_ds, identifier in responses:
+            status = self._check_status(operation, status_ds)
+            if status == -1:
+                return result
+            last_status = status
+            result.completed = int(getattr(status_ds, "NumberOfCompletedSuboperations", 0) or 0)
+            result.failed = int(getattr(status_ds, "NumberOfFailedSuboperations", 0) or 0)
+            result.warning = int(getattr(status_ds, "NumberOfWarningSuboperations", 0) or 0)
+            if status in _PENDING:
+                continue
+            if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+                failed = identifier.FailedSOPInstanceUIDList
+                failed = [failed] if isinstance(failed, str) else list(failed or [])
+                result.failed_sop_instance_uids = [str(uid) for uid in failed]
+            if status in (0x0000, 0xB000, 0xFE00):
+                return result
+            message = (
+                f"{operation} on {self.server}: failed with status 0x{status:04X} "
+                f"({result.completed} completed, {result.failed} failed sub-operations)"
+            )
+            if _is_out_of_resources(status):
+                raise RetriableDicomError(message)
+            if status == 0xA801:
+                raise DicomError(f"{operation} on {self.server}: move destination unknown")
+            raise DicomError(message)
+        if last_status is None:
+            raise RetriableDicomError(f"{operation} on {self.server}: no response")
+        return result
+
+    def _evaluate_retrieve(self, operation: str, result: RetrieveResult) -> None:
+        if result.failed and not result.completed:
+            raise RetriableDicomError(
+                f"{operation} on {self.server}: all {result.failed} sub-operations failed"
+            )
+        if result.failed or result.warning:
+            self.warnings.append(
+                f"{operation} on {self.server}: {result.failed} failed and {result.warning} "
+                f"warning sub-operations ({result.completed} completed)"
+            )
+        elif not result.completed:
+            self.warnings.append(
+                f"{operation} on {self.server}: no instances matched (0 sub-operations)"
+            )
+
+    # --- C-MOVE -----------------------------------------------------------------------------
+
+    def send_c_move(self, query: QueryDataset, destination_ae_title: str) -> RetrieveResult:
+        """Asks the server to send the matching instances to `destination_ae_title`."""
+        model = self._retrieve_model(
+            "C-MOVE",
+            query,
+            self.server.study_root_move_support,
+            self.server.patient_root_move_support,
+        )
+        query_model = _MOVE_MODELS[model]
+        assoc = self._associate("C-MOVE", [build_context(query_model)])
+        release = False
+        try:
+            result = self._collect_retrieve(
+                "C-MOVE", assoc.send_c_move(query.dataset, destination_ae_title, query_model)
+            )
+            release = True
+        except (OSError, RuntimeError) as error:
+            raise RetriableDicomError(f"C-MOVE on {self.server}: {error}") from error
+        finally:
+            self._finish(assoc, release=release)
+        self._evaluate_retrieve("C-MOVE", result)
+        return result
+
+    # --- C-STORE ----------------------------------------------------------------------------
+
+    def send_c_store(
+        self,
+        datasets: Iterable[Dataset],
+        on_stored: Callable[[Dataset], None] | None = None,
+    ) -> StoreResult:
+        """Stores all `datasets` on ONE association, each in its own transfer syntax if possible.
+
+        For a sequence the proposed contexts are exactly its (SOP class, transfer syntax) pairs;
+        for an iterator (instances arriving from a fetch) the broad `storage_contexts()` set.
+        An instance whose compressed syntax was refused is sent decompressed when the server
+        accepted an uncompressed syntax for its class. Any failed instance → RetriableDicomError
+        after all others were tried (a warning status only adds to `warnings`).
+        """
+        if not self.server.store_scp_support:
+            raise DicomError(f"C-STORE on {self.server}: server does not accept C-STORE")
+        iterator: Iterator[Dataset]
+        if isinstance(datasets, Sequence):
+            if not datasets:
+                return StoreResult()
+            contexts = exact_storage_contexts(datasets) or storage_contexts()
+            iterator = iter(datasets)
+        else:
+            iterator = iter(datasets)
+            contexts = storage_contexts()
+        assoc = self._associate("C-STORE", contexts)
+        result = StoreResult()
+        release = False
+        try:
+            for index, ds in enumerate(iterator):
+                if self.aborted:
+                    return result
+                status = self._store_one(assoc, ds, (index % 65535) + 1, result)
+                if status is not None and on_stored is not None:
+                    on_stored(ds)
+                if not assoc.is_established:
+                    raise RetriableDicomError(
+                        f"C-STORE on {self.server}: association lost after {result.stored} "
+                        "instances"
+                    )
+            release = True
+        finally:
+            self._finish(assoc, release=release)
+        self.warnings.extend(result.warnings)
+        if result.failed_sop_instance_uids:
+            raise RetriableDicomError(
+                f"C-STORE on {self.server}: {len(result.failed_sop_instance_uids)} of "
+                f"{len(result.failed_sop_instance_uids) + result.stored} instances failed"
+            )
+        return result
+
+    def _store_one(
+        self, assoc: Association, ds: Dataset, msg_id: int, result: StoreResult
+    ) -> int | None:
+        uid = str(getattr(ds, "SOPInstanceUID", "?"))
+        try:
+            try:
+                status_ds = assoc.send_c_store(ds, msg_id=msg_id)
+            except ValueError:
+                # No accepted context for its transfer syntax: decompress if the server took an
+                # uncompressed syntax for this SOP class.
+                if not self._can_decompress(assoc, ds):
+                    raise
+                ds = _decompressed(ds)
+                result.warnings.append(
+                    f"C-STORE on {self.server}: instance {uid} sent decompressed (server refused "
+                    "its transfer syntax)"
+                )
+                status_ds = assoc.send_c_store(ds, msg_id=msg_id)
+        except (ValueError, AttributeError) as error:
+            result.failed_sop_instance_uids.append(uid)
+            result.warnings.append(f"C-STORE on {self.server}: instance {uid} not sent: {error}")
+            return None
+        except (OSError, RuntimeError) as error:
+            raise RetriableDicomError(f"C-STORE on {self.server}: {error}") from error
+        if status_ds is None or "Status" not in status_ds:
+            raise RetriableDicomError(
+                f"C-STORE on {self.server}: no response for an instance (timeout or abort)"
+            )
+        status = int(status_ds.Status)
+        if status == 0x0000:
+            result.stored += 1
+            return status
+        if status in (0xB000, 0xB007, 0xB006):
+            result.stored += 1
+            result.warnings.append(f"C-STORE on {self.server}: warning 0x{status:04X} for {uid}")
+            return status
+        result.failed_sop_instance_uids.append(uid)
+        result.warnings.append(f"C-STORE on {self.server}: status 0x{status:04X} for {uid}")
+        return None
+
+    @staticmethod
+    def _can_decompress(assoc: Association, ds: Dataset) -> bool:
+        if not UID(_transfer_syntax_of(ds)).is_compressed:
+            return False
+        sop_class = str(ds.SOPClassUID)
+        return any(
+            cx.abstract_syntax == sop_class
+            and cx.transfer_syntax[0] in UNCOMPRESSED_TRANSFER_SYNTAXES
+            for cx in assoc.accepted_contexts
+        )
+
+
+def _decompressed(ds: Dataset) -> Dataset:
+    copy = Dataset(ds)
+    copy.file_meta = ds.file_meta.copy() if hasattr(ds, "file_meta") else None  # type: ignore[assignment]
+    copy.decompress()
+    return copy
+
+
+def _unique_abstract(contexts: Iterable[PresentationContext]) -> list[str]:
+    return list(dict.fromkeys(str(cx.abstract_syntax) for cx in contexts))
+
+
+def _put_forever(items: queue.Queue, item: object, stop: threading.Event) -> None:
+    while True:
+        try:
+            items.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                _drain(items)
+
+
+def _drain(items: queue.Queue) -> None:
+    while True:
+        try:
+            items.get_nowait()
+        except queue.Empty:
+            return

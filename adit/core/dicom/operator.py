@@ -1,0 +1,524 @@
+"""DicomOperator: one API over the DIMSE and DICOMweb connectors of one server.
+
+Query order: C-FIND when the server supports a usable model, else QIDO-RS. Results are
+de-duplicated (some servers, e.g. pynetdicom's qrscp, answer one match per instance) and
+re-filtered client-side for keys servers often ignore or match differently (ModalitiesInStudy,
+descriptions with whole-value wildcards, series numbers, birth dates).
+
+Fetch order: **C-GET → C-MOVE through the receiver → WADO-RS.**
+C-GET first: a single association both asks and receives, no receiver hop, no AE registration
+at the PACS, and the instances arrive in their stored transfer syntax. C-MOVE next because it is
+the one retrieve every PACS offers (but it needs ADIT's receiver registered at the PACS and the
+`move_fetcher` hook). WADO-RS last: many PACS expose DICOMweb through gateways that are slower
+or transcode. A method that fails permanently *before* delivering the first instance hands over
+to the next one (noted in `warnings`); once instances flowed, errors propagate (no duplicates).
+
+C-MOVE hook: the receiver side lives in `receiver.py`/`file_transmit.py`. The operator only
+knows the `MoveFetcher` protocol: it calls ``move_fetcher(request)`` with a `MoveRequest` that
+carries the expected SOP Instance UIDs (from an IMAGE-level C-FIND done beforehand) and a
+`send_c_move` callable. The fetcher must subscribe at the receiver *first*, then call
+``request.send_c_move()`` (it may do so in a thread), yield each expected instance as it arrives
+and raise `RetriableDicomError` naming the missing count if the fetch ends incomplete. Register a
+default with `set_default_move_fetcher()` or pass ``move_fetcher=`` to the operator; without one
+the C-MOVE path is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydicom import Dataset
+
+from .config import LocalConfig, ServerConfig
+from .dicomweb import DicomWebConnector
+from .dimse import DimseConnector, RetrieveResult
+from .errors import DicomError, RetriableDicomError
+from .query import (
+    QueryDataset,
+    ResultDataset,
+    matches_wildcard,
+    parse_date,
+)
+
+PATIENT_KEYS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "NumberOfPatientRelatedStudies",
+)
+STUDY_KEYS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+SERIES_KEYS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "SeriesNumber",
+    "Modality",
+    "NumberOfSeriesRelatedInstances",
+)
+IMAGE_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
+)
+
+
+@dataclass
+class MoveRequest:
+    """What a `MoveFetcher` needs to fetch instances through C-MOVE and the receiver."""
+
+    server: ServerConfig
+    local: LocalConfig
+    query: QueryDataset
+    """Level STUDY, SERIES or IMAGE with the UIDs to move."""
+    expected_sop_instance_uids: frozenset[str]
+    """Every instance the source listed; the fetch is complete when all arrived."""
+    send_c_move: Callable[[], RetrieveResult]
+    """Issues the C-MOVE to `local.receiver_ae_title`; blocks until the PACS reports the end."""
+    warnings: list[str] = field(default_factory=list)
+    """Append warnings for the task log here (shared with the operator)."""
+
+
+class MoveFetcher(Protocol):
+    def __call__(self, request: MoveRequest) -> Iterator[Dataset]: ...
+
+
+_default_move_fetcher: MoveFetcher | None = None
+
+
+def set_default_move_fetcher(fetcher: MoveFetcher | None) -> None:
+    """Registers the C-MOVE fetcher operators use when none is passed (e.g. at app start)."""
+    global _default_move_fetcher
+    _default_move_fetcher = fetcher
+
+
+def get_default_move_fetcher() -> MoveFetcher | None:
+    return _default_move_fetcher
+
+
+class DicomOperator:
+    """Queries, fetches and uploads for one server, choosing DIMSE or DICOMweb per operation.
+
+    Attributes:
+        warnings: messages for the task log (partial sub-operations, skipped instances,
+            fallbacks to another retrieve method).
+    """
+
+    def __init__(
+        self,
+        server: ServerConfig,
+        local: LocalConfig | None = None,
+        move_fetcher: MoveFetcher | None = None,
+    ) -> None:
+        self.server = server
+        self.local = local or LocalConfig()
+        self.move_fetcher = move_fetcher
+        self.warnings: list[str] = []
+        self._aborted = threading.Event()
+        self.dimse = DimseConnector(server, self.local) if server.supports_dimse else None
+        self.dicomweb = DicomWebConnector(server, self.local) if server.dicomweb_root_url else None
+        for connector in (self.dimse, self.dicomweb):
+            if connector is not None:
+                connector.warnings = self.warnings  # one list for the task log
+
+    def abort(self) -> None:
+        """Ends ongoing queries/fetches at once (thread-safe); meant for interactive queries."""
+        self._aborted.set()
+        if self.dimse is not None:
+            self.dimse.abort()
+        if self.dicomweb is not None:
+            self.dicomweb.abort()
+
+    # --- capability helpers -----------------------------------------------------------------
+
+    def _can_c_find(self, query: QueryDataset) -> bool:
+        if self.dimse is None:
+            return False
+        if query.level != "PATIENT" and self.server.study_root_find_support:
+            return True
+        return self.server.patient_root_find_support and (
+            query.level == "PATIENT" or query.is_concrete("PatientID")
+        )
+
+    def _can_qido(self) -> bool:
+        return self.dicomweb is not None and self.server.dicomweb_qido_support
+
+    def _search(
+        self, query: QueryDataset, limit: int | None, server_side_limit: bool
+    ) -> Iterator[ResultDataset]:
+        server_limit = limit if server_side_limit else None
+        if self._can_c_find(query):
+            assert self.dimse is not None
+            return self.dimse.send_c_find(query, limit_results=server_limit)
+        if self._can_qido():
+            assert self.dicomweb is not None
+            return iter(self.dicomweb.send_qido_rs(query, limit_results=server_limit))
+        raise DicomError(
+            f"Query on {self.server}: neither C-FIND ({query.level or '?'} level) nor QIDO-RS "
+            "is supported"
+        )
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def find_patients(
+        self, query: QueryDataset, limit_results: int | None = None
+    ) -> Iterator[ResultDataset]:
+        """Patients matching `query` (unique by PatientID).
+
+        Uses PATIENT-level C-FIND (patient root), else STUDY-level C-FIND/QIDO-RS and
+        collapses the studies to patients.
+        """
+        query = query.copy()
+        query.remove("QueryRetrieveLevel")
+        query.ensure_elements(*PATIENT_KEYS)
+        use_patient_level = self.dimse is not None and self.server.patient_root_find_support
+        if use_patient_level:
+            query.set("QueryRetrieveLevel", "PATIENT")
+        else:
+            query.set("QueryRetrieveLevel", "STUDY")
+            query.remove("NumberOfPatientRelatedStudies")
+        checks = _patient_checks(query)
+        results = self._search(query, limit_results, server_side_limit=False)
+        return _limited(_dedupe(_filtered(results, checks), "PatientID"), limit_results)
+
+    def find_studies(
+        self, query: QueryDataset, limit_results: int | None = None
+    ) -> Iterator[ResultDataset]:
+        """Studies matching `query` (STUDY level)."""
+        query = query.copy()
+        query.set("QueryRetrieveLevel", "STUDY")
+        query.ensure_elements(*STUDY_KEYS)
+        checks = _patient_checks(query) + _study_checks(query)
+        modalities = [m.upper() for m in _as_list(query.get("ModalitiesInStudy"))]
+        server_side = not checks and not modalities
+        results: Iterator[ResultDataset] = self._search(query, limit_results, server_side)
+        results = _dedupe(_filtered(results, checks), "StudyInstanceUID")
+        if modalities:
+            results = self._filter_modalities(results, set(modalities))
+        return _limited(results, limit_results)
+
+    def _filter_modalities(
+        self, results: Iterable[ResultDataset], wanted: set[str]
+    ) -> Iterator[ResultDataset]:
+        for result in results:
+            present = {m.upper() for m in result.ModalitiesInStudy}
+            if not present:
+                # The server ignored ModalitiesInStudy; learn it from the study's series.
+                series_query = QueryDataset.create(
+                    QueryRetrieveLevel="SERIES",
+                    PatientID=result.PatientID or None,
+                    StudyInstanceUID=result.StudyInstanceUID,
+                    Modality=None,
+                    SeriesInstanceUID=None,
+                )
+                present = {s.Modality.upper() for s in self.find_series(series_query) if s.Modality}
+                result.dataset.ModalitiesInStudy = sorted(present)
+            if present & wanted:
+                yield result
+
+    def find_series(
+        self, query: QueryDataset, limit_results: int | None = None
+    ) -> Iterator[ResultDataset]:
+        """Series of one study (a concrete StudyInstanceUID is required)."""
+        if not query.is_concrete("StudyInstanceUID"):
+            raise DicomError(f"Series query on {self.server}: a StudyInstanceUID is required")
+        query = query.copy()
+        query.set("QueryRetrieveLevel", "SERIES")
+        query.ensure_elements(*SERIES_KEYS)
+        checks = _series_checks(query)
+        results = self._search(query, limit_results, server_side_limit=not checks)
+        return _limited(_dedupe(_filtered(results, checks), "SeriesInstanceUID"), limit_results)
+
+    def find_images(
+        self, query: QueryDataset, limit_results: int | None = None
+    ) -> Iterator[ResultDataset]:
+        """Instances of one series (StudyInstanceUID and SeriesInstanceUID are required)."""
+        if not (query.is_concrete("StudyInstanceUID") and query.is_concrete("SeriesInstanceUID")):
+            raise DicomError(
+                f"Image query on {self.server}: StudyInstanceUID and SeriesInstanceUID are required"
+            )
+        query = query.copy()
+        query.set("QueryRetrieveLevel", "IMAGE")
+        query.ensure_elements(*IMAGE_KEYS)
+        results = self._search(query, limit_results, server_side_limit=True)
+        return _limited(_dedupe(results, "SOPInstanceUID"), limit_results)
+
+    # --- fetches ----------------------------------------------------------------------------
+
+    def fetch_study(self, patient_id: str, study_uid: str) -> Iterator[Dataset]:
+        """Yields every instance of a study, one at a time as it arrives."""
+        query = QueryDataset.create(
+            QueryRetrieveLevel="STUDY", PatientID=patient_id or None, StudyInstanceUID=study_uid
+        )
+        return self._fetch(query)
+
+    def fetch_series(self, patient_id: str, study_uid: str, series_uid: str) -> Iterator[Dataset]:
+        """Yields every instance of a series, one at a time as it arrives."""
+        query = QueryDataset.create(
+            QueryRetrieveLevel="SERIES",
+            PatientID=patient_id or None,
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series_uid,
+        )
+        return self._fetch(query)
+
+    def fetch_image(
+        self, patient_id: str, study_uid: str, series_uid: str, image_uid: str
+    ) -> Iterator[Dataset]:
+        """Yields the one instance."""
+        query = QueryDataset.create(
+            QueryRetrieveLevel="IMAGE",
+            PatientID=patient_id or None,
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series_uid,
+            SOPInstanceUID=image_uid,
+        )
+        return self._fetch(query)
+
+    def _retrieve_methods(self, query: QueryDataset) -> list[tuple[str, Callable[[], Iterator]]]:
+        server = self.server
+        patient_ok = query.is_concrete("PatientID")
+        methods: list[tuple[str, Callable[[], Iterator]]] = []
+        dimse = self.dimse
+        if dimse is not None and (
+            server.study_root_get_support or (server.patient_root_get_support and patient_ok)
+        ):
+            methods.append(("C-GET", lambda: dimse.send_c_get(query)))
+        fetcher = self.move_fetcher or _default_move_fetcher
+        if (
+            dimse is not None
+            and fetcher is not None
+            and (
+                server.study_root_move_support or (server.patient_root_move_support and patient_ok)
+            )
+        ):
+            methods.append(("C-MOVE", lambda: self._fetch_with_c_move(query, fetcher)))
+        dicomweb = self.dicomweb
+        if dicomweb is not None and server.dicomweb_wado_support:
+            methods.append(("WADO-RS", lambda: dicomweb.send_wado_rs(query)))
+        return methods
+
+    def _fetch(self, query: QueryDataset) -> Iterator[Dataset]:
+        methods = self._retrieve_methods(query)
+        if not methods:
+            raise DicomError(
+                f"Fetch from {self.server}: no retrieve method available (C-GET, C-MOVE with "
+                "a receiver, or WADO-RS)"
+            )
+        return self._fetch_with(methods)
+
+    def _fetch_with(self, methods: list[tuple[str, Callable[[], Iterator]]]) -> Iterator[Dataset]:
+        for index, (name, start) in enumerate(methods):
+            delivered = 0
+            try:
+                for ds in start():
+                    delivered += 1
+                    yield ds
+                return
+            except RetriableDicomError:
+                raise
+            except DicomError as error:
+                if delivered or index == len(methods) - 1 or self._aborted.is_set():
+                    raise
+                self.warnings.append(f"{name} failed ({error}); trying {methods[index + 1][0]}")
+
+    def _fetch_with_c_move(self, query: QueryDataset, fetcher: MoveFetcher) -> Iterator[Dataset]:
+        assert self.dimse is not None
+        dimse = self.dimse
+        expected = frozenset(self._expected_sop_instance_uids(query))
+        if not expected:
+            self.warnings.append(f"C-MOVE from {self.server}: the source lists no instances")
+            return iter(())
+        move_query = query.copy()
+        request = MoveRequest(
+            server=self.server,
+            local=self.local,
+            query=move_query,
+            expected_sop_instance_uids=expected,
+            send_c_move=lambda: dimse.send_c_move(move_query, self.local.receiver_ae_title),
+            warnings=self.warnings,
+        )
+        return fetcher(request)
+
+    def _expected_sop_instance_uids(self, query: QueryDataset) -> set[str]:
+        if query.level == "IMAGE":
+            return {query.get_str("SOPInstanceUID")}
+        patient_id = query.get_str("PatientID") or None
+        study_uid = query.get_str("StudyInstanceUID")
+        if query.level == "SERIES":
+            series_uids = [query.get_str("SeriesInstanceUID")]
+        else:
+            series_query = QueryDataset.create(
+                QueryRetrieveLevel="SERIES",
+                PatientID=patient_id,
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=None,
+            )
+            series_uids = [s.SeriesInstanceUID for s in self.find_series(series_query)]
+        uids: set[str] = set()
+        for series_uid in series_uids:
+            image_query = QueryDataset.create(
+                QueryRetrieveLevel="IMAGE",
+                PatientID=patient_id,
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=series_uid,
+                SOPInstanceUID=None,
+            )
+            uids.update(r.SOPInstanceUID for r in self.find_images(image_query) if r.SOPInstanceUID)
+        return uids
+
+    def move_study(
+        self, patient_id: str, study_uid: str, destination_ae_title: str
+    ) -> RetrieveResult:
+        """Plain C-MOVE of a study to another AE (PACS to PACS)."""
+        if self.dimse is None:
+            raise DicomError(f"C-MOVE on {self.server}: no DIMSE configured")
+        query = QueryDataset.create(
+            QueryRetrieveLevel="STUDY", PatientID=patient_id or None, StudyInstanceUID=study_uid
+        )
+        return self.dimse.send_c_move(query, destination_ae_title)
+
+    # --- upload -----------------------------------------------------------------------------
+
+    def upload(self, instances: Iterable[Dataset]) -> int:
+        """Stores instances (C-STORE on one association, else STOW-RS); returns how many."""
+        if self.dimse is not None and self.server.store_scp_support:
+            return self.dimse.send_c_store(instances).stored
+        if self.dicomweb is not None and self.server.dicomweb_stow_support:
+            return self.dicomweb.send_stow_rs(instances).stored
+        raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")
+
+
+# --- client-side filtering ------------------------------------------------------------------
+
+Check = Callable[[ResultDataset], bool]
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value if str(v)]
+    return [v for v in str(value).replace(",", "\\").split("\\") if v]
+
+
+def _wildcard_check(keyword: str, pattern: str, case_sensitive: bool) -> Check:
+    def check(result: ResultDataset) -> bool:
+        value = result.get_str(keyword)
+        # An empty value means the server did not return the attribute: nothing to check.
+        return not value or matches_wildcard(pattern, value, case_sensitive)
+
+    return check
+
+
+def _date_check(keyword: str, value: str) -> Check | None:
+    if not value:
+        return None
+    start_text, _, end_text = value.partition("-") if "-" in value else (value, "", value)
+    try:
+        start = parse_date(start_text) if start_text else None
+        end = parse_date(end_text) if end_text else None
+    except ValueError:
+        return None
+
+    def check(result: ResultDataset) -> bool:
+        found = result.get_date(keyword)
+        if found is None:
+            return True
+        return (start is None or found >= start) and (end is None or found <= end)
+
+    return check
+
+
+def _patient_checks(query: QueryDataset) -> list[Check]:
+    checks: list[Check] = []
+    if name := query.get_str("PatientName"):
+        checks.append(_wildcard_check("PatientName", name, case_sensitive=False))
+    if patient_id := query.get_str("PatientID"):
+        checks.append(_wildcard_check("PatientID", patient_id, case_sensitive=True))
+    if birth_date := _date_check("PatientBirthDate", query.get_str("PatientBirthDate")):
+        checks.append(birth_date)
+    if sex := query.get_str("PatientSex"):
+        checks.append(_wildcard_check("PatientSex", sex, case_sensitive=False))
+    return checks
+
+
+def _study_checks(query: QueryDataset) -> list[Check]:
+    checks: list[Check] = []
+    if description := query.get_str("StudyDescription"):
+        checks.append(_wildcard_check("StudyDescription", description, case_sensitive=False))
+    if accession := query.get_str("AccessionNumber"):
+        checks.append(_wildcard_check("AccessionNumber", accession, case_sensitive=True))
+    if study_date := _date_check("StudyDate", query.get_str("StudyDate")):
+        checks.append(study_date)
+    return checks
+
+
+def _series_checks(query: QueryDataset) -> list[Check]:
+    checks: list[Check] = []
+    if description := query.get_str("SeriesDescription"):
+        checks.append(_wildcard_check("SeriesDescription", description, case_sensitive=False))
+    if modality := query.get_str("Modality"):
+        checks.append(_wildcard_check("Modality", modality, case_sensitive=False))
+    number = query.get("SeriesNumber")
+    if number not in (None, ""):
+        wanted = int(number)
+
+        def series_number_check(result: ResultDataset) -> bool:
+            found = result.SeriesNumber
+            return found is None or found == wanted
+
+        checks.append(series_number_check)
+    return checks
+
+
+def _filtered(results: Iterable[ResultDataset], checks: list[Check]) -> Iterator[ResultDataset]:
+    for result in results:
+        if all(check(result) for check in checks):
+            yield result
+
+
+def _dedupe(results: Iterable[ResultDataset], key: str) -> Iterator[ResultDataset]:
+    seen: set[str] = set()
+    for result in results:
+        value = result.get_str(key)
+        if value and value in seen:
+            continue
+        seen.add(value)
+        yield result
+
+
+def _limited(results: Iterable[ResultDataset], limit: int | None) -> Iterator[ResultDataset]:
+    if limit is not None and limit <= 0:
+        return
+    count = 0
+    iterator = iter(results)
+    try:
+        for result in iterator:
+            yield result
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()  # ends an open C-FIND association at once

@@ -1,0 +1,37 @@
+"""Studies loaded into the session's peers for the DICOM layer tests (fresh UIDs per run)."""
+
+import uuid
+
+import pytest
+
+from adit.core.dicom.testing.synthetic import make_study
+
+
+def new_patient_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10].upper()}"
+
+
+@pytest.fixture(scope="module")
+def study_on_orthanc_a(orthanc_a):
+    """A CT+MR study (MR stored RLE Lossless) in ORTHANC_A; returns its datasets."""
+    datasets = make_study(
+        new_patient_id("DC"),
+        "Layer^Test",
+        series=(("CT", 5), ("MR", 3)),
+        compressed_series=True,
+        study_description="Chest CT",
+    )
+    orthanc_a.upload(datasets)
+    return datasets
+
+
+@pytest.fixture(scope="module")
+def study_on_qrscp(qrscp):
+    datasets = make_study(
+        new_patient_id("QR"),
+        "Query^Retrieve",
+        series=(("CT", 3), ("MR", 2)),
+        compressed_series=True,
+    )
+    qrscp.upload(datasets)
+    return datasets

@@ -1,0 +1,206 @@
+"""DIMSE connector against real peers (Orthanc, pynetdicom's qrscp)."""
+
+import pytest
+from pydicom.uid import RLELossless
+from pynetdicom import AE
+
+from adit.core.dicom.config import ServerConfig
+from adit.core.dicom.dimse import DimseConnector, storage_contexts
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.query import QueryDataset
+from adit.core.dicom.testing.peers import free_port
+from adit.core.dicom.testing.synthetic import make_study
+
+from .conftest import new_patient_id
+
+pytestmark = pytest.mark.peers
+
+
+def study_query(datasets, level="STUDY", **extra):
+    return QueryDataset.create(
+        QueryRetrieveLevel=level, StudyInstanceUID=datasets[0].StudyInstanceUID, **extra
+    )
+
+
+def test_storage_contexts_fit_into_one_association():
+    assert len(storage_contexts(reserved=1)) <= 127
+
+
+def test_c_echo(orthanc_a, qrscp, local_config):
+    DimseConnector(orthanc_a.server_config(), local_config).send_c_echo()
+    DimseConnector(qrscp.server_config(), local_config).send_c_echo()
+
+
+def test_refused_connection_is_retriable_and_names_server(local_config):
+    server = ServerConfig(name="Nobody", ae_title="NOBODY", host="127.0.0.1", port=free_port())
+    with pytest.raises(RetriableDicomError, match=r"C-ECHO on Nobody"):
+        DimseConnector(server, local_config).send_c_echo()
+
+
+def test_unsupported_model_is_permanent(orthanc_a, local_config):
+    server = orthanc_a.server_config(study_root_find_support=False)
+    query = QueryDataset.create(QueryRetrieveLevel="STUDY", PatientID="*")
+    with pytest.raises(DicomError, match="C-FIND on ORTHANC_A") as info:
+        list(DimseConnector(server, local_config).send_c_find(query))
+    assert not isinstance(info.value, RetriableDicomError)
+
+
+@pytest.mark.parametrize("peer", ["orthanc", "qrscp"])
+def test_c_find_all_levels(peer, request, local_config):
+    if peer == "orthanc":
+        server, datasets = (
+            request.getfixturevalue("orthanc_a").server_config(),
+            request.getfixturevalue("study_on_orthanc_a"),
+        )
+    else:
+        server, datasets = (
+            request.getfixturevalue("qrscp").server_config(),
+            request.getfixturevalue("study_on_qrscp"),
+        )
+    first = datasets[0]
+    connector = DimseConnector(server, local_config)
+
+    patients = list(
+        connector.send_c_find(
+            QueryDataset.create(
+                QueryRetrieveLevel="PATIENT", PatientID=first.PatientID, PatientName=None
+            )
+        )
+    )
+    assert {p.PatientID for p in patients} == {first.PatientID}
+    assert patients[0].PatientName == str(first.PatientName)
+
+    studies = list(
+        connector.send_c_find(
+            QueryDataset.create(
+                QueryRetrieveLevel="STUDY",
+                PatientID=first.PatientID,
+                StudyInstanceUID=None,
+                StudyDate=None,
+            )
+        )
+    )
+    assert {s.StudyInstanceUID for s in studies} == {first.StudyInstanceUID}
+    assert studies[0].StudyDate is not None
+
+    series = list(
+        connector.send_c_find(
+            study_query(datasets, "SERIES", SeriesInstanceUID=None, Modality=None)
+        )
+    )
+    assert {s.SeriesInstanceUID for s in series} == {ds.SeriesInstanceUID for ds in datasets}
+    assert {s.Modality for s in series} == {"CT", "MR"}
+
+    images = list(
+        connector.send_c_find(
+            study_query(
+                datasets, "IMAGE", SeriesInstanceUID=first.SeriesInstanceUID, SOPInstanceUID=None
+            )
+        )
+    )
+    expected = {
+        ds.SOPInstanceUID for ds in datasets if ds.SeriesInstanceUID == first.SeriesInstanceUID
+    }
+    assert {i.SOPInstanceUID for i in images} == expected
+
+
+def test_c_find_limit_stops_cleanly(orthanc_a, study_on_orthanc_a, local_config):
+    first = study_on_orthanc_a[0]
+    connector = DimseConnector(orthanc_a.server_config(), local_config)
+    query = study_query(
+        study_on_orthanc_a, "IMAGE", SeriesInstanceUID=first.SeriesInstanceUID, SOPInstanceUID=None
+    )
+    assert len(list(connector.send_c_find(query, limit_results=2))) == 2
+    # The association ended properly: the same connector works at once for the full answer.
+    assert len(list(connector.send_c_find(query))) == 5
+
+
+@pytest.mark.parametrize("peer", ["orthanc", "qrscp"])
+def test_c_get_keeps_compressed_transfer_syntax(peer, request, local_config):
+    if peer == "orthanc":
+        server = request.getfixturevalue("orthanc_a").server_config()
+        datasets = request.getfixturevalue("study_on_orthanc_a")
+    else:
+        server = request.getfixturevalue("qrscp").server_config()
+        datasets = request.getfixturevalue("study_on_qrscp")
+    connector = DimseConnector(server, local_config)
+    received = {ds.SOPInstanceUID: ds for ds in connector.send_c_get(study_query(datasets))}
+    assert set(received) == {ds.SOPInstanceUID for ds in datasets}
+    for ds in datasets:
+        syntax = received[ds.SOPInstanceUID].file_meta.TransferSyntaxUID
+        assert (syntax == RLELossless) == (ds.Modality == "MR"), (ds.Modality, syntax.name)
+    mr = next(d for d in received.values() if d.Modality == "MR")
+    assert mr.pixel_array.shape == (16, 16)
+    assert connector.warnings == []
+
+
+def test_c_get_consumer_stopping_early_ends_the_association(
+    orthanc_a, study_on_orthanc_a, local_config
+):
+    connector = DimseConnector(orthanc_a.server_config(), local_config)
+    iterator = connector.send_c_get(study_query(study_on_orthanc_a), queue_size=1)
+    next(iterator)
+    iterator.close()
+    connector.send_c_echo()  # still usable
+
+
+def test_c_store_many_instances_on_one_association(orthanc_b, local_config, monkeypatch):
+    datasets = make_study(
+        new_patient_id("ST"), series=(("CT", 6), ("MR", 4)), compressed_series=True
+    )
+    associations = []
+    original = AE.associate
+
+    def counting_associate(self, *args, **kwargs):
+        assoc = original(self, *args, **kwargs)
+        associations.append(assoc)
+        return assoc
+
+    monkeypatch.setattr(AE, "associate", counting_associate)
+    result = DimseConnector(orthanc_b.server_config(), local_config).send_c_store(datasets)
+    assert result.stored == 10
+    assert len(associations) == 1
+    study_uid = datasets[0].StudyInstanceUID
+    assert orthanc_b.study_instance_uids(study_uid) == {ds.SOPInstanceUID for ds in datasets}
+    mr_uid = next(ds.SOPInstanceUID for ds in datasets if ds.Modality == "MR")
+    assert orthanc_b.instance_transfer_syntax(mr_uid) == RLELossless
+
+
+def test_c_store_of_an_iterator_uses_the_broad_contexts(orthanc_b, local_config):
+    datasets = make_study(
+        new_patient_id("SI"), series=(("CT", 2), ("MR", 2)), compressed_series=True
+    )
+    result = DimseConnector(orthanc_b.server_config(), local_config).send_c_store(iter(datasets))
+    assert result.stored == 4
+    mr_uid = next(ds.SOPInstanceUID for ds in datasets if ds.Modality == "MR")
+    assert orthanc_b.instance_transfer_syntax(mr_uid) == RLELossless
+
+
+def test_c_move_orthanc_to_orthanc(orthanc_a, orthanc_b, local_config):
+    datasets = make_study(new_patient_id("MV"), series=(("CT", 3),), compressed_series=False)
+    orthanc_a.upload(datasets)
+    connector = DimseConnector(orthanc_a.server_config(), local_config)
+    result = connector.send_c_move(study_query(datasets), orthanc_b.ae_title)
+    assert (result.completed, result.failed) == (3, 0)
+    assert orthanc_b.study_instance_uids(datasets[0].StudyInstanceUID) == {
+        ds.SOPInstanceUID for ds in datasets
+    }
+
+
+def test_c_move_qrscp_to_orthanc(qrscp, orthanc_a, local_config):
+    datasets = make_study(new_patient_id("QM"), series=(("CT", 2),), compressed_series=False)
+    qrscp.upload(datasets)
+    result = DimseConnector(qrscp.server_config(), local_config).send_c_move(
+        study_query(datasets), orthanc_a.ae_title
+    )
+    assert result.completed == 2
+    assert len(orthanc_a.study_instance_uids(datasets[0].StudyInstanceUID)) == 2
+
+
+def test_c_move_to_unknown_destination_fails_permanently(
+    orthanc_a, study_on_orthanc_a, local_config
+):
+    connector = DimseConnector(orthanc_a.server_config(), local_config)
+    with pytest.raises(DicomError, match="C-MOVE on ORTHANC_A") as info:
+        connector.send_c_move(study_query(study_on_orthanc_a), "NOT_KNOWN")
+    assert not isinstance(info.value, RetriableDicomError)

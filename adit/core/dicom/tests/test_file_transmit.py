@@ -1,0 +1,364 @@
+"""File transmit protocol: framing, spool, fan-out, replay and resume (no DICOM network)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from adit.core.dicom.errors import RetriableDicomError
+from adit.core.dicom.file_transmit import (
+    MAGIC,
+    FileTransmitClient,
+    FileTransmitServer,
+    MessageType,
+    ProtocolError,
+    Spool,
+    Topic,
+    decode_prefix,
+    encode_frame,
+    read_frame,
+)
+from adit.core.dicom.testing.peers import dataset_to_bytes
+from adit.core.dicom.testing.synthetic import make_study
+
+AE = "PACS_1\\X"  # underscore and backslash must not confuse anything
+
+
+def _frame_over_socket(data: bytes):
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(data)
+        left.shutdown(socket.SHUT_WR)
+        return read_frame(right)
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+def test_frame_round_trip_with_payload():
+    frame = _frame_over_socket(encode_frame(MessageType.FILE, {"seq": 7, "x": "ü"}, b"\x00DICM"))
+    assert frame.type == MessageType.FILE
+    assert frame.header == {"seq": 7, "x": "ü"}
+    assert frame.payload == b"\x00DICM"
+
+
+def test_frame_without_payload():
+    frame = _frame_over_socket(encode_frame(MessageType.PING, {}))
+    assert (frame.type, frame.header, frame.payload) == (MessageType.PING, {}, b"")
+
+
+def test_bad_magic_is_rejected():
+    data = encode_frame(MessageType.PING, {}).replace(MAGIC, b"HTTP", 1)
+    with pytest.raises(ProtocolError, match="bad frame magic"):
+        _frame_over_socket(data)
+
+
+def test_unknown_message_type_is_rejected():
+    with pytest.raises(ProtocolError, match="unknown message type 99"):
+        decode_prefix(struct.pack(">4sBIQ", MAGIC, 99, 2, 0))
+
+
+def test_oversized_header_is_rejected():
+    with pytest.raises(ProtocolError, match="header size"):
+        decode_prefix(struct.pack(">4sBIQ", MAGIC, int(MessageType.ACK), 10**7, 0))
+
+
+def test_payload_only_allowed_on_file_frames():
+    with pytest.raises(ProtocolError, match="ACK frame must not carry a payload"):
+        decode_prefix(struct.pack(">4sBIQ", MAGIC, int(MessageType.ACK), 2, 5))
+
+
+def test_header_must_be_a_json_object():
+    prefix = struct.pack(">4sBIQ", MAGIC, int(MessageType.ACK), 2, 0)
+    with pytest.raises(ProtocolError, match="JSON object"):
+        _frame_over_socket(prefix + b"[]")
+
+
+def test_truncated_frame_is_an_error_not_a_clean_close():
+    data = encode_frame(MessageType.FILE, {"seq": 1}, b"x" * 100)[:-10]
+    with pytest.raises(ConnectionError, match="middle of a frame"):
+        _frame_over_socket(data)
+
+
+def test_topic_validation():
+    assert Topic(" PACS_1 ", "1.2.3").calling_ae_title == "PACS_1"
+    with pytest.raises(ValueError, match="calling AE title"):
+        Topic("", "1.2.3")
+    with pytest.raises(ValueError, match="calling AE title"):
+        Topic("A" * 17, "1.2.3")
+    with pytest.raises(ValueError, match="not a valid StudyInstanceUID"):
+        Topic("PACS", "1." * 40)
+    with pytest.raises(ValueError, match="not a valid StudyInstanceUID"):
+        Topic("PACS", "1.2\\3.4")
+    with pytest.raises(ValueError, match="topic needs string fields"):
+        Topic.from_json({"calling_ae_title": "PACS"})
+
+
+# --- spool ----------------------------------------------------------------------------------
+
+
+def _add(spool: Spool, topic: Topic, ds: Dataset):
+    data = dataset_to_bytes(ds)
+    return spool.add(
+        topic,
+        lambda file: file.write(data),
+        sop_instance_uid=ds.SOPInstanceUID,
+        sop_class_uid=ds.SOPClassUID,
+        series_instance_uid=ds.SeriesInstanceUID,
+        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+    )
+
+
+@pytest.fixture
+def study() -> list[Dataset]:
+    return make_study("FT-PAT", series=(("CT", 4), ("MR", 2)))
+
+
+def test_spool_survives_a_restart_with_a_new_epoch(tmp_path: Path, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    spool = Spool(tmp_path)
+    for ds in study[:3]:
+        _add(spool, topic, ds)
+    (tmp_path / "incoming" / "half-written.dcm").write_bytes(b"junk")
+
+    reloaded = Spool(tmp_path)
+
+    assert reloaded.epoch != spool.epoch
+    assert [e.sop_instance_uid for e in reloaded.entries(topic)] == [
+        ds.SOPInstanceUID for ds in study[:3]
+    ]
+    assert not list((tmp_path / "incoming").iterdir())
+
+
+def test_spool_expiry_removes_files(tmp_path: Path, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    spool = Spool(tmp_path, retention=60)
+    entry = _add(spool, topic, study[0])
+    assert spool.expire() == 0
+    assert spool.expire(now=time.time() + 61) == 1
+    assert not entry.path.exists()
+    assert not list((tmp_path / "files").iterdir())
+    assert spool.next_entry(topic, 0) is None
+
+
+def test_failed_write_publishes_nothing(tmp_path: Path, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    spool = Spool(tmp_path)
+
+    def broken(file):
+        file.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        spool.add(topic, broken, sop_instance_uid="1.2.3")
+    assert len(spool) == 0
+    assert not list((tmp_path / "files").iterdir())
+    assert not list((tmp_path / "incoming").iterdir())
+
+
+# --- server and client ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[FileTransmitServer]:
+    transmit = FileTransmitServer(Spool(tmp_path / "spool"), "127.0.0.1", 0, heartbeat_interval=0.5)
+    transmit.start()
+    try:
+        yield transmit
+    finally:
+        transmit.stop()
+
+
+def _client(server: FileTransmitServer) -> FileTransmitClient:
+    return FileTransmitClient("127.0.0.1", server.port, connect_timeout=2)
+
+
+def _uids(datasets) -> list[str]:
+    return [ds.SOPInstanceUID for ds in datasets]
+
+
+def test_files_spooled_before_subscribing_are_delivered(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    for ds in study[:4]:
+        _add(server.spool, topic, ds)
+
+    with _client(server).subscribe(topic) as subscription:
+        threading.Timer(0.3, lambda: [_add(server.spool, topic, ds) for ds in study[4:]]).start()
+        received = list(subscription.iter_instances(_uids(study), inactivity_timeout=5))
+
+    assert _uids(received) == _uids(study)
+    assert received[-1].file_meta.TransferSyntaxUID == study[-1].file_meta.TransferSyntaxUID
+    assert received[-1].PixelData == study[-1].PixelData
+
+
+def test_every_subscriber_of_a_topic_gets_every_file(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    other = make_study("FT-OTHER", series=(("CT", 2),))
+    results: dict[str, list[str]] = {}
+
+    def consume(name: str, subscription) -> None:
+        with subscription:
+            results[name] = _uids(subscription.iter_instances(_uids(study), inactivity_timeout=5))
+
+    subscriptions = {name: _client(server).subscribe(topic) for name in ("one", "two")}
+    threads = [threading.Thread(target=consume, args=item) for item in subscriptions.items()]
+    for thread in threads:
+        thread.start()
+    for ds in other:  # another study: must not reach these subscribers
+        _add(server.spool, Topic(AE, ds.StudyInstanceUID), ds)
+    for ds in study:
+        _add(server.spool, topic, ds)
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert sorted(results["one"]) == sorted(_uids(study))
+    assert sorted(results["two"]) == sorted(_uids(study))
+    assert server.acknowledged >= 2 * len(study)
+
+
+def test_subscription_resumes_after_a_lost_connection(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    for ds in study[:2]:
+        _add(server.spool, topic, ds)
+    subscription = _client(server).subscribe(topic)
+    with subscription:
+        first = [subscription.receive(5), subscription.receive(5)]
+        assert [f.sop_instance_uid for f in first if f] == _uids(study[:2])
+        # The connection breaks; files arrive while the worker is disconnected.
+        assert subscription._sock is not None
+        subscription._sock.shutdown(socket.SHUT_RDWR)
+        for ds in study[2:]:
+            _add(server.spool, topic, ds)
+        rest = []
+        while len(rest) < len(study) - 2:
+            received = subscription.receive(5)
+            assert received is not None, subscription.last_error
+            rest.append(received.sop_instance_uid)
+
+    assert subscription.reconnects == 1
+    # Resumed after the last seen sequence number: no file twice, none missing.
+    assert rest == _uids(study[2:])
+
+
+def test_incomplete_delivery_raises_with_the_missing_count(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    for ds in study[:4]:
+        _add(server.spool, topic, ds)
+    with _client(server).subscribe(topic) as subscription:
+        received = []
+        with pytest.raises(RetriableDicomError, match="2 of 6 instances missing"):
+            for ds in subscription.iter_instances(_uids(study), inactivity_timeout=1):
+                received.append(ds)
+    assert len(received) == 4
+
+
+def test_invalid_subscription_gets_a_clear_error(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(
+            encode_frame(
+                MessageType.SUBSCRIBE,
+                {"version": 1, "topic": {"calling_ae_title": "X", "study_instance_uid": ""}},
+            )
+        )
+        reply = read_frame(sock)
+    assert reply.type == MessageType.ERROR
+    assert "not a valid StudyInstanceUID" in reply.header["message"]
+
+
+def test_unsupported_version_is_refused(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(encode_frame(MessageType.SUBSCRIBE, {"version": 99}))
+        reply = read_frame(sock)
+    assert reply.type == MessageType.ERROR
+    assert "unsupported protocol version 99" in reply.header["message"]
+
+
+def test_garbage_does_not_harm_the_server(server, study):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed by the server
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    _add(server.spool, topic, study[0])
+    with _client(server).subscribe(topic) as subscription:
+        assert _uids(subscription.iter_instances(_uids(study[:1]), 5)) == _uids(study[:1])
+
+
+def test_subscribe_to_an_unreachable_receiver_is_retriable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(RetriableDicomError, match=f"127.0.0.1:{port}"):
+        FileTransmitClient("127.0.0.1", port, connect_timeout=1).subscribe(Topic(AE, "1.2.3"))
+
+
+def test_heartbeats_keep_an_idle_subscription_alive(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    with _client(server).subscribe(topic) as subscription:
+        assert subscription.receive(2.0) is None  # 4 heartbeat intervals of silence
+        assert subscription.connected
+        assert subscription.reconnects == 0
+        _add(server.spool, topic, study[0])
+        received = subscription.receive(5)
+        assert received is not None and received.sop_instance_uid == study[0].SOPInstanceUID
+
+
+def test_subscriber_survives_a_receiver_restart(tmp_path: Path, study):
+    spool_dir = tmp_path / "restart-spool"
+    first = FileTransmitServer(Spool(spool_dir), "127.0.0.1", 0, heartbeat_interval=0.5)
+    first.start()
+    port = first.port
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    for ds in study[:3]:
+        _add(first.spool, topic, ds)
+    second: FileTransmitServer | None = None
+    received: list[str] = []
+    try:
+        with FileTransmitClient("127.0.0.1", port, connect_timeout=2).subscribe(topic) as sub:
+            for ds in sub.iter_instances(_uids(study), inactivity_timeout=10):
+                received.append(ds.SOPInstanceUID)
+                if len(received) == 2:
+                    first.stop()
+                    # A new receiver process: it reloads the spool (new epoch) and receives
+                    # the rest of the study.
+                    second = FileTransmitServer(Spool(spool_dir), "127.0.0.1", port, 0.5)
+                    second.start()
+                    for rest in study[3:]:
+                        _add(second.spool, topic, rest)
+            assert sub.reconnects == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    assert sorted(received) == sorted(_uids(study))  # complete, each instance once
+
+
+def test_with_a_shared_secret_only_subscribers_that_know_it_get_files(tmp_path: Path, study):
+    secret = b"s" * 32
+    transmit = FileTransmitServer(Spool(tmp_path / "spool"), "127.0.0.1", 0, secret=secret)
+    transmit.start()
+    try:
+        topic = Topic(AE, study[0].StudyInstanceUID)
+        for ds in study:
+            _add(transmit.spool, topic, ds)
+        for wrong in (None, b"x" * 32):
+            client = FileTransmitClient("127.0.0.1", transmit.port, connect_timeout=2, secret=wrong)
+            with pytest.raises(RetriableDicomError, match="not authorized"):
+                client.subscribe(topic)
+
+        client = FileTransmitClient("127.0.0.1", transmit.port, connect_timeout=2, secret=secret)
+        with client.subscribe(topic) as subscription:
+            received = list(subscription.iter_instances(_uids(study), inactivity_timeout=5))
+        assert _uids(received) == _uids(study)
+    finally:
+        transmit.stop()

@@ -1,0 +1,523 @@
+"""The receiver against real peers: DCMTK's storescu, Orthanc and pynetdicom's qrscp (C-MOVE)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless
+
+from adit.core.dicom.config import LocalConfig, Timeouts
+from adit.core.dicom.dimse import DimseConnector
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.file_transmit import FileTransmitClient, Topic
+from adit.core.dicom.move import ReceiverMoveFetcher, fetch_with_move
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.query import QueryDataset
+from adit.core.dicom.receiver import Receiver
+from adit.core.dicom.testing.peers import (
+    LOOPBACK,
+    OrthancInstance,
+    free_port,
+    peer_environment,
+    skip_or_fail,
+    start_qrscp,
+)
+from adit.core.dicom.testing.synthetic import make_study, write_study
+from adit.core.dicom_config import file_transmit_secret
+
+pytestmark = pytest.mark.peers
+
+SCU_AE = "STORE_SCU_T"
+
+
+def dcmtk_storescu() -> str:
+    """DCMTK's storescu (pynetdicom installs a Python `storescu` that shadows it on PATH)."""
+    for path in ("/usr/bin/storescu", "/usr/local/bin/storescu"):
+        if Path(path).is_file() and not Path(path).read_bytes()[:2] == b"#!":
+            return path
+    skip_or_fail("DCMTK's storescu not found in /usr/bin (install Debian's 'dcmtk')")
+    raise AssertionError("unreachable")
+
+
+def storescu(receiver: Receiver, files: list[Path], calling_ae: str = SCU_AE, *options: str):
+    return subprocess.run(
+        [
+            dcmtk_storescu(),
+            *options,
+            "-xr",  # propose RLE Lossless first, so the compressed series goes as it is
+            "-aet",
+            calling_ae,
+            "-aec",
+            receiver.ae_title,
+            LOOPBACK,
+            str(receiver.store_port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        env=peer_environment(),
+        timeout=60,
+    )
+
+
+def uids(datasets) -> list[str]:
+    return [ds.SOPInstanceUID for ds in datasets]
+
+
+class AllowedAETitles:
+    """A mutable allow list, like the management command's database-backed one."""
+
+    def __init__(self, *titles: str) -> None:
+        self.titles = set(titles)
+
+    def __call__(self) -> set[str]:
+        return self.titles
+
+
+@pytest.fixture
+def allowed() -> AllowedAETitles:
+    return AllowedAETitles(SCU_AE)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, allowed) -> Iterator[Receiver]:
+    # A unique AE title per receiver: Orthanc resolves C-MOVE destinations by AE title.
+    port = free_port()
+    instance = Receiver(
+        f"RECV{port}", port, 0, tmp_path / "spool", allowed, host=LOOPBACK, heartbeat_interval=1
+    )
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def client(receiver: Receiver) -> FileTransmitClient:
+    return FileTransmitClient(LOOPBACK, receiver.transmit_port, connect_timeout=2)
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> tuple[list[Dataset], list[Path]]:
+    datasets = make_study("RCV-PAT", series=(("CT", 4), ("MR", 3)))
+    return datasets, write_study(datasets, tmp_path / "study")
+
+
+def spooled_files(receiver: Receiver) -> list[Path]:
+    return sorted((receiver.spool_dir / "files").glob("*.dcm"))
+
+
+# --- storescu into the receiver -------------------------------------------------------------
+
+
+def test_store_while_subscribed_delivers_every_instance_unchanged(receiver, study):
+    datasets, files = study
+    topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+    with client(receiver).subscribe(topic) as subscription:
+        sender = threading.Thread(target=storescu, args=(receiver, files))
+        sender.start()
+        received = list(subscription.iter_instances(uids(datasets), inactivity_timeout=15))
+        sender.join()
+
+    assert sorted(uids(received)) == sorted(uids(datasets))
+    by_uid = {ds.SOPInstanceUID: ds for ds in received}
+    compressed = datasets[-1]
+    assert compressed.file_meta.TransferSyntaxUID == RLELossless
+    kept = by_uid[compressed.SOPInstanceUID]
+    assert kept.file_meta.TransferSyntaxUID == RLELossless  # not decompressed on the way
+    assert kept.PixelData == compressed.PixelData
+    assert by_uid[datasets[0].SOPInstanceUID].PatientID == "RCV-PAT"
+
+
+def test_files_stored_before_subscribing_are_not_lost(receiver, study):
+    datasets, files = study
+    result = storescu(receiver, files)
+    assert result.returncode == 0, result.stderr
+
+    topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+    with client(receiver).subscribe(topic) as subscription:
+        received = list(subscription.iter_instances(uids(datasets), inactivity_timeout=5))
+    assert sorted(uids(received)) == sorted(uids(datasets))
+
+
+def test_two_concurrent_subscribers_both_get_complete_data(receiver, study):
+    datasets, files = study
+    topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+    results: dict[int, list[str]] = {}
+
+    def fetch(index: int, subscription) -> None:
+        with subscription:
+            results[index] = uids(subscription.iter_instances(uids(datasets), 15))
+
+    subscriptions = [client(receiver).subscribe(topic) for _ in range(2)]
+    threads = [threading.Thread(target=fetch, args=(i, s)) for i, s in enumerate(subscriptions)]
+    for thread in threads:
+        thread.start()
+    # Each worker sent its own C-MOVE: the study is pushed twice, overlapping.
+    pushes = [threading.Thread(target=storescu, args=(receiver, files)) for _ in range(2)]
+    for push in pushes:
+        push.start()
+    for thread in threads + pushes:
+        thread.join(timeout=60)
+
+    assert sorted(results[0]) == sorted(uids(datasets))
+    assert sorted(results[1]) == sorted(uids(datasets))
+
+
+def test_calling_ae_not_configured_is_rejected_at_association(receiver, allowed, study):
+    _, files = study
+    result = storescu(receiver, files[:1], calling_ae="INTRUDER")
+    assert result.returncode != 0
+    assert "calling ae title not recogni" in (result.stdout + result.stderr).lower()
+    assert spooled_files(receiver) == []
+
+    allowed.titles.add("INTRUDER")  # configured later: accepted without a restart
+    result = storescu(receiver, files[:1], calling_ae="INTRUDER")
+    assert result.returncode == 0, result.stderr
+    assert len(spooled_files(receiver)) == 1
+
+
+def test_nobody_may_push_when_no_server_is_configured(receiver, allowed, study):
+    _, files = study
+    allowed.titles.clear()
+    result = storescu(receiver, files[:1])
+    assert "calling ae title not recogni" in (result.stdout + result.stderr).lower()
+    assert spooled_files(receiver) == []
+
+
+def test_success_is_answered_only_after_the_file_is_spooled(receiver, study):
+    datasets, files = study
+    result = storescu(receiver, files)
+    assert result.returncode == 0, result.stderr
+    # No subscriber exists: success means the files are on disk in the spool.
+    stored = spooled_files(receiver)
+    assert len(stored) == len(files)
+    spooled = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored)}
+    assert sorted(spooled) == sorted(uids(datasets))
+    for original in datasets:
+        assert spooled[original.SOPInstanceUID].PixelData == original.PixelData
+
+
+def test_spool_failure_is_answered_with_a_failure_status(receiver, study):
+    datasets, files = study
+    files_dir = receiver.spool_dir / "files"
+    files_dir.rename(receiver.spool_dir / "gone")
+    files_dir.write_text("not a directory: every rename into the spool fails")
+
+    topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+    with client(receiver).subscribe(topic) as subscription:
+        result = storescu(receiver, files[:1], SCU_AE, "-v")
+        assert subscription.receive(1.0) is None  # nothing was published
+
+    output = result.stdout + result.stderr
+    assert "Received Store Response (Refused: OutOfResources)" in output, output
+    assert "Received Store Response (Success)" not in output
+    assert not list((receiver.spool_dir / "incoming").iterdir())
+
+
+# --- C-MOVE through the receiver ------------------------------------------------------------
+
+
+def local_for(receiver: Receiver) -> LocalConfig:
+    return LocalConfig(
+        calling_ae_title="ADIT_TEST",
+        receiver_ae_title=receiver.ae_title,
+        file_transmit_host=LOOPBACK,
+        file_transmit_port=receiver.transmit_port,
+        timeouts=Timeouts(connection=5, acse=10, dimse=60, network=60),
+    )
+
+
+@pytest.fixture
+def orthanc_with_receiver(orthanc_a: OrthancInstance, receiver, allowed) -> OrthancInstance:
+    orthanc_a.add_modality(receiver.ae_title, receiver.ae_title, LOOPBACK, receiver.store_port)
+    allowed.titles.add(orthanc_a.ae_title)
+    return orthanc_a
+
+
+def study_move(orthanc: OrthancInstance, receiver: Receiver, study_uid: str):
+    connector = DimseConnector(orthanc.server_config(), local_for(receiver))
+    query = QueryDataset.create(QueryRetrieveLevel="STUDY", StudyInstanceUID=study_uid)
+    return lambda: connector.send_c_move(query, receiver.ae_title)
+
+
+def test_c_move_from_orthanc_through_the_receiver(orthanc_with_receiver, receiver):
+    datasets = make_study("MOVE-PAT", series=(("CT", 5), ("MR", 3)))
+    orthanc_with_receiver.upload(datasets)
+    study_uid = datasets[0].StudyInstanceUID
+    warnings: list[str] = []
+
+    received = list(
+        fetch_with_move(
+            client(receiver),
+            Topic(orthanc_with_receiver.ae_title, study_uid),
+            study_move(orthanc_with_receiver, receiver, study_uid),
+            uids(datasets),
+            inactivity_timeout=20,
+            warnings=warnings,
+        )
+    )
+
+    assert sorted(uids(received)) == sorted(uids(datasets))
+    compressed = {ds.SOPInstanceUID: ds for ds in received}[datasets[-1].SOPInstanceUID]
+    assert compressed.file_meta.TransferSyntaxUID == RLELossless
+    assert warnings == []
+
+
+def test_operator_fetches_by_c_move_with_the_receiver_fetcher(orthanc_with_receiver, receiver):
+    datasets = make_study("OPMOVE-PAT", series=(("CT", 3), ("MR", 2)))
+    orthanc_with_receiver.upload(datasets)
+    server = orthanc_with_receiver.server_config(
+        study_root_get_support=False,
+        patient_root_get_support=False,
+        dicomweb_wado_support=False,
+    )
+    operator = DicomOperator(
+        server, local_for(receiver), move_fetcher=ReceiverMoveFetcher(inactivity_timeout=20)
+    )
+
+    series_uid = datasets[-1].SeriesInstanceUID
+    series = list(operator.fetch_series("OPMOVE-PAT", datasets[0].StudyInstanceUID, series_uid))
+    study = list(operator.fetch_study("OPMOVE-PAT", datasets[0].StudyInstanceUID))
+
+    assert sorted(uids(series)) == sorted(
+        uids(d for d in datasets if d.SeriesInstanceUID == series_uid)
+    )
+    assert sorted(uids(study)) == sorted(uids(datasets))
+
+
+def test_two_concurrent_c_moves_of_the_same_study_both_complete(orthanc_with_receiver, receiver):
+    datasets = make_study("TWICE-PAT", series=(("CT", 8), ("MR", 4)))
+    orthanc_with_receiver.upload(datasets)
+    study_uid = datasets[0].StudyInstanceUID
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def fetch(index: int) -> None:
+        try:
+            results[index] = uids(
+                fetch_with_move(
+                    client(receiver),
+                    Topic(orthanc_with_receiver.ae_title, study_uid),
+                    study_move(orthanc_with_receiver, receiver, study_uid),
+                    uids(datasets),
+                    inactivity_timeout=20,
+                )
+            )
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+
+    assert errors == []
+    assert sorted(results[0]) == sorted(uids(datasets))
+    assert sorted(results[1]) == sorted(uids(datasets))
+
+
+def test_unknown_move_destination_is_a_permanent_error(orthanc_a, receiver, allowed):
+    datasets = make_study("NODEST-PAT", series=(("CT", 2),))
+    orthanc_a.upload(datasets)
+    study_uid = datasets[0].StudyInstanceUID
+    allowed.titles.add(orthanc_a.ae_title)
+    # Orthanc does not know this receiver's AE title (no add_modality).
+    with pytest.raises(DicomError) as caught:
+        list(
+            fetch_with_move(
+                client(receiver),
+                Topic(orthanc_a.ae_title, study_uid),
+                study_move(orthanc_a, receiver, study_uid),
+                uids(datasets),
+                inactivity_timeout=10,
+                settle_timeout=1,
+            )
+        )
+    assert not isinstance(caught.value, RetriableDicomError)
+
+
+def start_receiver_process(tmp_path: Path, allowed: str) -> tuple[subprocess.Popen, Receiver]:
+    store_port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adit.core.dicom.receiver",
+            "--ae-title",
+            f"KILL{store_port}",
+            "--store-port",
+            str(store_port),
+            "--transmit-port",
+            "0",
+            "--spool-dir",
+            str(tmp_path / "killed-spool"),
+            "--allow",
+            allowed,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("READY"):
+        process.kill()
+        raise RuntimeError(f"receiver process did not start: {line!r}")
+    _, store, transmit = line.split()
+    # A stand-in with the process' addresses for the helpers above (never started itself).
+    stand_in = Receiver(f"KILL{store_port}", int(store), int(transmit), tmp_path, [])
+    return process, stand_in
+
+
+def test_receiver_killed_mid_move_is_a_retriable_error_never_success(orthanc_a, tmp_path):
+    total = 40
+    datasets = make_study("KILLED-PAT", series=(("CT", total),), compressed_series=False)
+    orthanc_a.upload(datasets)
+    study_uid = datasets[0].StudyInstanceUID
+    process, receiver = start_receiver_process(tmp_path, orthanc_a.ae_title)
+    try:
+        orthanc_a.add_modality(receiver.ae_title, receiver.ae_title, LOOPBACK, receiver.store_port)
+        received: list[Dataset] = []
+        started = time.monotonic()
+        with pytest.raises(RetriableDicomError) as caught:
+            for ds in fetch_with_move(
+                client(receiver),
+                Topic(orthanc_a.ae_title, study_uid),
+                study_move(orthanc_a, receiver, study_uid),
+                uids(datasets),
+                inactivity_timeout=5,
+                settle_timeout=2,
+            ):
+                received.append(ds)
+                if len(received) == 3:
+                    process.send_signal(signal.SIGKILL)
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+
+    missing = total - len(received)
+    assert missing > 0
+    assert f"{missing} of {total} instances missing" in str(caught.value)
+    assert elapsed < 30
+
+
+# --- qrscp ------------------------------------------------------------------------------------
+
+
+def test_c_move_from_qrscp_through_the_receiver(receiver, allowed, tmp_path):
+    qrscp = start_qrscp(
+        move_destinations={receiver.ae_title: (LOOPBACK, receiver.store_port)},
+        base_dir=tmp_path / "qrscp",
+    )
+    try:
+        allowed.titles.add(qrscp.ae_title)
+        datasets = make_study("QR-MOVE-PAT", series=(("CT", 4), ("MR", 2)))
+        qrscp.upload(datasets)
+        study_uid = datasets[0].StudyInstanceUID
+        query = QueryDataset.create(
+            QueryRetrieveLevel="STUDY", PatientID="QR-MOVE-PAT", StudyInstanceUID=study_uid
+        )
+        results: dict[int, list[str]] = {}
+
+        def fetch(index: int) -> None:
+            results[index] = uids(
+                fetch_with_move(
+                    client(receiver),
+                    Topic(qrscp.ae_title, study_uid),
+                    lambda: DimseConnector(qrscp.server_config(), local_for(receiver)).send_c_move(
+                        query, receiver.ae_title
+                    ),
+                    uids(datasets),
+                    inactivity_timeout=20,
+                )
+            )
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=90)
+    finally:
+        qrscp.stop()
+
+    assert sorted(results[0]) == sorted(uids(datasets))
+    assert sorted(results[1]) == sorted(uids(datasets))
+
+
+# --- manage.py receiver -----------------------------------------------------------------------
+
+
+def _database_url(settings_dict: dict) -> str:
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path, study):
+    from django.apps import apps
+    from django.db import connection
+
+    server_model = apps.get_model("core", "DicomServer")
+    server_model.objects.create(name="Pusher", ae_title=SCU_AE, host=LOOPBACK, port=104)
+    store_port, transmit_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "adit.settings.test",
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "ADIT_DATA_DIR": str(tmp_path / "data"),
+        "RECEIVER_AE_TITLE": "MANAGED_RECV",
+        "STORE_SCP_PORT": str(store_port),
+        "FILE_TRANSMIT_PORT": str(transmit_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    manage = Path(__file__).resolve().parents[4] / "manage.py"
+    process = subprocess.Popen(
+        [sys.executable, str(manage), "receiver", "--host", LOOPBACK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"C-STORE port {store_port}" in line, line
+        stand_in = Receiver("MANAGED_RECV", store_port, transmit_port, tmp_path, [])
+        datasets, files = study
+
+        accepted = storescu(stand_in, files)
+        rejected = storescu(stand_in, files[:1], "INTRUDER")
+
+        assert accepted.returncode == 0, accepted.stderr
+        assert "calling ae title not recogni" in (rejected.stdout + rejected.stderr).lower()
+        spool = tmp_path / "data" / "receiver-spool" / "files"
+        assert len(list(spool.glob("*.dcm"))) == len(files)
+        topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+        # The command requires the secret derived from SECRET_KEY (same settings here).
+        client = FileTransmitClient(LOOPBACK, transmit_port, secret=file_transmit_secret())
+        with client.subscribe(topic) as subscription:
+            received = list(subscription.iter_instances(uids(datasets), 10))
+        assert sorted(uids(received)) == sorted(uids(datasets))
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        process.wait()

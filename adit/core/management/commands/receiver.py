@@ -1,0 +1,136 @@
+"""Run ADIT's receiver: `manage.py receiver` (C-STORE SCP + file transmit server).
+
+AE title and ports come from the settings ``RECEIVER_AE_TITLE``, ``STORE_SCP_PORT`` and
+``FILE_TRANSMIT_PORT``; files are spooled under ``ADIT_DATA_DIR / "receiver-spool"``. Only the
+AE titles of configured DICOM servers may push; the list is re-read from the database every
+``--refresh`` seconds, so a newly added server can push without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from django.apps import apps
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections, connection
+
+from adit.core.dicom.file_transmit import DEFAULT_RETENTION
+from adit.core.dicom.receiver import Receiver
+from adit.core.dicom_config import file_transmit_secret
+
+logger = logging.getLogger("adit.receiver")
+
+
+class ConfiguredAETitles:
+    """AE titles of the configured `DicomServer` rows, cached and refreshed in the background."""
+
+    def __init__(self, refresh_interval: float) -> None:
+        self.refresh_interval = refresh_interval
+        self._titles: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> frozenset[str]:
+        return self._titles
+
+    def load(self) -> None:
+        try:
+            server_model = apps.get_model("core", "DicomServer")
+        except LookupError:
+            logger.warning("No DicomServer model yet: every calling AE title is rejected")
+            return
+        try:
+            close_old_connections()
+            servers = server_model.objects.all()
+            if any(field.name == "active" for field in server_model._meta.get_fields()):
+                servers = servers.filter(active=True)  # a deactivated server may not push
+            titles = frozenset(
+                title.strip()
+                for title in servers.values_list("ae_title", flat=True)
+                if title and title.strip()
+            )
+        except Exception:
+            logger.exception("Reading the configured AE titles failed; keeping the last list")
+            return
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connection.close()
+        if titles != self._titles:
+            logger.info("Receiver accepts pushes from %d configured server(s)", len(titles))
+        self._titles = titles
+
+    def start(self) -> None:
+        self.load()
+        self._thread = threading.Thread(target=self._refresh_loop, name="ae-titles", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_interval):
+            self.load()
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the receiver: a C-STORE SCP for C-MOVEd instances and the file transmit server "
+        "that streams them to workers. SIGINT/SIGTERM stop it."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--host",
+            default=None,
+            help="Address to listen on (default: STORE_SCP_HOST; 0.0.0.0 for PACS on other hosts).",
+        )
+        parser.add_argument(
+            "--refresh", type=float, default=30.0, help="Seconds between AE title refreshes."
+        )
+        parser.add_argument(
+            "--retention",
+            type=float,
+            default=DEFAULT_RETENTION,
+            help="Seconds a received file stays in the spool for late subscribers.",
+        )
+
+    def handle(self, *args, host: str | None, refresh: float, retention: float, **options) -> None:
+        allowed = ConfiguredAETitles(refresh)
+        allowed.start()
+        spool_dir = Path(settings.ADIT_DATA_DIR) / "receiver-spool"
+        receiver = Receiver(
+            settings.RECEIVER_AE_TITLE,
+            settings.STORE_SCP_PORT,
+            settings.FILE_TRANSMIT_PORT,
+            spool_dir,
+            allowed,
+            host=host or settings.STORE_SCP_HOST,
+            transmit_secret=file_transmit_secret(),
+            retention=retention,
+        )
+        stop = threading.Event()
+
+        def request_stop(signum, frame) -> None:
+            logger.info("Receiver stopping (signal %d)", signum)
+            stop.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        receiver.start()
+        self.stdout.write(
+            f"Receiver {receiver.ae_title}: C-STORE port {receiver.store_port}, "
+            f"file transmit port {receiver.transmit_port}, spool {spool_dir}"
+        )
+        self.stdout.flush()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            receiver.stop()
+            allowed.stop()

@@ -1,0 +1,233 @@
+"""Processors do the DICOM work of one task; the worker (`tasks.process_dicom_task`) runs them.
+
+Each app registers a processor for its task model:
+
+    register_processor(SelectiveTransferTask, TransferTaskProcessor)
+
+A processor returns a `ProcessingResult` or raises: `RetriableDicomError` (the task is retried
+later with backoff), anything else (the task fails with the message and traceback). A running
+processor is stopped by `abort()` from another thread (job canceled, task killed, time limit):
+it must stop promptly and leave nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .association_limits import association_slot
+
+if TYPE_CHECKING:
+    from .models import DicomTask
+
+
+@dataclass
+class ProcessingResult:
+    """What a processor reports about its task."""
+
+    status: str  # one of DicomTask.Status' SUCCESS, WARNING, FAILURE values
+    message: str
+    log: list[str] = field(default_factory=list)
+
+
+class ProcessingAborted(Exception):
+    """Raised inside a processor once `abort()` was called."""
+
+
+class DicomTaskProcessor:
+    """Base of all processors: holds the task and an abort flag."""
+
+    def __init__(self, task: DicomTask) -> None:
+        self.task = task
+        self.aborted = threading.Event()
+        self._abort_callbacks: list = []
+
+    def process(self) -> ProcessingResult:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Ask the processor to stop (called from another thread)."""
+        self.aborted.set()
+        for callback in list(self._abort_callbacks):
+            callback()
+
+    def on_abort(self, callback) -> None:
+        """Call `callback` (e.g. an operator's abort) when the processor is aborted."""
+        self._abort_callbacks.append(callback)
+        if self.aborted.is_set():
+            callback()
+
+    def check_aborted(self) -> None:
+        if self.aborted.is_set():
+            raise ProcessingAborted()
+
+
+_processors: dict[str, type[DicomTaskProcessor]] = {}
+
+
+def register_processor(task_model: type[DicomTask], processor: type[DicomTaskProcessor]) -> None:
+    _processors[task_model._meta.label_lower] = processor
+
+
+def registered_task_models() -> list:
+    from django.apps import apps
+
+    return [apps.get_model(label) for label in _processors]
+
+
+def get_processor(model_label: str) -> type[DicomTaskProcessor]:
+    try:
+        return _processors[model_label]
+    except KeyError:
+        raise LookupError(f"No processor is registered for {model_label}.") from None
+
+
+class TransferTaskProcessor(DicomTaskProcessor):
+    """Fetch a study (or some of its series), transform each instance, hand it on as it arrives.
+
+    Destinations: a server (C-STORE on one association, else STOW-RS), a folder (the job's
+    folder layout, each file written atomically) or, with an archive password, an encrypted
+    7-Zip archive in the folder. After storing to a server, the destination is asked which
+    instances it holds; any missing one makes the task fail with a retriable error.
+    """
+
+    def process(self) -> ProcessingResult:
+        from django.conf import settings
+
+        from .dicom.pseudonymizer import InstanceTransformer
+
+        task = self.task
+        job = task.job
+        source = task.source.concrete
+        destination = task.destination.concrete
+        self.log_lines: list[str] = []
+        transformer = InstanceTransformer(
+            pseudonym=task.pseudonym or None,
+            trial_protocol_id=job.trial_protocol_id or None,
+            trial_protocol_name=job.trial_protocol_name or None,
+            seed=job.pseudonymization_seed,
+            exclude_modalities=settings.EXCLUDE_MODALITIES,
+        )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                association_slot(source.pk, source.max_associations, aborted=self.aborted)
+            )
+            if hasattr(destination, "ae_title"):
+                stack.enter_context(
+                    association_slot(
+                        destination.pk, destination.max_associations, aborted=self.aborted
+                    )
+                )
+            source_operator = self._operator(source)
+            instances = self._fetch(source_operator)
+            transformed = stack.enter_context(
+                contextlib.closing(self._transformed(instances, transformer))
+            )
+            if hasattr(destination, "ae_title"):
+                count = self._store_to_server(destination, transformed)
+            else:
+                count = self._write_to_folder(destination, transformed)
+            self.log_lines.extend(source_operator.warnings)
+        self.check_aborted()
+        return self._result(count, transformer)
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def _operator(self, server):
+        from .dicom.operator import DicomOperator
+        from .dicom_config import local_config
+
+        operator = DicomOperator(server.to_config(), local_config())
+        self.on_abort(operator.abort)
+        return operator
+
+    def _fetch(self, operator) -> Generator:
+        task = self.task
+        if task.series_uids:
+            for series_uid in task.series_uids:
+                yield from operator.fetch_series(task.patient_id, task.study_uid, series_uid)
+        else:
+            yield from operator.fetch_study(task.patient_id, task.study_uid)
+
+    def _transformed(self, instances, transformer) -> Generator:
+        # Closing the fetch when the consumer stops early (a failed store) ends its association
+        # at once instead of whenever the garbage collector gets to it.
+        with contextlib.closing(instances):
+            for ds in instances:
+                self.check_aborted()
+                result = transformer.transform(ds)
+                if result is not None:
+                    yield result
+
+    def _store_to_server(self, destination, instances) -> int:
+        from .dicom.errors import RetriableDicomError
+        from .dicom.query import QueryDataset
+
+        operator = self._operator(destination)
+        sent: dict[tuple[str, str], set[str]] = {}
+
+        def remember(stream):
+            for ds in stream:
+                key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+                sent.setdefault(key, set()).add(str(ds.SOPInstanceUID))
+                yield ds
+
+        # Raises when the destination rejected any instance (after trying all others).
+        operator.upload(remember(instances))
+        self.check_aborted()
+        total = sum(map(len, sent.values()))
+        missing = 0
+        for (study_uid, series_uid), sop_uids in sent.items():
+            query = QueryDataset.create(
+                QueryRetrieveLevel="IMAGE",
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=series_uid,
+                SOPInstanceUID="",
+            )
+            held = {result.get_str("SOPInstanceUID") for result in operator.find_images(query)}
+            missing += len(sop_uids - held)
+        if missing:
+            raise RetriableDicomError(
+                f"{missing} of {total} transferred instance(s) are missing at "
+                f"{destination.name} after the transfer."
+            )
+        return total
+
+    def _write_to_folder(self, folder, instances) -> int:
+        from .dicom.writer import ArchiveWriter, FolderWriter, job_folder_name
+
+        task, job = self.task, self.task.job
+        job_folder = job_folder_name(
+            job._meta.app_label, job.pk, job.created.date(), job.owner.username
+        )
+        quota = int(folder.quota * 1024**3) if folder.quota else None
+        patient_folder = task.pseudonym or None
+        if job.archive_password:
+            archive_path = Path(folder.path) / f"{job_folder}_task{task.pk}.7z"
+            with ArchiveWriter(archive_path, job.archive_password, quota_bytes=quota) as archive:
+                for ds in instances:
+                    archive.write(ds, patient_folder=patient_folder)
+                    self.check_aborted()
+                return archive.written_count
+        writer = FolderWriter(folder.path, job_folder, quota_bytes=quota)
+        for ds in instances:
+            writer.write(ds, patient_folder=patient_folder)
+        return writer.written_count
+
+    def _result(self, count: int, transformer) -> ProcessingResult:
+        status, message = "SU", f"{count} instance(s) transferred."
+        if transformer.skipped_count:
+            self.log_lines.append(
+                f"{transformer.skipped_count} instance(s) of excluded modalities "
+                f"({', '.join(sorted(transformer.skipped_modalities))}) were not transferred."
+            )
+        if self.log_lines:
+            status = "WA"
+            message += " " + self.log_lines[0]
+        if count == 0 and not transformer.skipped_count:
+            status, message = "FA", "The source returned no instances for this study."
+        return ProcessingResult(status, message, self.log_lines)

@@ -1,0 +1,503 @@
+"""Reading batch files (.xlsx and .csv) into rows of text, and collecting problems by line.
+
+Both batch apps read their uploads with `read_sheet` and validate the rows in their own
+`parsers.py`. The rules every batch file follows:
+
+* `.xlsx` (first worksheet) or `.csv` (UTF-8 with or without BOM, comma or semicolon).
+* The first row is the header. Column names are matched exactly (case-sensitive); an unknown
+  column or a missing required one is an error naming them all.
+* Every cell is read as text and trimmed: leading zeros typed as text are kept, numbers come
+  back without a trailing ``.0``, Excel date cells become ``YYYY-MM-DD``.
+* Completely empty rows are skipped; each row remembers its spreadsheet line (header = line 1).
+* File size and row count are limited.
+
+File-level problems raise `SpreadsheetError` with one message. Row problems are collected in
+`Problems` (every one of them, grouped by line and column) and raised together as
+`SpreadsheetContentError`, so a user fixes the whole file in one go.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import difflib
+import io
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+ACCEPTED_EXTENSIONS = (".xlsx", ".csv")
+
+
+class SpreadsheetError(Exception):
+    """The file as a whole cannot be used (wrong type, damaged, too big, bad header)."""
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One non-empty data row: its line in the spreadsheet and its cells by column name."""
+
+    line: int
+    cells: dict[str, str]
+
+    def __getitem__(self, column: str) -> str:
+        return self.cells.get(column, "")
+
+
+@dataclass
+class ProblemGroup:
+    """The problems of one line (or of several lines that conflict with each other)."""
+
+    lines: tuple[int, ...]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """(column, message); column is "" for a problem of the whole row."""
+
+    @property
+    def label(self) -> str:
+        if len(self.lines) == 1:
+            return f"Line {self.lines[0]}"
+        return "Lines " + ", ".join(str(line) for line in self.lines)
+
+
+class Problems:
+    """Every problem found in a file, grouped by spreadsheet line(s) and column."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[int, ...], ProblemGroup] = {}
+
+    def add(self, lines: int | Iterable[int], column: str, message: str) -> None:
+        key = (lines,) if isinstance(lines, int) else tuple(sorted(set(lines)))
+        group = self._groups.setdefault(key, ProblemGroup(key))
+        if (column, message) not in group.problems:
+            group.problems.append((column, message))
+
+    def check(self, line: int, column: str, value: Any, *validators: Callable) -> bool:
+        """Run Django validators on a cell value; add their messages. True when all passed."""
+        passed = True
+        for validator in validators:
+            try:
+                validator(value)
+            except ValidationError as error:
+                for message in error.messages:
+                    self.add(line, column, message)
+                passed = False
+        return passed
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def __len__(self) -> int:
+        return sum(len(group.problems) for group in self._groups.values())
+
+    @property
+    def groups(self) -> list[ProblemGroup]:
+        return sorted(self._groups.values(), key=lambda group: group.lines)
+
+    @property
+    def line_count(self) -> int:
+        return len({line for key in self._groups for line in key})
+
+    def as_text(self) -> list[str]:
+        """One string per problem, e.g. ``"Line 3, PatientID: Wildcards ... not allowed."``."""
+        texts = []
+        for group in self.groups:
+            for column, message in group.problems:
+                texts.append(
+                    f"{group.label}, {column}: {message}" if column else f"{group.label}: {message}"
+                )
+        return texts
+
+
+class SpreadsheetContentError(Exception):
+    """Some rows of the file are invalid; `problems` lists them all."""
+
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+        super().__init__(summary(problems))
+
+
+def summary(problems: Problems) -> str:
+    count, lines = len(problems), problems.line_count
+    return (
+        f"The file has {count} problem{'s' if count != 1 else ''} on {lines} "
+        f"line{'s' if lines != 1 else ''}; nothing was created. Fix them and upload the file "
+        "again."
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_sheet(
+    upload,
+    *,
+    columns: Sequence[str],
+    required_columns: Sequence[str] = (),
+    ignored_columns: Sequence[str] = (),
+    max_rows: int,
+    max_bytes: int,
+    row_limit_hint: str = "",
+) -> list[SheetRow]:
+    """Read an uploaded .xlsx or .csv file into rows of text.
+
+    Args:
+        upload: A Django `UploadedFile` (or anything with ``name``, ``size`` and ``read()``).
+        columns: The column names the file may use.
+        required_columns: Names that must appear in the header.
+        ignored_columns: Names that are accepted and dropped (e.g. extra columns of an export
+            that is meant to be uploaded again).
+        max_rows: The most data rows allowed.
+        max_bytes: The largest file size allowed.
+        row_limit_hint: Appended to the too-many-rows message (e.g. who has which limit).
+
+    Raises:
+        SpreadsheetError: The file cannot be used; the message says why.
+    """
+    name = getattr(upload, "name", "") or "upload"
+    extension = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if extension not in ACCEPTED_EXTENSIONS:
+        raise SpreadsheetError(
+            f"The file {name} is not an .xlsx or .csv file; only Excel workbooks (.xlsx) and "
+            "CSV files (.csv) are accepted."
+        )
+    size = getattr(upload, "size", None)
+    if size is not None and size > max_bytes:
+        raise SpreadsheetError(
+            f"The file is {format_size(size)}; at most {format_size(max_bytes)} are allowed."
+        )
+    if hasattr(upload, "seek"):
+        upload.seek(0)
+    data = upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SpreadsheetError(f"The file is larger than {format_size(max_bytes)}, the limit.")
+    if not data.strip():
+        raise SpreadsheetError(f"The file {name} is empty.")
+
+    raw_rows = _xlsx_rows(data, name) if extension == ".xlsx" else _csv_rows(data, name)
+    return _rows_with_header(
+        raw_rows,
+        columns=columns,
+        required_columns=required_columns,
+        ignored_columns=ignored_columns,
+        max_rows=max_rows,
+        row_limit_hint=row_limit_hint,
+    )
+
+
+def format_size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MiB".replace(".0 MiB", " MiB")
+    if size >= 1024:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size} bytes"
+
+
+def _rows_with_header(
+    raw_rows: Iterator[list[str]],
+    *,
+    columns: Sequence[str],
+    required_columns: Sequence[str],
+    ignored_columns: Sequence[str],
+    max_rows: int,
+    row_limit_hint: str,
+) -> list[SheetRow]:
+    header = next(raw_rows, None)
+    if header is None or not any(header):
+        raise SpreadsheetError(
+            "The first row must be the header naming the columns (e.g. "
+            f"{', '.join(columns[:3])}), but it is empty."
+        )
+    index_of = _check_header(header, columns, required_columns, ignored_columns)
+    unnamed = [i for i, title in enumerate(header) if not title]
+
+    rows: list[SheetRow] = []
+    count = 0
+    unnamed_with_values: set[int] = set()
+    for line, cells in enumerate(raw_rows, start=2):
+        if not any(cells):
+            continue
+        count += 1
+        for i in unnamed:
+            if i < len(cells) and cells[i]:
+                unnamed_with_values.add(i)
+        if count <= max_rows:
+            rows.append(
+                SheetRow(
+                    line,
+                    {name: cells[i] if i < len(cells) else "" for name, i in index_of.items()},
+                )
+            )
+    if unnamed_with_values:
+        letters = ", ".join(column_letter(i) for i in sorted(unnamed_with_values))
+        raise SpreadsheetError(
+            f"Column(s) {letters} hold values but have no name in the header row; name them "
+            "or delete them."
+        )
+    if count == 0:
+        raise SpreadsheetError("The file has a header but no data rows.")
+    if count > max_rows:
+        raise SpreadsheetError(
+            f"The file has {count} data rows; at most {max_rows} are allowed{row_limit_hint}. "
+            "Split it into several files."
+        )
+    return rows
+
+
+def _check_header(
+    header: list[str],
+    columns: Sequence[str],
+    required_columns: Sequence[str],
+    ignored_columns: Sequence[str],
+) -> dict[str, int]:
+    index_of: dict[str, int] = {}
+    seen: set[str] = set()
+    unknown: list[str] = []
+    duplicates: list[str] = []
+    for i, title in enumerate(header):
+        if not title:
+            continue
+        if title in seen:
+            duplicates.append(title)
+            continue
+        seen.add(title)
+        if title in columns:
+            index_of[title] = i
+        elif title not in ignored_columns:
+            unknown.append(title)
+    missing = [name for name in required_columns if name not in index_of]
+    messages = []
+    if unknown:
+        described = []
+        for title in unknown:
+            hint = _close_match(title, columns)
+            described.append(f"{title} (did you mean {hint}?)" if hint else title)
+        messages.append(f"Unknown column(s): {', '.join(described)}.")
+    if missing:
+        messages.append(f"Missing required column(s): {', '.join(missing)}.")
+    if duplicates:
+        messages.append(f"Column(s) named more than once: {', '.join(duplicates)}.")
+    if messages:
+        messages.append(f"Column names are case-sensitive; the columns are: {', '.join(columns)}.")
+        raise SpreadsheetError(" ".join(messages))
+    return index_of
+
+
+def _close_match(title: str, columns: Sequence[str]) -> str:
+    folded = re.sub(r"[\s_-]", "", title).lower()
+    for column in columns:
+        if column.lower() == folded:
+            return column
+    matches = difflib.get_close_matches(title, list(columns), n=1, cutoff=0.75)
+    return matches[0] if matches else ""
+
+
+def column_letter(index: int) -> str:
+    """0 → A, 25 → Z, 26 → AA (as spreadsheets name columns)."""
+    letters = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        letters = chr(65 + remainder) + letters
+    return letters
+
+
+# --- .xlsx --------------------------------------------------------------------------------------
+
+
+def invalid_xlsx_message(name: str) -> str:
+    return (
+        f"The file {name} is not a valid Excel workbook (.xlsx): it is damaged, "
+        "password-protected or of another format. Save it as “Excel Workbook (.xlsx)” or "
+        "“CSV UTF-8 (.csv)” and upload it again."
+    )
+
+
+def _xlsx_rows(data: bytes, name: str) -> Iterator[list[str]]:
+    import openpyxl
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise SpreadsheetError(invalid_xlsx_message(name))
+    try:
+        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        sheet = workbook.worksheets[0]
+        # Read everything now: a damaged workbook may only fail while rows are read.
+        rows = [[_xlsx_cell_text(cell) for cell in row] for row in sheet.iter_rows()]
+        workbook.close()
+    except SpreadsheetError:
+        raise
+    except Exception as error:  # openpyxl raises many kinds (zip, XML, key, value errors)
+        raise SpreadsheetError(invalid_xlsx_message(name)) from error
+    return iter([[text for text in row] for row in _trim_trailing_empty(rows)])
+
+
+def _trim_trailing_empty(rows: list[list[str]]) -> list[list[str]]:
+    for row in rows:
+        while row and not row[-1]:
+            row.pop()
+    return rows
+
+
+_ZERO_PADDED_FORMAT = re.compile(r"^0+$")
+
+
+def _xlsx_cell_text(cell) -> str:
+    value = getattr(cell, "value", None)
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0, 0):
+            return value.date().isoformat()
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value)
+        number_format = getattr(cell, "number_format", "") or ""
+        # A number shown with leading zeros (custom format "0000000") keeps them as shown.
+        if isinstance(value, int) and _ZERO_PADDED_FORMAT.match(number_format):
+            text = text.zfill(len(number_format))
+        return text
+    return str(value).strip()
+
+
+# --- .csv ---------------------------------------------------------------------------------------
+
+
+def _csv_rows(data: bytes, name: str) -> Iterator[list[str]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpreadsheetError(
+            f"The file {name} is not UTF-8 text (byte {data[error.start]:#04x} at position "
+            f"{error.start}). Save it as “CSV UTF-8 (.csv)” and upload it again."
+        ) from None
+    if "\x00" in text:
+        raise SpreadsheetError(f"The file {name} is not a text (CSV) file.")
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        rows = [[cell.strip() for cell in row] for row in reader]
+    except csv.Error as error:
+        raise SpreadsheetError(
+            f"The CSV file {name} is malformed near line {reader.line_num}: {error}."
+        ) from None
+    return iter(_trim_trailing_empty(rows))
+
+
+# --- cell values --------------------------------------------------------------------------------
+
+_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y")
+
+
+def parse_sheet_date(text: str) -> dt.date:
+    """A date cell: ``YYYY-MM-DD`` (also what Excel date cells become), ``YYYYMMDD`` or
+    ``DD.MM.YYYY``; an Excel date-time at midnight is fine too.
+
+    Raises:
+        ValidationError: naming the value and the accepted formats.
+    """
+    value = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}[ T]00:00(:00)?", value):
+        value = value[:10]
+    for date_format in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(value, date_format).date()
+        except ValueError:
+            continue
+    raise ValidationError(
+        "%(value)s is not a valid date; write it as YYYY-MM-DD (e.g. 2024-03-31), "
+        "DD.MM.YYYY or use an Excel date cell.",
+        code="invalid_date",
+        params={"value": repr(text)},
+    )
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated cell (``"CT, MR"``) as its trimmed, non-empty, unique items."""
+    items: list[str] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item and item not in items:
+            items.append(item)
+    return items
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def xlsx_bytes(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "Sheet1"
+) -> bytes:
+    """An .xlsx workbook with one sheet; every cell is written as text (keeps leading zeros)."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet(title[:31])
+    sheet.append(list(header))
+    for row in rows:
+        sheet.append(["" if value is None else str(value) for value in row])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """A UTF-8 CSV with BOM (so Excel opens it as UTF-8), comma-separated."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if value is None else str(value) for value in row])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+# --- cell validators ----------------------------------------------------------------------------
+
+
+def max_length(limit: int) -> Callable[[str], None]:
+    """A validator: at most `limit` characters."""
+
+    def validate(value: str) -> None:
+        if len(value) > limit:
+            raise ValidationError(
+                "At most %(limit)d characters are allowed (this value has %(length)d).",
+                code="max_length",
+                params={"limit": limit, "length": len(value)},
+            )
+
+    return validate
+
+
+def sheet_settings(prefix: str, user) -> dict[str, Any]:
+    """The upload limits of a batch app for `user` (non-staff users have the smaller row limit).
+
+    `prefix` is ``"BATCH_QUERY"`` or ``"BATCH_TRANSFER"``; the settings are
+    ``MAX_<prefix>_ROWS`` (non-staff), ``BATCH_FILE_MAX_ROWS`` (everyone) and
+    ``BATCH_FILE_MAX_SIZE`` (bytes).
+    """
+    from django.conf import settings
+
+    staff_rows = settings.BATCH_FILE_MAX_ROWS
+    user_rows = min(getattr(settings, f"MAX_{prefix}_ROWS"), staff_rows)
+    if user.is_staff:
+        return {
+            "max_rows": staff_rows,
+            "max_bytes": settings.BATCH_FILE_MAX_SIZE,
+            "row_limit_hint": "",
+        }
+    return {
+        "max_rows": user_rows,
+        "max_bytes": settings.BATCH_FILE_MAX_SIZE,
+        "row_limit_hint": " for non-staff users",
+    }

@@ -1,0 +1,245 @@
+"""`DicomServer.max_associations` holds across worker processes.
+
+The semaphore itself (PostgreSQL advisory locks) is checked with threads; the end-to-end test
+runs two real workers on four tasks and counts, at the source, how many connections from ADIT
+are open at once: a small TCP proxy sits between ADIT and Orthanc A's DICOM port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from adit.core.association_limits import SlotWaitTimeout, association_slot
+from adit.core.dicom.testing.peers import LOOPBACK
+from adit.core.dicom.testing.synthetic import make_study
+from adit.core.models import DicomJob, DicomTask
+from adit.core.testing.workers import start_worker, stop_worker
+from adit.core.tests.test_transfer_engine import (
+    TaskSpec,
+    create_transfer_job,
+    job_status,
+    orthanc_server,
+    sop_uids,
+    study_uid_of,
+    task_report,
+    unique_id,
+    wait_for,
+)
+
+JobStatus, TaskStatus = DicomJob.Status, DicomTask.Status
+
+
+class CountingProxy:
+    """Forwards TCP connections to a target and records how many were open at the same time."""
+
+    def __init__(self, target_port: int, target_host: str = LOOPBACK) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.listener.settimeout(0.2)  # so that the accept loop notices __exit__
+        self.lock = threading.Lock()
+        self.open_now = 0
+        self.max_open = 0
+        self.total = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._closing = True
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.open_now += 1
+                self.total += 1
+                self.max_open = max(self.max_open, self.open_now)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            self._closed()
+            return
+        for sock in (client, upstream):
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back.start()
+        self._pipe(client, upstream)
+        back.join(timeout=30)
+        for sock in (client, upstream):
+            sock.close()
+        self._closed()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def _closed(self) -> None:
+        with self.lock:
+            self.open_now -= 1
+
+
+# --- the semaphore alone ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def holders(limit: int, count: int, hold_seconds: float) -> Iterator[list[tuple[float, float]]]:
+    """`count` threads each take a slot of server 4711 (limit `limit`) for `hold_seconds`;
+    yields the list of (acquired, released) times, complete after the block."""
+    spans: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with association_slot(4711, limit, timeout=30):
+                acquired = time.monotonic()
+                time.sleep(hold_seconds)
+                spans.append((acquired, time.monotonic()))
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=hold) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield spans
+    finally:
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors, errors
+
+
+def overlapping(spans: list[tuple[float, float]]) -> bool:
+    (a_start, a_end), (b_start, b_end) = spans
+    return a_start < b_end and b_start < a_end
+
+
+@pytest.mark.django_db
+def test_with_one_slot_two_holders_take_turns():
+    with holders(limit=1, count=2, hold_seconds=1.0) as spans:
+        pass
+    assert len(spans) == 2
+    assert not overlapping(spans), spans
+
+
+@pytest.mark.django_db
+def test_with_two_slots_two_holders_hold_at_once():
+    with holders(limit=2, count=2, hold_seconds=1.0) as spans:
+        pass
+    assert len(spans) == 2
+    assert overlapping(spans), spans
+
+
+@pytest.mark.django_db
+def test_waiting_for_a_slot_stops_when_aborted():
+    aborted = threading.Event()
+    with association_slot(4712, 1):
+        aborted.set()
+        started = time.monotonic()
+        with pytest.raises(SlotWaitTimeout, match="Aborted while waiting"):
+            with association_slot(4712, 1, aborted=aborted):
+                pass
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.django_db
+def test_waiting_for_a_slot_times_out_with_a_clear_message():
+    with association_slot(4713, 1):
+        with pytest.raises(SlotWaitTimeout, match="No association slot of server 4713"):
+            with association_slot(4713, 1, timeout=0.6):
+                pass
+
+
+def test_counting_proxy_sees_concurrent_connections():
+    # Without this, a proxy that serialized connections would make the test below pass.
+    target = socket.create_server((LOOPBACK, 0))
+    target.listen(4)
+    with CountingProxy(target.getsockname()[1]) as proxy:
+        first = socket.create_connection((LOOPBACK, proxy.port))
+        second = socket.create_connection((LOOPBACK, proxy.port))
+        wait_for(lambda: proxy.max_open == 2, 5, "two open connections")
+        first.close()
+        second.close()
+    target.close()
+
+
+# --- across two worker processes ----------------------------------------------------------------
+
+
+def tasks_ran_at_once(job) -> bool:
+    """Whether any two tasks of the job were In Progress at overlapping times."""
+    spans = [(task.start, task.end) for task in job.tasks.all()]
+    assert all(start and end for start, end in spans)
+    return any(
+        a_start < b_end and b_start < a_end
+        for index, (a_start, a_end) in enumerate(spans)
+        for b_start, b_end in spans[index + 1 :]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
+    orthanc_a, orthanc_b, tmp_path
+):
+    studies = [make_study(unique_id(), series=(("CT", 12), ("MR", 12))) for _ in range(4)]
+    orthanc_a.upload(ds for study in studies for ds in study)
+    with CountingProxy(orthanc_a.dicom_port) as proxy:
+        # DIMSE only, through the proxy: every association to the source is counted.
+        source = orthanc_server(
+            orthanc_a,
+            "Orthanc A (proxied)",
+            port=proxy.port,
+            max_associations=1,
+            dicomweb_root_url="",
+            dicomweb_qido_support=False,
+            dicomweb_wado_support=False,
+            dicomweb_stow_support=False,
+        )
+        destination = orthanc_server(orthanc_b, "Orthanc B")
+        job = create_transfer_job(
+            source,
+            destination,
+            [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+        )
+        workers = [start_worker("dicom", log_path=tmp_path / f"worker{n}.log") for n in range(2)]
+        try:
+            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 180, "the job to finish")
+        finally:
+            for worker in workers:
+                stop_worker(worker)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, task_report(job)
+    for study in studies:
+        assert orthanc_b.study_instance_uids(study_uid_of(study)) == sop_uids(study)
+    assert proxy.total >= len(studies)
+    assert proxy.max_open == 1, f"{proxy.max_open} associations to the source at once"
+    # Both workers had a task at the same time (one of them waiting for the slot).
+    assert tasks_ran_at_once(job), "the workers never ran tasks at once; nothing was tested"

@@ -1,0 +1,238 @@
+"""Reading batch files: real .xlsx files (openpyxl) and .csv files built here."""
+
+import datetime as dt
+import io
+import zipfile
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from adit.core.spreadsheets import (
+    Problems,
+    SpreadsheetError,
+    csv_bytes,
+    parse_sheet_date,
+    read_sheet,
+    xlsx_bytes,
+)
+from adit.core.testing.sheets import csv_data, csv_upload, upload, xlsx_data, xlsx_upload
+
+COLUMNS = ("PatientID", "StudyDate", "Pseudonym")
+
+
+def read(file, **kwargs: Any):
+    options: dict[str, Any] = {
+        "columns": COLUMNS,
+        "required_columns": ("PatientID",),
+        "max_rows": 100,
+        "max_bytes": 10**6,
+    }
+    options.update(kwargs)
+    return read_sheet(file, **options)
+
+
+def as_tuples(rows):
+    return [(row.line, row.cells) for row in rows]
+
+
+def test_xlsx_cells_are_read_as_text_with_lines_and_empty_rows_skipped():
+    file = xlsx_upload(
+        [
+            ["PatientID", "StudyDate", "Pseudonym"],
+            ["00123", dt.date(2024, 3, 1), "Alpha"],
+            [None, None, None],
+            [" 4567 ", dt.datetime(2023, 12, 24, 0, 0), None],
+            [890, "2024-01-02", 12.0],
+        ]
+    )
+    assert as_tuples(read(file)) == [
+        (2, {"PatientID": "00123", "StudyDate": "2024-03-01", "Pseudonym": "Alpha"}),
+        (4, {"PatientID": "4567", "StudyDate": "2023-12-24", "Pseudonym": ""}),
+        (5, {"PatientID": "890", "StudyDate": "2024-01-02", "Pseudonym": "12"}),
+    ]
+
+
+def test_xlsx_number_shown_with_leading_zeros_keeps_them():
+    file = xlsx_upload([["PatientID"], [123]], number_formats={(2, 1): "0000000"})
+    assert as_tuples(read(file)) == [(2, {"PatientID": "0000123"})]
+
+
+def test_csv_utf8_with_bom_and_semicolons():
+    file = csv_upload(
+        [["PatientID", "Pseudonym"], ["007", "Müller"], ["", ""], ["0815", "Ørsted"]],
+        delimiter=";",
+        bom=True,
+    )
+    assert as_tuples(read(file)) == [
+        (2, {"PatientID": "007", "Pseudonym": "Müller"}),
+        (4, {"PatientID": "0815", "Pseudonym": "Ørsted"}),
+    ]
+
+
+def test_csv_with_commas_and_without_bom():
+    file = csv_upload([["PatientID", "StudyDate"], ["01", "2024-01-01"]])
+    assert as_tuples(read(file)) == [(2, {"PatientID": "01", "StudyDate": "2024-01-01"})]
+
+
+def test_columns_not_in_the_file_are_empty_and_ignored_columns_are_dropped():
+    file = csv_upload([["Extra", "PatientID"], ["x", "1"]])
+    rows = read(file, ignored_columns=("Extra",))
+    assert rows[0].cells == {"PatientID": "1"}
+    assert rows[0]["Pseudonym"] == ""
+
+
+def test_unknown_and_missing_columns_are_named_together():
+    file = csv_upload([["patientid", "Studydate", "Whatever"], ["1", "2", "3"]])
+    with pytest.raises(SpreadsheetError) as error:
+        read(file)
+    assert str(error.value) == (
+        "Unknown column(s): patientid (did you mean PatientID?), Studydate (did you mean "
+        "StudyDate?), Whatever. Missing required column(s): PatientID. Column names are "
+        "case-sensitive; the columns are: PatientID, StudyDate, Pseudonym."
+    )
+
+
+def test_duplicate_column():
+    with pytest.raises(SpreadsheetError, match=r"Column\(s\) named more than once: PatientID\."):
+        read(csv_upload([["PatientID", "PatientID"], ["1", "2"]]))
+
+
+def test_values_under_a_column_without_name():
+    with pytest.raises(SpreadsheetError) as error:
+        read(csv_upload([["PatientID", "", "Pseudonym"], ["1", "lost", "x"]]))
+    assert str(error.value) == (
+        "Column(s) B hold values but have no name in the header row; name them or delete them."
+    )
+
+
+def test_empty_header_and_no_data_rows():
+    with pytest.raises(SpreadsheetError, match="The first row must be the header"):
+        read(csv_upload([["", ""], ["1", "2"]]))
+    with pytest.raises(SpreadsheetError) as error:
+        read(xlsx_upload([["PatientID"], [None]]))
+    assert str(error.value) == "The file has a header but no data rows."
+
+
+def test_corrupt_xlsx():
+    data = xlsx_data([["PatientID"], ["1"]])
+    # Keep the zip directory intact but damage the workbook XML inside.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "xl/workbook.xml":
+                content = content[: len(content) // 2]
+            target.writestr(item, content)
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(buffer.getvalue(), "damaged.xlsx"))
+    assert str(error.value) == (
+        "The file damaged.xlsx is not a valid Excel workbook (.xlsx): it is damaged, "
+        "password-protected or of another format. Save it as “Excel Workbook (.xlsx)” or "
+        "“CSV UTF-8 (.csv)” and upload it again."
+    )
+
+
+def test_truncated_xlsx():
+    data = xlsx_data([["PatientID"], ["1"]])
+    with pytest.raises(SpreadsheetError, match="truncated.xlsx is not a valid Excel workbook"):
+        read(upload(data[: len(data) - 200], "truncated.xlsx"))
+
+
+def test_non_spreadsheet_renamed_to_xlsx():
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(pdf, "report.xlsx"))
+    assert str(error.value).startswith(
+        "The file report.xlsx is not a valid Excel workbook (.xlsx): it is damaged,"
+    )
+
+
+def test_other_extension():
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(b"PatientID\n1\n", "old.xls"))
+    assert str(error.value) == (
+        "The file old.xls is not an .xlsx or .csv file; only Excel workbooks (.xlsx) and CSV "
+        "files (.csv) are accepted."
+    )
+
+
+def test_csv_that_is_not_utf8():
+    data = "PatientID;Pseudonym\n1;Müller\n".encode("latin-1")
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(data, "latin.csv"))
+    assert str(error.value) == (
+        "The file latin.csv is not UTF-8 text (byte 0xfc at position 23). Save it as "
+        "“CSV UTF-8 (.csv)” and upload it again."
+    )
+
+
+def test_oversized_file():
+    data = csv_data([["PatientID"]] + [[str(n)] for n in range(3000)])
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(data, "big.csv"), max_bytes=10 * 1024)
+    assert (
+        str(error.value)
+        == f"The file is {round(len(data) / 1024)} KiB; at most 10 KiB are allowed."
+    )
+
+
+def test_too_many_rows():
+    file = xlsx_upload([["PatientID"]] + [[f"P{n}"] for n in range(11)])
+    with pytest.raises(SpreadsheetError) as error:
+        read(file, max_rows=10, row_limit_hint=" for non-staff users")
+    assert str(error.value) == (
+        "The file has 11 data rows; at most 10 are allowed for non-staff users. Split it into "
+        "several files."
+    )
+
+
+def test_empty_file():
+    with pytest.raises(SpreadsheetError, match="The file empty.csv is empty."):
+        read(upload(b"", "empty.csv"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-03-31", dt.date(2024, 3, 31)),
+        ("20240331", dt.date(2024, 3, 31)),
+        ("31.03.2024", dt.date(2024, 3, 31)),
+        ("2024-03-31 00:00:00", dt.date(2024, 3, 31)),
+    ],
+)
+def test_dates(text, expected):
+    assert parse_sheet_date(text) == expected
+
+
+def test_bad_date():
+    with pytest.raises(ValidationError) as error:
+        parse_sheet_date("31/03/2024")
+    assert error.value.messages == [
+        "'31/03/2024' is not a valid date; write it as YYYY-MM-DD (e.g. 2024-03-31), "
+        "DD.MM.YYYY or use an Excel date cell."
+    ]
+
+
+def test_problems_are_grouped_by_lines_and_sorted():
+    problems = Problems()
+    problems.add(7, "PatientID", "Bad.")
+    problems.add(3, "", "Whole row.")
+    problems.add([9, 3], "Pseudonym", "Conflict.")
+    problems.add(7, "PatientID", "Bad.")
+    assert problems.as_text() == [
+        "Line 3: Whole row.",
+        "Lines 3, 9, Pseudonym: Conflict.",
+        "Line 7, PatientID: Bad.",
+    ]
+    assert len(problems) == 3
+    assert problems.line_count == 3
+
+
+def test_written_files_read_back_as_text():
+    header = ["PatientID", "StudyDate"]
+    rows = [["000123", "2024-01-01"]]
+    for name, data in (("a.xlsx", xlsx_bytes(header, rows)), ("a.csv", csv_bytes(header, rows))):
+        assert as_tuples(read(upload(data, name))) == [
+            (2, {"PatientID": "000123", "StudyDate": "2024-01-01"})
+        ]

@@ -1,0 +1,123 @@
+"""Reading and writing `multipart/related` bodies (RFC 2046) one part at a time.
+
+Only one part is ever held in memory, so STOW-RS uploads and WADO-RS downloads of any size
+need constant memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from email.message import Message
+
+READ_CHUNK_SIZE = 64 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not a well-formed multipart message."""
+
+
+def new_boundary() -> str:
+    return f"adit-{secrets.token_hex(16)}"
+
+
+def parse_content_type(header: str) -> tuple[str, dict[str, str]]:
+    """Splits a Content-Type header into the lower-cased media type and its parameters."""
+    message = Message()
+    message["Content-Type"] = header or ""
+    media_type = message.get_content_type() if header else ""
+    params = {
+        key.lower(): str(value)
+        for key, value in (message.get_params() or [])[1:]
+        if isinstance(value, str)
+    }
+    return media_type, params
+
+
+def part_header(content_type: str, boundary: str) -> bytes:
+    """The delimiter line and headers that start a part."""
+    return f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+
+
+def closing_delimiter(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode()
+
+
+def encode_part(payload: bytes, content_type: str, boundary: str) -> bytes:
+    return part_header(content_type, boundary) + payload + b"\r\n"
+
+
+def iter_parts(
+    read: Callable[[int], bytes], boundary: str, chunk_size: int = READ_CHUNK_SIZE
+) -> Iterator[tuple[dict[str, str], bytes]]:
+    """Yields ``(headers, body)`` of each part while reading the body in chunks.
+
+    Args:
+        read: reads at most n bytes; returns b"" at the end (e.g. a request's `read`).
+        boundary: the boundary parameter of the Content-Type.
+
+    Raises:
+        MultipartError: if no delimiter is found or the body ends before the closing one.
+    """
+    if not boundary or len(boundary) > 200:
+        raise MultipartError("The multipart boundary is missing or longer than 200 characters.")
+    delimiter = b"--" + boundary.encode("latin-1")
+    part_end = b"\r\n" + delimiter
+    buffer = bytearray()
+
+    def fill() -> bool:
+        chunk = read(chunk_size)
+        if not chunk:
+            return False
+        buffer.extend(chunk)
+        return True
+
+    def find(marker: bytes, start: int = 0) -> int:
+        """Position of `marker` in the buffer, reading more as needed; -1 at the end."""
+        while True:
+            index = buffer.find(marker, start)
+            if index >= 0:
+                return index
+            start = max(0, len(buffer) - len(marker) + 1)
+            if not fill():
+                return -1
+
+    index = find(delimiter)
+    if index < 0:
+        raise MultipartError(f"The body contains no part delimited by the boundary {boundary!r}.")
+    del buffer[: index + len(delimiter)]
+    number = 0
+    while True:
+        while len(buffer) < 2:
+            if not fill():
+                raise MultipartError("The body ends without the closing boundary delimiter.")
+        if buffer[:2] == b"--":
+            return
+        line_end = find(b"\r\n")
+        if line_end < 0:
+            raise MultipartError("The body ends inside a boundary delimiter line.")
+        del buffer[: line_end + 2]
+        number += 1
+        headers: dict[str, str] = {}
+        while len(buffer) < 2:
+            if not fill():
+                raise MultipartError(f"Part {number}: the body ends inside the part's headers.")
+        if buffer[:2] == b"\r\n":  # a part without headers
+            del buffer[:2]
+        else:
+            header_end = find(b"\r\n\r\n")
+            if header_end < 0:
+                raise MultipartError(f"Part {number}: the body ends inside the part's headers.")
+            for line in bytes(buffer[:header_end]).decode("latin-1").split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.strip():
+                    headers[name.strip().lower()] = value.strip()
+            del buffer[: header_end + 4]
+        body_end = find(part_end)
+        if body_end < 0:
+            raise MultipartError(
+                f"Part {number}: the body ends before the part's closing boundary."
+            )
+        body = bytes(buffer[:body_end])
+        del buffer[: body_end + len(part_end)]
+        yield headers, body

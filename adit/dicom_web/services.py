@@ -1,0 +1,627 @@
+"""What the DICOMweb views do: find the server, query, stream retrieved instances, store.
+
+The views stay thin; everything here works with plain values and the DICOM layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from django.conf import settings
+from pydicom import Dataset, dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian
+
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.pseudonymizer import InstanceTransformer, PseudonymizationError
+from adit.core.dicom.query import QueryDataset
+from adit.core.dicom_config import local_config
+from adit.core.models import DicomServer
+
+from .errors import BadRequest, api_error_for
+from .multipart import MultipartError, iter_parts
+
+logger = logging.getLogger(__name__)
+
+QIDO_RESERVED_PARAMETERS = ("includefield", "limit", "offset", "fuzzymatching")
+MAX_QIDO_LIMIT = 10_000
+# Elements never sent in metadata responses (bulk data; the standard would give BulkDataURIs).
+BULK_DATA_KEYWORDS = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "WaveformData",
+    "EncapsulatedDocument",
+    "SpectroscopyData",
+)
+# Failure reasons of STOW-RS (PS3.4 Storage Service status codes).
+FAILURE_PROCESSING = 0x0110
+FAILURE_OUT_OF_RESOURCES = 0xA700
+FAILURE_CANNOT_UNDERSTAND = 0xC000
+FAILURE_SOP_CLASS_MISMATCH = 0xA900
+
+
+def find_server(user, ae_title: str, direction: str) -> DicomServer | None:
+    """The active server with this AE title that the user's active group may use that way."""
+    return (
+        DicomServer.objects.accessible_by_user(user, direction)  # type: ignore[attr-defined]
+        .filter(ae_title=ae_title)
+        .first()
+    )
+
+
+def make_operator(server: DicomServer) -> DicomOperator:
+    return DicomOperator(server.to_config(), local_config())
+
+
+# --- QIDO-RS --------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchRequest:
+    query: QueryDataset
+    limit: int | None = None
+    offset: int = 0
+    include_fields: list[str] = field(default_factory=list)
+
+
+def _keyword_of(key: str) -> str:
+    """A QIDO-RS attribute key: a keyword, or a tag as 8 hex digits (e.g. 00100020)."""
+    if len(key) == 8 and all(c in "0123456789abcdefABCDEF" for c in key):
+        keyword = keyword_for_tag(int(key, 16))
+        if not keyword:
+            raise BadRequest(f"Unknown DICOM tag {key!r} in the query parameters.")
+        return keyword
+    return key
+
+
+def _non_negative_int(name: str, text: str, maximum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {text!r}.") from None
+    if value < 0 or value > maximum:
+        raise BadRequest(f"{name} must be between 0 and {maximum}, got {value}.")
+    return value
+
+
+def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
+    """Turns QIDO-RS query parameters (a QueryDict) into a validated query.
+
+    Raises:
+        BadRequest: naming the parameter for unknown keywords, bad values or bad paging.
+    """
+    values: dict[str, Any] = {}
+    include_fields: list[str] = []
+    limit: int | None = None
+    offset = 0
+    for key in params:
+        items = [item for item in params.getlist(key)]
+        if key == "includefield":
+            for item in items:
+                for name in item.split(","):
+                    name = name.strip()
+                    if not name:
+                        continue
+                    if name.lower() == "all":
+                        raise BadRequest(
+                            "includefield=all is not supported; name the attributes you need."
+                        )
+                    include_fields.append(_keyword_of(name))
+        elif key == "limit":
+            limit = _non_negative_int("limit", items[-1], MAX_QIDO_LIMIT)
+        elif key == "offset":
+            offset = _non_negative_int("offset", items[-1], MAX_QIDO_LIMIT)
+        elif key == "fuzzymatching":
+            if items[-1].lower() not in ("true", "false"):
+                raise BadRequest(f"fuzzymatching must be true or false, got {items[-1]!r}.")
+        else:
+            keyword = _keyword_of(key)
+            if keyword in path_uids:
+                raise BadRequest(
+                    f"{keyword} is given in the path; do not repeat it as a parameter."
+                )
+            text = "\\".join(item.replace(",", "\\") for item in items)
+            values[keyword] = text
+    for keyword in include_fields:
+        values.setdefault(keyword, None)
+    values.update(path_uids)
+    values.pop("QueryRetrieveLevel", None)
+    try:
+        query = QueryDataset.from_dict(values)
+    except ValueError as error:
+        raise BadRequest(f"Invalid query parameter: {error}.") from None
+    return SearchRequest(query=query, limit=limit, offset=offset, include_fields=include_fields)
+
+
+def search(operator: DicomOperator, level: str, request: SearchRequest) -> list[dict]:
+    """Runs the query at `level` ("STUDY", "SERIES" or "IMAGE"); DICOM JSON of the results."""
+    finders = {
+        "STUDY": operator.find_studies,
+        "SERIES": operator.find_series,
+        "IMAGE": operator.find_images,
+    }
+    wanted = None if request.limit is None else request.limit + request.offset
+    try:
+        results = finders[level](request.query, limit_results=wanted)
+        json_results = []
+        for index, result in enumerate(results):
+            if index < request.offset:
+                continue
+            ds = result.dataset
+            if "QueryRetrieveLevel" in ds:
+                del ds.QueryRetrieveLevel
+            json_results.append(ds.to_json_dict())
+    except DicomError as error:
+        raise api_error_for(error) from error
+    return json_results
+
+
+# --- WADO-RS --------------------------------------------------------------------------------
+
+
+def pseudonymization_seed(pseudonym: str) -> str:
+    """The seed for API retrievals with this pseudonym.
+
+    Derived from the installation's secret PSEUDONYM_SALT and the pseudonym, so the same
+    pseudonym gives the same UIDs and date shifts in every request (and after restarts), while
+    other pseudonyms give unrelated ones.
+    """
+    salt = (settings.PSEUDONYM_SALT or settings.SECRET_KEY).encode()
+    return hmac.new(salt, f"dicom-web:{pseudonym}".encode(), hashlib.sha256).hexdigest()
+
+
+def build_transformer(params) -> InstanceTransformer:
+    """The transformer for the optional pseudonym and trial protocol parameters.
+
+    Raises:
+        BadRequest: naming the bad parameter.
+    """
+    values = {}
+    for name in ("pseudonym", "trial_protocol_id", "trial_protocol_name"):
+        value = params.get(name)
+        values[name] = value.strip() if value and value.strip() else None
+    pseudonym = values["pseudonym"]
+    if pseudonym and any(char in pseudonym for char in "*?"):
+        raise BadRequest("pseudonym must not contain wildcards (* or ?).")
+    try:
+        return InstanceTransformer(
+            pseudonym=pseudonym,
+            trial_protocol_id=values["trial_protocol_id"],
+            trial_protocol_name=values["trial_protocol_name"],
+            seed=pseudonymization_seed(pseudonym) if pseudonym else None,
+            exclude_modalities=settings.EXCLUDE_MODALITIES,
+        )
+    except ValueError as error:
+        raise BadRequest(f"Invalid parameter: {error}.") from None
+
+
+def validate_uid(name: str, value: str) -> str:
+    try:
+        QueryDataset.from_dict({name: value})
+    except ValueError as error:
+        raise BadRequest(f"Invalid path: {error}.") from None
+    return value
+
+
+def encode_instance(ds: Dataset) -> bytes:
+    """The instance as a DICOM Part-10 file (its transfer syntax kept)."""
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.ensure_file_meta()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "SOPClassUID" in ds:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def instance_metadata(ds: Dataset) -> bytes:
+    """The instance's DICOM JSON without bulk data, as UTF-8 bytes."""
+    for keyword in BULK_DATA_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    return json.dumps(ds.to_json_dict(bulk_data_threshold=1024 * 1024)).encode()
+
+
+_END = object()
+
+
+class InstanceStream:
+    """Fetches instances in a background thread and hands them to an async consumer.
+
+    A bounded queue between the fetch and the response keeps memory constant: when the client
+    reads slowly, the fetch (and the PACS) waits. `first()` blocks until the first encoded item
+    (or the end, or the error) arrived, so the view can still answer with a proper error status.
+    Closing the stream (client gone, response finished) aborts the fetch.
+    """
+
+    def __init__(
+        self,
+        operator: DicomOperator,
+        fetch: Callable[[], Iterator[Dataset]],
+        transform: Callable[[Dataset], Dataset | None],
+        encode: Callable[[Dataset], bytes],
+        queue_size: int = 4,
+    ) -> None:
+        self._operator = operator
+        self._fetch = fetch
+        self._transform = transform
+        self._encode = encode
+        self._items: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self.count = 0
+        self._thread = threading.Thread(target=self._run, name="wado-rs-fetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        instances: Iterator[Dataset] | None = None
+        try:
+            instances = self._fetch()
+            for ds in instances:
+                if self._stop.is_set():
+                    return
+                transformed = self._transform(ds)
+                if transformed is None:
+                    continue
+                if not self._put(self._encode(transformed)):
+                    return
+            self._put(_END)
+        except BaseException as error:  # handed over to the consumer
+            self._put(error)
+        finally:
+            close = getattr(instances, "close", None)
+            if close is not None:
+                try:
+                    close()  # ends the association / HTTP stream at once
+                except Exception:  # the consumer is gone; nothing to report to
+                    logger.debug("Closing the fetch failed", exc_info=True)
+
+    def _get(self) -> Any:
+        while True:
+            try:
+                item = self._items.get(timeout=0.5)
+                break
+            except queue.Empty:
+                # Closed while waiting (client gone): end instead of blocking a thread forever.
+                if self._stop.is_set():
+                    return _END
+        if isinstance(item, BaseException):
+            self._stop.set()
+            raise item
+        if item is not _END:
+            self.count += 1
+        return item
+
+    def first(self) -> bytes | None:
+        """The first encoded instance, or None when there is none.
+
+        Raises:
+            DicomError: the fetch failed before delivering anything.
+            ValueError: the transformation failed (e.g. pseudonymization).
+        """
+        item = self._get()
+        return None if item is _END else item
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        """The remaining encoded instances."""
+        while True:
+            item = await asyncio.to_thread(self._get)
+            if item is _END:
+                return
+            yield item
+
+    def close(self) -> None:
+        if self._stop.is_set() and not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._operator.abort()
+
+
+def fetcher(
+    operator: DicomOperator, study_uid: str, series_uid: str | None, image_uid: str | None
+) -> Callable[[], Iterator[Dataset]]:
+    # PatientID is unknown to the API: study-root retrieval only.
+    if image_uid is not None:
+        assert series_uid is not None
+        return lambda: operator.fetch_image("", study_uid, series_uid, image_uid)
+    if series_uid is not None:
+        return lambda: operator.fetch_series("", study_uid, series_uid)
+    return lambda: operator.fetch_study("", study_uid)
+
+
+def exists(
+    operator: DicomOperator, study_uid: str, series_uid: str | None, image_uid: str | None
+) -> bool:
+    """Whether the server lists the study/series/instance (errors count as "yes")."""
+    values: dict[str, str | None] = {"StudyInstanceUID": study_uid}
+    try:
+        if image_uid is not None:
+            values.update(SeriesInstanceUID=series_uid, SOPInstanceUID=image_uid)
+            results = operator.find_images(QueryDataset.from_dict(values), limit_results=1)
+        elif series_uid is not None:
+            values["SeriesInstanceUID"] = series_uid
+            results = operator.find_series(QueryDataset.from_dict(values), limit_results=1)
+        else:
+            results = operator.find_studies(QueryDataset.from_dict(values), limit_results=1)
+        return any(True for _ in results)
+    except DicomError:
+        return True
+
+
+def transform_function(transformer: InstanceTransformer) -> Callable[[Dataset], Dataset | None]:
+    def transform(ds: Dataset) -> Dataset | None:
+        try:
+            return transformer.transform(ds)
+        except (ValueError, PseudonymizationError) as error:
+            # Not the client's fault: the PACS delivered data we could not pseudonymize.
+            raise DicomError(f"An instance could not be transformed: {error}") from error
+
+    return transform
+
+
+# --- STOW-RS --------------------------------------------------------------------------------
+
+
+@dataclass
+class StowOutcome:
+    stored: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(SOP class UID, SOP instance UID, study UID, series UID) of every stored instance."""
+    failed: list[tuple[str, str, int, str]] = field(default_factory=list)
+    """(SOP class UID, SOP instance UID, failure reason, message) of every failed part."""
+    bytes_received: int = 0
+
+
+class CountingReader:
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self.count = 0
+
+    def __call__(self, size: int) -> bytes:
+        data = self._read(size)
+        self.count += len(data)
+        return data
+
+
+def _read_instance(body: bytes) -> Dataset:
+    try:
+        ds = dcmread(BytesIO(body))
+    except InvalidDicomError:
+        # Some clients (dicomweb-client among them) send file meta without the 128-byte
+        # preamble and "DICM" prefix; garbage still fails below (no SOP UIDs).
+        ds = dcmread(BytesIO(body), force=True)
+    if not ds.preamble:
+        # Written on as a proper Part-10 file (dicomweb-client's STOW writes datasets "as
+        # read"; a PACS would otherwise keep a file without the DICM prefix).
+        ds.preamble = b"\x00" * 128
+    return ds
+
+
+def _parse_instances(
+    parts: Iterable[tuple[dict[str, str], bytes]], study_uid: str | None, outcome: StowOutcome
+) -> Iterator[Dataset]:
+    """Datasets of the parts that are DICOM instances; the others go to `outcome.failed`."""
+    for number, (headers, body) in enumerate(parts, start=1):
+        content_type = headers.get("content-type", "application/dicom").split(";")[0].strip()
+        if content_type.lower() != "application/dicom":
+            outcome.failed.append(
+                (
+                    "",
+                    "",
+                    FAILURE_CANNOT_UNDERSTAND,
+                    f"Part {number}: content type "
+                    f"{content_type!r} is not supported; send application/dicom.",
+                )
+            )
+            continue
+        try:
+            ds = _read_instance(body)
+            sop_class_uid = str(ds.SOPClassUID)
+            sop_instance_uid = str(ds.SOPInstanceUID)
+        except (
+            InvalidDicomError,
+            AttributeError,
+            ValueError,
+            EOFError,
+            KeyError,
+            TypeError,
+        ) as err:
+            outcome.failed.append(
+                (
+                    "",
+                    "",
+                    FAILURE_CANNOT_UNDERSTAND,
+                    f"Part {number}: not a valid DICOM "
+                    f"instance with SOP class and instance UID ({type(err).__name__}).",
+                )
+            )
+            continue
+        if study_uid is not None and str(ds.get("StudyInstanceUID", "")) != study_uid:
+            outcome.failed.append(
+                (
+                    sop_class_uid,
+                    sop_instance_uid,
+                    FAILURE_SOP_CLASS_MISMATCH,
+                    f"Part {number}: the instance does not belong to the study {study_uid}.",
+                )
+            )
+            continue
+        yield ds
+
+
+def store_instances(
+    operator: DicomOperator, read: Callable[[int], bytes], boundary: str, study_uid: str | None
+) -> StowOutcome:
+    """Parses the multipart body part by part and stores the instances in one go.
+
+    C-STORE on one association if the server accepts it, else STOW-RS in batches. Only the
+    current part (or batch) is in memory.
+
+    Raises:
+        BadRequest: the body is not a valid multipart message.
+        APIException: the server could not be reached or refused everything (502/503).
+    """
+    outcome = StowOutcome()
+    reader = CountingReader(read)
+    attempted: dict[str, tuple[str, str, str]] = {}
+    exhausted = False
+
+    parsed = _parse_instances(iter_parts(reader, boundary), study_uid, outcome)
+    # The first instance is parsed before the server is contacted: a malformed body is the
+    # client's error (400) even when the server is down, and a body without any valid
+    # instance needs no association at all.
+    try:
+        first = next(parsed, None)
+    except MultipartError as multipart_error:
+        raise BadRequest(f"Invalid multipart body: {multipart_error}") from None
+    if first is None:
+        outcome.bytes_received = reader.count
+        return outcome
+
+    def instances() -> Iterator[Dataset]:
+        nonlocal exhausted
+        attempted[str(first.SOPInstanceUID)] = _identity(first)
+        yield first
+        for ds in parsed:
+            attempted[str(ds.SOPInstanceUID)] = _identity(ds)
+            yield ds
+        exhausted = True
+
+    stored: set[str] = set()
+    server = operator.server
+    error: Exception | None = None
+    try:
+        if operator.dimse is not None and server.store_scp_support:
+            operator.dimse.send_c_store(
+                instances(), on_stored=lambda ds: stored.add(str(ds.SOPInstanceUID))
+            )
+        elif operator.dicomweb is not None and server.dicomweb_stow_support:
+            _stow_in_batches(operator, instances(), stored)
+        else:
+            raise DicomError(f"Upload to {server}: neither C-STORE nor STOW-RS is supported")
+    except MultipartError as multipart_error:
+        raise BadRequest(f"Invalid multipart body: {multipart_error}") from None
+    except DicomError as dicom_error:
+        error = dicom_error
+    outcome.bytes_received = reader.count
+    if error is not None and not stored and not exhausted:
+        # Nothing was stored and the body was not (fully) processed: the server is the problem.
+        raise api_error_for(error)  # type: ignore[arg-type]
+    if error is not None and not exhausted:
+        # The connection broke off midway; the rest of the body is reported as failed.
+        try:
+            for ds in parsed:
+                attempted[str(ds.SOPInstanceUID)] = _identity(ds)
+        except MultipartError:
+            pass
+    reason = (
+        FAILURE_OUT_OF_RESOURCES if isinstance(error, RetriableDicomError) else FAILURE_PROCESSING
+    )
+    for sop_instance_uid, (sop_class_uid, study, series) in attempted.items():
+        if sop_instance_uid in stored:
+            outcome.stored.append((sop_class_uid, sop_instance_uid, study, series))
+        else:
+            message = (
+                f"The server did not store the instance: {error}"
+                if error
+                else ("The server did not store the instance.")
+            )
+            outcome.failed.append((sop_class_uid, sop_instance_uid, reason, message))
+    return outcome
+
+
+def _stow_in_batches(
+    operator: DicomOperator, instances: Iterator[Dataset], stored: set[str], batch_size: int = 16
+) -> None:
+    # The connector's batch helper reports failed instances per batch; its public
+    # send_stow_rs only raises a summary, and the API must answer per instance.
+    from adit.core.dicom.dicomweb import StowResult
+
+    connector = operator.dicomweb
+    assert connector is not None
+    client = connector._client()
+    result = StowResult()
+    batch: list[Dataset] = []
+
+    def flush() -> None:
+        before = set(result.failed_sop_instance_uids)
+        connector._store_batch(client, batch, result)
+        failed = set(result.failed_sop_instance_uids) - before
+        stored.update(
+            str(ds.SOPInstanceUID) for ds in batch if str(ds.SOPInstanceUID) not in failed
+        )
+        batch.clear()
+
+    for ds in instances:
+        batch.append(ds)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    if result.failed_sop_instance_uids:
+        raise RetriableDicomError(
+            f"STOW-RS on {operator.server}: {len(result.failed_sop_instance_uids)} instance(s) "
+            "were refused"
+        )
+
+
+def _identity(ds: Dataset) -> tuple[str, str, str]:
+    return (
+        str(ds.SOPClassUID),
+        str(ds.get("StudyInstanceUID", "")),
+        str(ds.get("SeriesInstanceUID", "")),
+    )
+
+
+def stow_response(
+    outcome: StowOutcome, instance_url: Callable[[str, str, str], str], study_url: str | None
+) -> Dataset:
+    """The STOW-RS response dataset (PS3.18 10.5.3)."""
+    response = Dataset()
+    if study_url:
+        response.RetrieveURL = study_url
+    referenced = []
+    for sop_class_uid, sop_instance_uid, study, series in outcome.stored:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class_uid
+        item.ReferencedSOPInstanceUID = sop_instance_uid
+        if study and series:
+            item.RetrieveURL = instance_url(study, series, sop_instance_uid)
+        referenced.append(item)
+    failed = []
+    for sop_class_uid, sop_instance_uid, reason, message in outcome.failed:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class_uid
+        item.ReferencedSOPInstanceUID = sop_instance_uid
+        item.FailureReason = reason
+        # ErrorComment (0000,0902) is a command element; TextValue carries the explanation.
+        item.TextValue = message[:1024]
+        failed.append(item)
+    response.ReferencedSOPSequence = referenced
+    response.FailedSOPSequence = failed
+    return response

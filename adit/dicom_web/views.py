@@ -1,0 +1,272 @@
+"""DICOMweb endpoints (QIDO-RS, WADO-RS, STOW-RS) over the DICOM servers ADIT knows.
+
+Every request needs a token (`Authorization: Token <token>`), the permission for the
+operation (`dicom_web.can_query`, `can_retrieve`, `can_store`) in the token owner's *active*
+group, and access of that group to the server in the needed direction (source for QIDO/WADO,
+destination for STOW). A server that is unknown, inactive or not accessible answers 404 (the
+same answer, so a client cannot probe which AE titles exist).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+
+from . import services
+from .errors import BadRequest, UnsupportedMediaType, api_error_for
+from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
+from .multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
+from .renderers import DicomJsonRenderer
+from .usage import ApiUsageMixin
+
+logger = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+
+
+@extend_schema(exclude=True)
+class DicomWebView(ApiUsageMixin, APIView):
+    """Authentication, permission, server lookup, usage statistics and JSON errors."""
+
+    renderer_classes = [DicomJsonRenderer]
+    parser_classes = []  # bodies are read as streams (STOW-RS)
+    permission_classes = [IsAuthenticated]
+    required_permission = ""
+    direction = "source"
+    operation = ""
+
+    def perform_content_negotiation(self, request, force=False):
+        # Successful retrievals bypass the renderers; everything rendered is DICOM JSON or an
+        # error, so a client's Accept header (e.g. multipart/related) must not cause a 406.
+        renderer = DicomJsonRenderer()
+        return renderer, renderer.media_type
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.required_permission and not request.user.has_perm(self.required_permission):
+            raise PermissionDenied(
+                f"You lack the permission to {self.operation} through the DICOMweb API "
+                f"({self.required_permission}); ask an administrator to grant it to your "
+                "active group."
+            )
+
+    def get_server(self, ae_title: str):
+        server = services.find_server(self.request.user, ae_title, self.direction)
+        if server is None:
+            raise NotFound(
+                f"No DICOM server with the AE title {ae_title!r} is available to your active "
+                f"group as a {self.direction}."
+            )
+        return server
+
+    def handle_exception(self, exc):
+        if isinstance(exc, DicomError):
+            exc = api_error_for(exc)
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and response.status_code >= 400:
+            # Errors are plain JSON with a `detail`, whatever the endpoint normally returns.
+            _set_renderer(response, JSONRenderer(), "application/json")
+        return response
+
+
+def _set_renderer(response: Response, renderer, media_type: str) -> None:
+    # DRF sets these attributes on its responses in finalize_response (not declared).
+    response.accepted_renderer = renderer  # type: ignore[attr-defined]
+    response.accepted_media_type = media_type  # type: ignore[attr-defined]
+
+
+# --- QIDO-RS --------------------------------------------------------------------------------
+
+
+class QidoView(DicomWebView):
+    required_permission = QUERY_PERMISSION
+    operation = "query"
+    level = ""
+
+    def get(self, request: Request, ae_title: str, study_uid=None, series_uid=None) -> Response:
+        path_uids = {}
+        if study_uid is not None:
+            path_uids["StudyInstanceUID"] = services.validate_uid("StudyInstanceUID", study_uid)
+        if series_uid is not None:
+            path_uids["SeriesInstanceUID"] = services.validate_uid("SeriesInstanceUID", series_uid)
+        search = services.build_search(request.query_params, path_uids)
+        server = self.get_server(ae_title)
+        results = services.search(services.make_operator(server), self.level, search)
+        return Response(results, content_type=DICOM_JSON)
+
+
+class QidoStudiesView(QidoView):
+    level = "STUDY"
+
+
+class QidoSeriesView(QidoView):
+    level = "SERIES"
+
+
+class QidoInstancesView(QidoView):
+    level = "IMAGE"
+
+
+# --- WADO-RS --------------------------------------------------------------------------------
+
+
+class WadoView(DicomWebView):
+    required_permission = RETRIEVE_PERMISSION
+    operation = "retrieve"
+    metadata = False
+
+    def get(self, request: Request, ae_title: str, study_uid: str, series_uid=None, image_uid=None):
+        services.validate_uid("StudyInstanceUID", study_uid)
+        if series_uid is not None:
+            services.validate_uid("SeriesInstanceUID", series_uid)
+        if image_uid is not None:
+            services.validate_uid("SOPInstanceUID", image_uid)
+        transformer = services.build_transformer(request.query_params)
+        server = self.get_server(ae_title)
+        operator = services.make_operator(server)
+        stream = services.InstanceStream(
+            operator,
+            services.fetcher(operator, study_uid, series_uid, image_uid),
+            services.transform_function(transformer),
+            services.instance_metadata if self.metadata else services.encode_instance,
+        )
+        try:
+            first = stream.first()
+        except DicomError as error:
+            stream.close()
+            # Some PACS answer a retrieve of an unknown UID with a failure status: look first.
+            if isinstance(error, RetriableDicomError) or services.exists(
+                services.make_operator(server), study_uid, series_uid, image_uid
+            ):
+                raise
+            first = None
+        except BaseException:
+            stream.close()
+            raise
+        if first is None:
+            stream.close()
+            what = (
+                f"instance {image_uid}"
+                if image_uid
+                else f"series {series_uid}"
+                if series_uid
+                else f"study {study_uid}"
+            )
+            skipped = (
+                " (its instances are of modalities excluded from pseudonymization)"
+                if transformer.skipped_count
+                else ""
+            )
+            raise NotFound(f"The {what} was not found on {server.name}{skipped}.")
+        if self.metadata:
+            response = StreamingHttpResponse(_json_array(first, stream), content_type=DICOM_JSON)
+        else:
+            boundary = new_boundary()
+            response = StreamingHttpResponse(
+                _multipart(first, stream, boundary),
+                content_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+            )
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+async def _multipart(first: bytes, stream: services.InstanceStream, boundary: str):
+    try:
+        yield encode_part(first, "application/dicom", boundary)
+        async for payload in stream.rest():
+            yield encode_part(payload, "application/dicom", boundary)
+    except Exception as error:
+        # The status line is sent already; a text part tells the client what went wrong.
+        logger.warning("WADO-RS stream broke off after %d instance(s): %s", stream.count, error)
+        message = f"The retrieval failed after {stream.count} instance(s): {error}"
+        yield encode_part(message.encode(), "text/plain", boundary)
+    finally:
+        stream.close()
+    yield closing_delimiter(boundary)
+
+
+async def _json_array(first: bytes, stream: services.InstanceStream):
+    try:
+        yield b"[" + first
+        async for payload in stream.rest():
+            yield b"," + payload
+        yield b"]"
+    finally:
+        # On an error the JSON stays unterminated, so the client cannot mistake it for complete.
+        stream.close()
+
+
+class WadoMetadataView(WadoView):
+    metadata = True
+
+
+# --- STOW-RS --------------------------------------------------------------------------------
+
+
+class StowView(DicomWebView):
+    required_permission = STORE_PERMISSION
+    operation = "store"
+    direction = "destination"
+
+    def post(self, request: Request, ae_title: str, study_uid=None) -> HttpResponse:
+        if study_uid is not None:
+            services.validate_uid("StudyInstanceUID", study_uid)
+        media_type, params = parse_content_type(request.META.get("CONTENT_TYPE", ""))
+        if media_type != "multipart/related":
+            raise UnsupportedMediaType(
+                f"STOW-RS needs a multipart/related body; got {media_type or 'no content type'}."
+            )
+        part_type = params.get("type", "application/dicom").lower()
+        if part_type != "application/dicom":
+            raise UnsupportedMediaType(
+                f'Only type="application/dicom" is supported for STOW-RS; got {part_type!r}.'
+            )
+        boundary = params.get("boundary")
+        if not boundary:
+            raise BadRequest("The Content-Type has no boundary parameter.")
+        server = self.get_server(ae_title)
+        operator = services.make_operator(server)
+        outcome = services.store_instances(operator, request._request.read, boundary, study_uid)
+        request.bytes_received = outcome.bytes_received  # type: ignore[attr-defined]
+        if not outcome.stored and not outcome.failed:
+            raise BadRequest("The multipart body contains no parts.")
+
+        def instance_url(study: str, series: str, instance: str) -> str:
+            return request.build_absolute_uri(
+                f"/api/dicom-web/{ae_title}/wadors/studies/{study}/series/{series}"
+                f"/instances/{instance}"
+            )
+
+        study_url = (
+            request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors/studies/{study_uid}")
+            if study_uid
+            else None
+        )
+        dataset = services.stow_response(outcome, instance_url, study_url)
+        if not outcome.failed:
+            status = 200
+        elif outcome.stored:
+            status = 202
+        else:
+            status = 409
+        return Response(dataset.to_json_dict(), status=status, content_type=DICOM_JSON)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and response.status_code in (202, 409):
+            # A STOW answer with failures is DICOM JSON too, not an error document.
+            _set_renderer(response, DicomJsonRenderer(), DICOM_JSON)
+        return response

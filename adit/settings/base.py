@@ -1,0 +1,250 @@
+# pyright: reportArgumentType=false
+# (django-environ types its defaults as NoValue.)
+"""Settings shared by every environment; all configuration comes from environment variables.
+
+Every variable is documented in `example.env`. A `.env` file in the project folder is read
+when present; variables already set in the environment win.
+"""
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _unset_empty_variables() -> None:
+    """Treat `NAME=` (as written in example.env) like an unset variable, so defaults apply."""
+    example = BASE_DIR / "example.env"
+    if not example.exists():
+        return
+    for line in example.read_text().splitlines():
+        name = line.split("=", 1)[0].strip()
+        if name and not name.startswith("#") and os.environ.get(name) == "":
+            del os.environ[name]
+
+
+_unset_empty_variables()
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+DEBUG = False
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django.contrib.postgres",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "django_cotton",
+    "procrastinate.contrib.django",
+    "adit.accounts",
+    "adit.core",
+    "adit.dicom_web",
+    "adit.api",
+    "adit.selective_transfer",
+    "adit.batch_query",
+    "adit.batch_transfer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "adit.accounts.middleware.ActiveGroupMiddleware",
+    "adit.core.middleware.MaintenanceMiddleware",
+]
+
+ROOT_URLCONF = "adit.urls"
+ASGI_APPLICATION = "adit.asgi.application"
+WSGI_APPLICATION = "adit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "adit" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "adit.core.context_processors.base_context",
+            ],
+            "builtins": ["django_cotton.templatetags.cotton"],
+        },
+    }
+]
+
+# --- Database: DATABASE_URL, or ADIT's own embedded PostgreSQL when unset ----------------------
+ADIT_DATA_DIR = Path(env.str("ADIT_DATA_DIR", default=str(BASE_DIR / ".adit-data"))).resolve()
+
+
+def _database_url() -> str:
+    url = env.str("DATABASE_URL", default="")
+    if url:
+        return url
+    from adit import embedded_postgres
+
+    return embedded_postgres.ensure_running_for_process(ADIT_DATA_DIR)
+
+
+DATABASES = {"default": env.db_url_config(_database_url())}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["adit.accounts.backends.ActiveGroupModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "adit" / "static"]
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# --- Mail ---------------------------------------------------------------------------------------
+EMAIL_CONFIG = env.email_url("DJANGO_EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default="adit@localhost")
+DEFAULT_FROM_EMAIL = SERVER_EMAIL
+ADMINS = [("ADIT admin", email) for email in env.list("DJANGO_ADMIN_EMAILS", default=[])]
+EMAIL_SUBJECT_PREFIX = "[ADIT] "
+SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default=SERVER_EMAIL)
+
+# --- Superuser bootstrap (manage.py create_superuser, cli serve) --------------------------------
+SUPERUSER_USERNAME = env.str("SUPERUSER_USERNAME", default="admin")
+SUPERUSER_EMAIL = env.str("SUPERUSER_EMAIL", default="admin@localhost")
+SUPERUSER_PASSWORD = env.str("SUPERUSER_PASSWORD", default="")
+SUPERUSER_AUTH_TOKEN = env.str("SUPERUSER_AUTH_TOKEN", default="")
+
+# --- API tokens and REST framework --------------------------------------------------------------
+TOKEN_AUTHENTICATION_SALT = env.str("TOKEN_AUTHENTICATION_SALT", default="")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["adit.accounts.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    # Rate limiting per API token (adit.dicom_web.throttling); e.g. "1000/hour", empty = none.
+    "DEFAULT_THROTTLE_CLASSES": ["adit.dicom_web.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_token": env.str("API_THROTTLE_RATE", default="") or None},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ADIT API",
+    "DESCRIPTION": "Jobs of ADIT (selective transfers, batch queries). Authenticate with the "
+    "header `Authorization: Token <token>`. The DICOMweb API lives under /api/dicom-web/.",
+    "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Channels (WebSockets) ----------------------------------------------------------------------
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Procrastinate (task queue in PostgreSQL) ---------------------------------------------------
+PROCRASTINATE_ON_APP_READY = "adit.core.tasks.on_app_ready"
+# Finished queue rows older than this are removed by the periodic housekeeping task.
+PROCRASTINATE_PRUNE_FINISHED_AFTER_DAYS = env.int("PROCRASTINATE_PRUNE_AFTER_DAYS", default=30)
+# A worker whose heartbeat is older than this is considered dead; its jobs are retried.
+STALLED_JOB_SECONDS = env.int("STALLED_JOB_SECONDS", default=60)
+
+# --- DICOM --------------------------------------------------------------------------------------
+CALLING_AE_TITLE = env.str("CALLING_AE_TITLE", default="ADIT")
+RECEIVER_AE_TITLE = env.str("RECEIVER_AE_TITLE", default="ADIT")
+STORE_SCP_HOST = env.str("STORE_SCP_HOST", default="127.0.0.1")
+STORE_SCP_PORT = env.int("STORE_SCP_PORT", default=11112)
+FILE_TRANSMIT_HOST = env.str("FILE_TRANSMIT_HOST", default="127.0.0.1")
+FILE_TRANSMIT_PORT = env.int("FILE_TRANSMIT_PORT", default=14638)
+EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", default=["PR", "SR"])
+FOLDERS_MOUNT_DIR = Path(env.str("FOLDERS_MOUNT_DIR", default=str(ADIT_DATA_DIR / "folders")))
+PSEUDONYM_SALT = env.str("PSEUDONYM_SALT", default="")
+
+SITE_NAME = env.str("SITE_NAME", default="ADIT")
+# Used in links of emails (no request is around when a worker sends them).
+SITE_BASE_URL = env.str("SITE_BASE_URL", default="http://127.0.0.1:8000")
+
+# --- Job engine ---------------------------------------------------------------------------------
+DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", default=3)
+# Seconds before the first retry of a task after a transient error; doubles with each attempt.
+DICOM_TASK_RETRY_DELAY = env.int("DICOM_TASK_RETRY_DELAY", default=60)
+# A task running longer than this (seconds) is stopped and fails.
+DICOM_TASK_TIME_LIMIT = env.int("DICOM_TASK_TIME_LIMIT", default=3 * 3600)
+
+# --- Selective transfer -------------------------------------------------------------------------
+SELECTIVE_TRANSFER_DEFAULT_PRIORITY = 4
+SELECTIVE_TRANSFER_URGENT_PRIORITY = 8
+# At most this many query results are shown; with more, the user is asked to narrow the query.
+SELECTIVE_TRANSFER_RESULT_LIMIT = env.int("SELECTIVE_TRANSFER_RESULT_LIMIT", default=100)
+# How many studies a non-staff user may transfer in one job.
+SELECTIVE_TRANSFER_MAX_SELECTION = env.int("SELECTIVE_TRANSFER_MAX_SELECTION", default=10)
+# Jobs of non-staff users wait for a staff member's verification unless this is true.
+START_SELECTIVE_TRANSFER_UNVERIFIED = env.bool("START_SELECTIVE_TRANSFER_UNVERIFIED", default=True)
+
+# --- Batch query and batch transfer ------------------------------------------------------------
+# Rows of one batch file for non-staff users (staff: BATCH_FILE_MAX_ROWS).
+MAX_BATCH_QUERY_ROWS = env.int("MAX_BATCH_QUERY_ROWS", default=1000)
+MAX_BATCH_TRANSFER_ROWS = env.int("MAX_BATCH_TRANSFER_ROWS", default=500)
+# Rows of one batch file for anybody, and the largest batch file (bytes).
+BATCH_FILE_MAX_ROWS = env.int("BATCH_FILE_MAX_ROWS", default=20000)
+BATCH_FILE_MAX_SIZE = env.int("BATCH_FILE_MAX_SIZE", default=5 * 1024 * 1024)
+# A batch transfer needs the ID of the ethics committee's approval.
+ETHICS_APPROVAL_REQUIRED = env.bool("ETHICS_APPROVAL_REQUIRED", default=True)
+# Jobs of non-staff users wait for a staff member's verification unless these are true.
+START_BATCH_QUERY_UNVERIFIED = env.bool("START_BATCH_QUERY_UNVERIFIED", default=True)
+START_BATCH_TRANSFER_UNVERIFIED = env.bool("START_BATCH_TRANSFER_UNVERIFIED", default=True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "CRITICAL",
+        },
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "adit": {"handlers": ["console", "mail_admins"], "level": "INFO", "propagate": False},
+        "procrastinate": {"level": "WARNING"},
+        "pynetdicom": {"level": "WARNING"},
+        "pydicom": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from adit.accounts import urls as accounts_urls
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("adit.accounts.urls")),
+    path("accounts/", include(accounts_urls.plain_urlpatterns)),
+    path("api/", include("adit.accounts.api_urls")),
+    path("api/dicom-web/", include("adit.dicom_web.urls")),
+    path("api/", include("adit.api.urls")),
+    path(
+        "selective-transfer/",
+        include("adit.selective_transfer.urls", namespace="selective_transfer"),
+    ),
+    path("batch-query/", include("adit.batch_query.urls", namespace="batch_query")),
+    path("batch-transfer/", include("adit.batch_transfer.urls", namespace="batch_transfer")),
+    path("", include("adit.core.urls")),
+]

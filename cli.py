@@ -1,0 +1,362 @@
+"""ADIT's command line for developers and operators: `uv run cli <command>`.
+
+`serve` runs the whole of ADIT on one machine (web, workers, receiver) and, when `DATABASE_URL`
+is unset, its own embedded PostgreSQL. `test` runs the test suite the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import environ
+import typer
+
+PROJECT_DIR = Path(__file__).resolve().parent
+app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
+
+if (PROJECT_DIR / ".env").exists():
+    environ.Env.read_env(PROJECT_DIR / ".env", overwrite=False)
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("ADIT_DATA_DIR") or PROJECT_DIR / ".adit-data").resolve()
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """Yield the database URL: `DATABASE_URL`, or the embedded cluster, started and stopped here."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        yield url
+        return
+    from adit.embedded_postgres import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(_data_dir())
+    started = cluster.start()
+    if started:
+        print(f"Embedded PostgreSQL started (data in {cluster.root})", flush=True)
+    try:
+        yield cluster.url()
+    finally:
+        if started:
+            cluster.stop()
+            print("Embedded PostgreSQL stopped", flush=True)
+
+
+def _manage(*args: str, env: dict[str, str], capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "manage.py"), *args],
+        env=env,
+        cwd=PROJECT_DIR,
+        check=True,
+        text=True,
+        capture_output=capture,
+    )
+
+
+class ChildProcesses:
+    """Child processes with prefixed output, stopped together."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            # Own session: Ctrl-C reaches only us, and we stop the children in order.
+            start_new_session=True,
+        )
+        self.children[name] = process
+        width = 14
+        prefix = f"[{name}]".ljust(width)
+
+        def relay() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                sys.stdout.write(f"{prefix} {line}")
+                sys.stdout.flush()
+
+        threading.Thread(target=relay, daemon=True).start()
+
+    def first_exited(self) -> str | None:
+        for name, process in self.children.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self, timeout: float = 70.0) -> None:
+        for process in self.children.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, process in self.children.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in time; killing it", flush=True)
+                process.kill()
+                process.wait()
+
+
+def _wait_for_health(url: str, children: ChildProcesses, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if children.first_exited():
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _run_adit(host: str, port: int, extra_setup=None) -> None:
+    stop_requested = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    with database() as database_url:
+        env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("DJANGO_SETTINGS_MODULE", "adit.settings.development")
+        print("Applying database migrations...", flush=True)
+        _manage("migrate", "--no-input", "-v", "0", env=env)
+        created = _manage("create_superuser", env=env, capture=True).stdout.strip()
+        if extra_setup is not None:
+            extra_setup(env)
+
+        children = ChildProcesses()
+        python = sys.executable
+        manage = str(PROJECT_DIR / "manage.py")
+        children.start(
+            "web",
+            [python, "-m", "daphne", "-b", host, "-p", str(port), "adit.asgi:application"],
+            env,
+        )
+        children.start("worker:default", [python, manage, "bg_worker", "-q", "default"], env)
+        children.start("worker:dicom", [python, manage, "bg_worker", "-q", "dicom"], env)
+        if (PROJECT_DIR / "adit/core/management/commands/receiver.py").exists():
+            children.start("receiver", [python, manage, "receiver"], env)
+        try:
+            url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            if _wait_for_health(url, children):
+                print(f"\nADIT is running at {url}/", flush=True)
+                if created:
+                    print(created, flush=True)
+                print("Press Ctrl-C to stop.\n", flush=True)
+            while not stop_requested.is_set():
+                exited = children.first_exited()
+                if exited:
+                    print(f"{exited} exited unexpectedly; stopping ADIT", flush=True)
+                    break
+                stop_requested.wait(0.5)
+        finally:
+            print("Stopping ADIT...", flush=True)
+            children.stop()
+    if not stop_requested.is_set():
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the web server.")] = 8000,
+) -> None:
+    """Run ADIT: web server, workers and receiver (with embedded PostgreSQL if needed)."""
+    _run_adit(host, port)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the web server.")] = 8000,
+) -> None:
+    """Like `serve`, plus two local demo PACS with synthetic patients, ready to query."""
+    from adit.core.demo import DemoError, start_demo_pacs, stop_demo_pacs
+
+    try:
+        pacs = start_demo_pacs(_data_dir())
+    except DemoError as error:
+        print(f"The demo PACS could not start: {error}")
+        raise typer.Exit(1) from error
+    for server in pacs:
+        where = f", web {server.rest_url}" if server.rest_url else ""
+        print(f"{server.name}: AE {server.ae_title} on port {server.dicom_port}{where}", flush=True)
+
+    def register_and_fill_demo_pacs(env: dict[str, str]) -> None:
+        print("Registering the demo PACS and loading synthetic studies...", flush=True)
+        _manage("populate_example_data", "--users", "0", "--groups", "0", env=env)
+        _manage("populate_demo_pacs", env=env)
+
+    try:
+        _run_adit(host, port, extra_setup=register_and_fill_demo_pacs)
+    finally:
+        stop_demo_pacs(pacs, _data_dir())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(ctx: typer.Context) -> None:
+    """Run the test suite (pytest); extra arguments go to pytest."""
+    with database() as database_url:
+        env = {**os.environ, "DATABASE_URL": database_url}
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", *ctx.args], env=env, cwd=PROJECT_DIR
+        )
+    raise typer.Exit(result.returncode)
+
+
+def _run_steps(steps: list[list[str]]) -> None:
+    failed = []
+    for step in steps:
+        print(f"$ {' '.join(step)}", flush=True)
+        if subprocess.run(step, cwd=PROJECT_DIR).returncode != 0:
+            failed.append(step[0] if step[0] != sys.executable else step[2])
+    if failed:
+        print(f"Failed: {', '.join(failed)}", flush=True)
+        raise typer.Exit(1)
+
+
+TEMPLATE_DIRS = ["adit"]
+
+
+@app.command()
+def lint() -> None:
+    """Check code style and types: ruff, pyright, djlint."""
+    _run_steps(
+        [
+            ["ruff", "check", "."],
+            ["ruff", "format", "--check", "."],
+            ["pyright"],
+            ["djlint", "--lint", *TEMPLATE_DIRS, "--extension", "html"],
+        ]
+    )
+
+
+@app.command("format-code")
+def format_code() -> None:
+    """Format code and templates, sort imports."""
+    _run_steps(
+        [
+            ["ruff", "check", "--select", "I", "--fix", "."],
+            ["ruff", "format", "."],
+            ["djlint", "--reformat", *TEMPLATE_DIRS, "--extension", "html", "--quiet"],
+        ]
+    )
+
+
+SECRET_VARIABLES = [
+    "DJANGO_SECRET_KEY",
+    "TOKEN_AUTHENTICATION_SALT",
+    "PSEUDONYM_SALT",
+    "SUPERUSER_PASSWORD",
+]
+
+
+@app.command("init-workspace")
+def init_workspace(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing .env.")] = False,
+) -> None:
+    """Create `.env` from `example.env` with fresh random secrets."""
+    target = PROJECT_DIR / ".env"
+    if target.exists() and not force:
+        print(".env exists already (use --force to overwrite).")
+        raise typer.Exit(1)
+    lines = []
+    for line in (PROJECT_DIR / "example.env").read_text().splitlines():
+        name = line.split("=", 1)[0].strip()
+        if name in SECRET_VARIABLES:
+            line = f"{name}={secrets.token_urlsafe(36)}"
+        lines.append(line)
+    target.write_text("\n".join(lines) + "\n")
+    target.chmod(0o600)
+    print(f"Wrote {target} with random secrets.")
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    from adit.embedded_postgres import find_bin_dir
+
+    return str(Path(find_bin_dir()) / name)
+
+
+@app.command("db-backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(help="Backup file to write (pg_dump custom format).")],
+) -> None:
+    """Back up the database to a file."""
+    with database() as url:
+        subprocess.run([_pg_tool("pg_dump"), "-Fc", "-f", str(file), "-d", url], check=True)
+    print(f"Database backed up to {file}")
+
+
+@app.command("db-restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="Backup file written by db-backup.")],
+) -> None:
+    """Restore the database from a backup file (replaces what is there)."""
+    with database() as url:
+        subprocess.run(
+            [_pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "-d", url, str(file)],
+            check=True,
+        )
+    print(f"Database restored from {file}")
+
+
+COMPOSE_FILE = PROJECT_DIR / "docker" / "compose.yml"
+
+
+@app.command("compose-up", context_settings={"allow_extra_args": True})
+def compose_up(ctx: typer.Context) -> None:
+    """Start ADIT with Docker Compose (needs a Docker engine)."""
+    raise typer.Exit(
+        subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "up", *ctx.args]).returncode
+    )
+
+
+@app.command("compose-down", context_settings={"allow_extra_args": True})
+def compose_down(ctx: typer.Context) -> None:
+    """Stop ADIT's Docker Compose stack."""
+    raise typer.Exit(
+        subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "down", *ctx.args]).returncode
+    )
+
+
+@app.command("vendor-assets")
+def vendor_assets() -> None:
+    """Refresh the vendored front-end files (Bootstrap, HTMX, Alpine.js, icons) from npm."""
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PROJECT_DIR, check=True)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "adit.settings.development")
+    from adit.core.vendoring import vendor_static_assets
+
+    vendor_static_assets()
+
+
+if __name__ == "__main__":
+    app()
