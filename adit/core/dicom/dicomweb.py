@@ -16,6 +16,7 @@ from typing import TypeVar
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from .config import LocalConfig, ServerConfig
 from .errors import DicomError, RetriableDicomError
@@ -225,7 +226,7 @@ class DicomWebConnector:
         batch: list[Dataset] = []
         size = 0
         for ds in datasets:
-            batch.append(ds)
+            batch.append(_as_part10(ds))
             size += _approximate_size(ds)
             if len(batch) >= batch_size or size >= batch_bytes:
                 self._store_batch(client, batch, result)
@@ -259,6 +260,25 @@ class DicomWebConnector:
             ]
         result.failed_sop_instance_uids.extend(failed)
         result.stored += len(batch) - len(failed)
+
+
+def _as_part10(ds: Dataset) -> Dataset:
+    """Makes dicomweb-client encode the instance as a Part 10 file (preamble, DICM, meta).
+
+    It writes datasets as they are, and instances received over DIMSE carry neither preamble
+    nor complete file meta; STOW-RS (PS3.18 10.5) requires Part 10 bodies.
+    """
+    ds.ensure_file_meta()
+    meta = ds.file_meta
+    if "MediaStorageSOPClassUID" not in meta and "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "MediaStorageSOPInstanceUID" not in meta and "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if not getattr(ds, "preamble", None):
+        ds.preamble = b"\x00" * 128
+    return ds
 
 
 def _approximate_size(ds: Dataset) -> int:

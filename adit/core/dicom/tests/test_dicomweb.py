@@ -104,6 +104,7 @@ def test_stow_stores_many_instances_in_few_requests(orthanc_b, local_config, mon
 class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
     status = 200
     seen_headers: list = []
+    posted_bodies: list = []
 
     def do_GET(self):
         type(self).seen_headers.append(dict(self.headers))
@@ -114,6 +115,26 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):
+        type(self).seen_headers.append(dict(self.headers))
+        type(self).posted_bodies.append(self._read_body())
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/dicom+json")
+        body = b"{}"
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        self.rfile.readline()
+        return b"".join(chunks)
+
     def log_message(self, *args):
         pass
 
@@ -121,6 +142,7 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted_http_server():
     _ScriptedHandler.seen_headers = []
+    _ScriptedHandler.posted_bodies = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -176,3 +198,22 @@ def test_connection_refused_is_retriable(local_config):
         DicomWebConnector(config, local_config).send_qido_rs(
             QueryDataset.create(QueryRetrieveLevel="STUDY", PatientID="X")
         )
+
+
+def test_stow_sends_part10_files_even_for_instances_received_over_dimse(
+    scripted_http_server, local_config
+):
+    # Instances from a C-GET/C-MOVE carry neither preamble nor complete file meta.
+    datasets = make_study(new_patient_id("P10"), series=(("CT", 2),))
+    for ds in datasets:
+        ds.preamble = None
+        del ds.file_meta.MediaStorageSOPInstanceUID
+    _ScriptedHandler.status = 200
+    config = _scripted_config(scripted_http_server, dicomweb_stow_support=True)
+    result = DicomWebConnector(config, local_config).send_stow_rs(iter(datasets))
+
+    assert result.stored == 2
+    body = b"".join(_ScriptedHandler.posted_bodies)
+    assert body.count(b"\x00" * 128 + b"DICM") == 2
+    for ds in datasets:
+        assert ds.SOPInstanceUID.encode() in body
