@@ -48,6 +48,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from .association import hold_reactor
 from .config import LocalConfig, ServerConfig
 from .errors import DicomError, RetriableDicomError
 from .query import QueryDataset, ResultDataset
@@ -292,6 +293,7 @@ class DimseConnector:
 
         evt_handlers = [
             (evt.EVT_CONN_OPEN, _set_tcp_nodelay),
+            (evt.EVT_CONN_OPEN, hold_reactor),
             (evt.EVT_ACSE_RECV, capture_rejection),
             *(handlers or []),
         ]
