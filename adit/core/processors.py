@@ -128,7 +128,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 contextlib.closing(self._transformed(instances, transformer))
             )
             if hasattr(destination, "ae_title"):
-                count = self._store_to_server(destination, transformed)
+                count = self._store_to_server(destination, transformed, transformer.is_noop)
             else:
                 count = self._write_to_folder(destination, transformed)
             self.log_lines.extend(source_operator.warnings)
@@ -163,7 +163,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 if result is not None:
                     yield result
 
-    def _store_to_server(self, destination, instances) -> int:
+    def _store_to_server(self, destination, instances, unchanged: bool) -> int:
         from .dicom.errors import RetriableDicomError
         from .dicom.query import QueryDataset
 
@@ -177,7 +177,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 yield ds
 
         # Raises when the destination rejected any instance (after trying all others).
-        operator.upload(remember(instances))
+        operator.upload(remember(instances), unchanged=unchanged)
         self.check_aborted()
         total = sum(map(len, sent.values()))
         missing = 0

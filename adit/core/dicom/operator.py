@@ -399,10 +399,14 @@ class DicomOperator:
 
     # --- upload -----------------------------------------------------------------------------
 
-    def upload(self, instances: Iterable[Dataset]) -> int:
-        """Stores instances (C-STORE on one association, else STOW-RS); returns how many."""
+    def upload(self, instances: Iterable[Dataset], unchanged: bool = False) -> int:
+        """Stores instances (C-STORE on one association, else STOW-RS); returns how many.
+
+        `unchanged`: the instances are exactly as fetched, so C-STORE may send the bytes they
+        arrived as instead of encoding them again.
+        """
         if self.dimse is not None and self.server.store_scp_support:
-            return self.dimse.send_c_store(instances).stored
+            return self.dimse.send_c_store(instances, reuse_received_encoding=unchanged).stored
         if self.dicomweb is not None and self.server.dicomweb_stow_support:
             return self.dicomweb.send_stow_rs(instances).stored
         raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")

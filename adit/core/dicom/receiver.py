@@ -31,6 +31,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+from .association import choose_pynetdicom_log_handlers
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Receiver:
             assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, self._handle_store)]
+        choose_pynetdicom_log_handlers()
         self._scp = ae.start_server(
             (self.host, self._requested_store_port), block=False, evt_handlers=handlers
         )

@@ -1,6 +1,9 @@
 """DIMSE connector against real peers (Orthanc, pynetdicom's qrscp)."""
 
+import io
+
 import pytest
+from pydicom import dcmread
 from pydicom.uid import RLELossless
 from pynetdicom import AE
 
@@ -204,3 +207,69 @@ def test_c_move_to_unknown_destination_fails_permanently(
     with pytest.raises(DicomError, match="C-MOVE on ORTHANC_A") as info:
         connector.send_c_move(study_query(study_on_orthanc_a), "NOT_KNOWN")
     assert not isinstance(info.value, RetriableDicomError)
+
+
+def _stored_file(orthanc, sop_instance_uid: str) -> bytes:
+    found = orthanc.rest(
+        "POST",
+        "/tools/find",
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
+    ).json()
+    return orthanc.rest("GET", f"/instances/{found[0]}/file").content
+
+
+def test_unchanged_instances_are_relayed_as_received(
+    orthanc_a, orthanc_b, local_config, monkeypatch
+):
+    from pynetdicom.association import Association
+
+    study = make_study(new_patient_id("RAW"), series=(("CT", 4), ("MR", 3)), compressed_series=True)
+    orthanc_a.upload(study)
+    encodes = []
+    original = Association.send_c_store
+
+    def counting_send_c_store(self, dataset, *args, **kwargs):
+        encodes.append(dataset.SOPInstanceUID)
+        return original(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "send_c_store", counting_send_c_store)
+    query = QueryDataset.create(
+        QueryRetrieveLevel="STUDY",
+        PatientID=study[0].PatientID,
+        StudyInstanceUID=study[0].StudyInstanceUID,
+    )
+    fetched = DimseConnector(orthanc_a.server_config(), local_config).send_c_get(query)
+    result = DimseConnector(orthanc_b.server_config(), local_config).send_c_store(
+        fetched, reuse_received_encoding=True
+    )
+
+    assert result.stored == len(study)
+    assert encodes == []  # nothing was encoded again
+    for ds in study:
+        relayed = _stored_file(orthanc_b, ds.SOPInstanceUID)
+        original_file = _stored_file(orthanc_a, ds.SOPInstanceUID)
+        # Same data set bytes (file meta may differ in the implementation UIDs).
+        assert relayed[-2000:] == original_file[-2000:]
+    mr_uid = next(ds.SOPInstanceUID for ds in study if ds.Modality == "MR")
+    assert orthanc_b.instance_transfer_syntax(mr_uid) == RLELossless
+
+
+def test_changed_instances_are_encoded_again(orthanc_a, orthanc_b, local_config):
+    study = make_study(new_patient_id("ENC"), series=(("CT", 2),))
+    orthanc_a.upload(study)
+    query = QueryDataset.create(
+        QueryRetrieveLevel="STUDY",
+        PatientID=study[0].PatientID,
+        StudyInstanceUID=study[0].StudyInstanceUID,
+    )
+
+    def renamed(instances):
+        for ds in instances:
+            ds.PatientName = "Changed^Name"
+            yield ds
+
+    fetched = DimseConnector(orthanc_a.server_config(), local_config).send_c_get(query)
+    DimseConnector(orthanc_b.server_config(), local_config).send_c_store(renamed(fetched))
+    for ds in study:
+        relayed = dcmread(io.BytesIO(_stored_file(orthanc_b, ds.SOPInstanceUID)))
+        assert relayed.PatientName == "Changed^Name"
