@@ -502,9 +502,11 @@ class DimseConnector:
             try:
                 ds = event.dataset
                 ds.file_meta = event.file_meta
-                remember_received_encoding(
-                    ds, str(event.file_meta.TransferSyntaxUID), event.request.DataSet.getvalue()
-                )
+                encoded = event.request.DataSet  # type: ignore[union-attr]
+                if encoded is not None:
+                    remember_received_encoding(
+                        ds, str(event.file_meta.TransferSyntaxUID), encoded.getvalue()
+                    )
             except Exception:
                 logger.warning("C-GET on %s: undecodable instance received", self.server)
                 return 0xC210
