@@ -141,6 +141,26 @@ def should_skip(
     return bool(modality) and modality in excluded
 
 
+class _ElementKeeper(ElementAnonymizer):
+    """Leaves the given elements unchanged: one set lookup per element.
+
+    Same effect as one dicognito `ValueKeeper` per element, which compares every element's tag
+    with each kept tag in Python (a tenth of the pseudonymization time with ten kept elements).
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        # ValueKeeper parses keywords and "gggg,eeee" tags exactly as dicognito documents them.
+        self._keepers = [ValueKeeper(name) for name in names]
+        self._tags = frozenset(int(keeper._tag) for keeper in self._keepers)
+
+    def __call__(self, dataset: Dataset, data_element: DataElement) -> bool:
+        return int(data_element.tag) in self._tags
+
+    def describe_actions(self):
+        for keeper in self._keepers:
+            yield from keeper.describe_actions()
+
+
 class _TolerantDateTimeAnonymizer(ElementAnonymizer):
     """Shifts dates like dicognito but blanks values it cannot parse instead of failing.
 
@@ -225,8 +245,8 @@ class Pseudonymizer:
             )
             if date_shifter is not None:
                 anonymizer.add_element_handler(_TolerantDateTimeAnonymizer(date_shifter))
-            for keyword in self.keep_elements:
-                anonymizer.add_element_handler(ValueKeeper(keyword))
+            if self.keep_elements:
+                anonymizer.add_element_handler(_ElementKeeper(self.keep_elements))
             self._anonymizers[patient_id] = anonymizer
         return anonymizer
 
