@@ -140,6 +140,7 @@ class OrthancInstance:
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, repr=False)
     session: requests.Session = field(default_factory=requests.Session, repr=False)
+    remove_base_dir_on_stop: bool = False
 
     def __post_init__(self) -> None:
         self.ae_title = self.ae_title or self.name.upper()[:16]
@@ -238,7 +239,7 @@ class OrthancInstance:
         )
 
     def stop(self) -> None:
-        """Stops the process (storage stays in `base_dir`)."""
+        """Stops the process; its storage stays in `base_dir` unless it was a temporary one."""
         process, self.process = self.process, None
         if process is None:
             return
@@ -249,6 +250,8 @@ class OrthancInstance:
             process.kill()
             process.wait(timeout=5)
         self.session.close()
+        if self.remove_base_dir_on_stop:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def server_config(self, name: str | None = None, **overrides) -> ServerConfig:
         """A `ServerConfig` for this Orthanc with every DIMSE and DICOMweb capability enabled."""
@@ -380,10 +383,15 @@ def start_orthanc(
     The caller must call `stop()` (the fixtures do). Skips/fails the test if Orthanc is missing.
     """
     require_orthanc()
+    temporary = base_dir is None
     if base_dir is None:
         base_dir = tempfile.mkdtemp(prefix=f"adit-orthanc-{name.lower()}-")
     instance = OrthancInstance(
-        name=name, base_dir=Path(base_dir), modalities=dict(modalities or {}), ae_title=ae_title
+        name=name,
+        base_dir=Path(base_dir),
+        modalities=dict(modalities or {}),
+        ae_title=ae_title,
+        remove_base_dir_on_stop=temporary,
     )
     return instance.start()
 
