@@ -239,9 +239,7 @@ class Bench:
         source = self.operator(fetch_method)
         destination = DicomOperator(self.destination(store_method), self.local)
         started = time.perf_counter()
-        stored = destination.upload(
-            source.fetch_study(PATIENT_ID, self.study_uid), unchanged=True
-        )
+        stored = destination.upload(source.fetch_study(PATIENT_ID, self.study_uid), unchanged=True)
         self._record(label, stored, started)
         self._check_b(label)
 
