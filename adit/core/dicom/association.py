@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from pydicom import config as pydicom_config
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -35,15 +36,22 @@ ACTIVE_DUL_LOOP_DELAY_SECONDS = 0.0002
 _KILL_POLL_SECONDS = 0.05
 
 
-def choose_pynetdicom_log_handlers() -> None:
-    """Binds pynetdicom's standard logging handlers only when its DEBUG log is wanted.
+def prepare_dicom_libraries() -> None:
+    """Settings of pydicom and pynetdicom that cost a transfer CPU time and buy it nothing.
 
-    Those handlers format every DIMSE message (and its data set) for the log, whether or not
-    the log keeps it: about a twentieth of a transfer's CPU time. pynetdicom reads the setting
-    when an association or a server is created, so call this just before.
+    * pynetdicom's standard logging handlers format every DIMSE message (and its data set) for
+      the log, whether or not the log keeps it: about a twentieth of a relay's CPU time. They
+      are bound only when pynetdicom's DEBUG log is wanted. pynetdicom reads this when an
+      association or a server is created, so this is called just before.
+    * pydicom checks every value set on or read from a data set against its VR and only warns
+      about what does not fit (about a tenth of a relay's CPU time, mostly pynetdicom building
+      command sets). ADIT validates what users enter itself and handles values from a PACS
+      that cannot be converted, so these checks are switched off.
     """
     wanted = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
     pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if wanted else "none"
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
 
 
 class _HeldReactorCheckpoint:

@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from .association import choose_pynetdicom_log_handlers, hold_reactor
+from .association import hold_reactor, prepare_dicom_libraries
 from .config import LocalConfig, ServerConfig
 from .errors import DicomError, RetriableDicomError
 from .query import QueryDataset, ResultDataset
@@ -299,7 +299,7 @@ class DimseConnector:
             (evt.EVT_ACSE_RECV, capture_rejection),
             *(handlers or []),
         ]
-        choose_pynetdicom_log_handlers()
+        prepare_dicom_libraries()
         assoc = ae.associate(
             self.server.host,
             self.server.port,

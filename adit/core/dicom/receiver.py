@@ -31,7 +31,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
-from .association import choose_pynetdicom_log_handlers
+from .association import prepare_dicom_libraries
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Receiver:
             assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, self._handle_store)]
-        choose_pynetdicom_log_handlers()
+        prepare_dicom_libraries()
         self._scp = ae.start_server(
             (self.host, self._requested_store_port), block=False, evt_handlers=handlers
         )
