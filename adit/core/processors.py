@@ -165,7 +165,6 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _store_to_server(self, destination, instances, unchanged: bool) -> int:
         from .dicom.errors import RetriableDicomError
-        from .dicom.query import QueryDataset
 
         operator = self._operator(destination)
         sent: dict[tuple[str, str], set[str]] = {}
@@ -182,13 +181,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         total = sum(map(len, sent.values()))
         missing = 0
         for (study_uid, series_uid), sop_uids in sent.items():
-            query = QueryDataset.create(
-                QueryRetrieveLevel="IMAGE",
-                StudyInstanceUID=study_uid,
-                SeriesInstanceUID=series_uid,
-                SOPInstanceUID="",
-            )
-            held = {result.get_str("SOPInstanceUID") for result in operator.find_images(query)}
+            held = operator.instances_held(study_uid, series_uid, expected=sop_uids)
             missing += len(sop_uids - held)
         if missing:
             raise RetriableDicomError(

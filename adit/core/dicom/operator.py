@@ -262,6 +262,32 @@ class DicomOperator:
         results = self._search(query, limit_results, server_side_limit=True)
         return _limited(_dedupe(results, "SOPInstanceUID"), limit_results)
 
+    def instances_held(
+        self, study_uid: str, series_uid: str, expected: set[str] | None = None
+    ) -> set[str]:
+        """SOP Instance UIDs of one series that the server holds (to verify a transfer).
+
+        QIDO-RS answers in one request where C-FIND sends one message per instance, so it is
+        asked first when the server offers both; when it lacks any of `expected` (some servers
+        cap their QIDO-RS results) the C-FIND answer decides.
+        """
+        query = QueryDataset.create(
+            QueryRetrieveLevel="IMAGE",
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series_uid,
+            SOPInstanceUID="",
+        )
+        query.ensure_elements(*IMAGE_KEYS)
+        held: set[str] = set()
+        if self._can_qido():
+            assert self.dicomweb is not None
+            held = {r.get_str("SOPInstanceUID") for r in self.dicomweb.send_qido_rs(query)}
+            if expected is not None and expected <= held:
+                return held
+            if not self._can_c_find(query):
+                return held
+        return {r.get_str("SOPInstanceUID") for r in self.find_images(query)}
+
     # --- fetches ----------------------------------------------------------------------------
 
     def fetch_study(self, patient_id: str, study_uid: str) -> Iterator[Dataset]:

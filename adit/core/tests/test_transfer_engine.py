@@ -510,3 +510,42 @@ def test_retry_runs_only_the_failed_tasks_again(orthanc_a, orthanc_b):
     assert again_failed.status == TaskStatus.SUCCESS
     assert again_failed.attempts == 1  # reset by retry, then one run
     assert orthanc_b.study_instance_uids(study_uid_of(late)) == sop_uids(late)
+
+
+# Acknowledges every C-STORE, then drops the instance with InstanceNumber 2 (a PACS that loses
+# data after saying "stored", e.g. a full disk behind an asynchronous archive).
+LOSE_SECOND_INSTANCE_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags["InstanceNumber"] == "2" then
+    Delete(instanceId)
+  end
+end
+"""
+
+
+def test_instances_lost_after_a_successful_store_fail_the_task(orthanc_a, tmp_path):
+    from adit.core.dicom.testing.peers import start_orthanc
+
+    script = tmp_path / "lose.lua"
+    script.write_text(LOSE_SECOND_INSTANCE_LUA)
+    lossy = start_orthanc("LOSSY", extra_config={"LuaScripts": [str(script)]})
+    try:
+        # Orthanc runs the script just after storing; the 18 instances after the lost one give
+        # it ample time before ADIT asks which instances arrived.
+        datasets = make_study(unique_id(), series=(("CT", 20),))
+        orthanc_a.upload(datasets)
+        job = create_transfer_job(
+            orthanc_server(orthanc_a, "Orthanc A"),
+            orthanc_server(lossy, "Lossy PACS"),
+            [TaskSpec(str(datasets[0].PatientID), study_uid_of(datasets))],
+        )
+        run_dicom_worker(env={"DICOM_TASK_MAX_ATTEMPTS": "1"})
+
+        job.refresh_from_db()
+        task = job.tasks.get()
+        assert task.status == TaskStatus.FAILURE, task_report(job)
+        assert "1 of 20 transferred instance(s) are missing at Lossy PACS" in task.message
+        assert job.status == JobStatus.FAILURE
+        assert len(lossy.study_instance_uids(study_uid_of(datasets))) == 19
+    finally:
+        lossy.stop()

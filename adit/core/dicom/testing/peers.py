@@ -141,6 +141,7 @@ class OrthancInstance:
     process: subprocess.Popen | None = field(default=None, repr=False)
     session: requests.Session = field(default_factory=requests.Session, repr=False)
     remove_base_dir_on_stop: bool = False
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ae_title = self.ae_title or self.name.upper()[:16]
@@ -196,6 +197,7 @@ class OrthancInstance:
             "DicomScuTimeout": 30,
             "DicomScpTimeout": 30,
             "HttpTimeout": 30,
+            **self.extra_config,
         }
 
     def start(self, timeout: float = 30.0) -> OrthancInstance:
@@ -371,6 +373,7 @@ def start_orthanc(
     modalities: Mapping[str, Modality] | None = None,
     base_dir: str | Path | None = None,
     ae_title: str = "",
+    extra_config: Mapping[str, Any] | None = None,
 ) -> OrthancInstance:
     """Starts an Orthanc with the DICOMweb plugin on free loopback ports and returns it.
 
@@ -379,6 +382,7 @@ def start_orthanc(
         modalities: `DicomModalities` entries, name -> (AE title, host, port).
         base_dir: storage folder; a new temporary folder when omitted.
         ae_title: AE title, when it should differ from the name.
+        extra_config: more Orthanc configuration (e.g. "LuaScripts"), overriding the defaults.
 
     The caller must call `stop()` (the fixtures do). Skips/fails the test if Orthanc is missing.
     """
@@ -392,6 +396,7 @@ def start_orthanc(
         modalities=dict(modalities or {}),
         ae_title=ae_title,
         remove_base_dir_on_stop=temporary,
+        extra_config=dict(extra_config or {}),
     )
     return instance.start()
 

@@ -193,3 +193,45 @@ def test_abort_ends_an_interactive_query(orthanc_a, study_on_orthanc_a, local_co
     assert len(list(results)) <= 4  # ends without error, nothing hangs
     with pytest.raises(DicomError, match="aborted"):
         list(operator.find_images(query))
+
+
+def _series_on(orthanc, prefix):
+    study = make_study(new_patient_id(prefix), series=(("CT", 4),))
+    orthanc.upload(study)
+    uids = {str(ds.SOPInstanceUID) for ds in study}
+    return str(study[0].StudyInstanceUID), str(study[0].SeriesInstanceUID), uids
+
+
+def test_instances_held_asks_qido_once_when_it_has_everything(orthanc_b, local_config, monkeypatch):
+    study_uid, series_uid, uids = _series_on(orthanc_b, "HELD")
+    qido = spy(monkeypatch, DicomWebConnector, "send_qido_rs")
+    c_find = spy(monkeypatch, DimseConnector, "send_c_find")
+    operator = DicomOperator(orthanc_b.server_config(), local_config)
+
+    assert operator.instances_held(study_uid, series_uid, expected=uids) == uids
+    assert (qido, c_find) == (["send_qido_rs"], [])
+
+
+def test_instances_held_lets_c_find_decide_when_qido_comes_up_short(
+    orthanc_b, local_config, monkeypatch
+):
+    study_uid, series_uid, uids = _series_on(orthanc_b, "CAPPED")
+    original = DicomWebConnector.send_qido_rs
+
+    def capped_qido(self, query, limit_results=None):
+        return original(self, query)[:2]  # like a server that pages its QIDO-RS answers
+
+    monkeypatch.setattr(DicomWebConnector, "send_qido_rs", capped_qido)
+    c_find = spy(monkeypatch, DimseConnector, "send_c_find")
+    operator = DicomOperator(orthanc_b.server_config(), local_config)
+
+    assert operator.instances_held(study_uid, series_uid, expected=uids) == uids
+    assert c_find == ["send_c_find"]
+    missing_one = uids | {"1.2.3.4.5.6.7.8.9"}
+    assert operator.instances_held(study_uid, series_uid, expected=missing_one) == uids
+
+
+def test_instances_held_over_c_find_alone(orthanc_b, local_config):
+    study_uid, series_uid, uids = _series_on(orthanc_b, "CFONLY")
+    config = orthanc_b.server_config(dicomweb_qido_support=False)
+    assert DicomOperator(config, local_config).instances_held(study_uid, series_uid) == uids
