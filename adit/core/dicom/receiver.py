@@ -4,7 +4,7 @@ A PACS answering a C-MOVE pushes the instances to the receiver's AE title. The r
 
 * accepts associations only from calling AE titles of configured servers (others are rejected
   during association negotiation with "calling AE title not recognised");
-* writes each instance to the spool (write, ``fsync``, rename) and answers the C-STORE with
+* writes each instance to the spool (write, rename) and answers the C-STORE with
   success only afterwards; a failed write is answered with ``0xA700`` (out of resources), so the
   PACS counts the sub-operation as failed instead of delivered;
 * streams spooled files to subscribed workers (:mod:`adit.core.dicom.file_transmit`), and

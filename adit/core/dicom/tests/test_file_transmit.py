@@ -137,6 +137,20 @@ def test_spool_survives_a_restart_with_a_new_epoch(tmp_path: Path, study):
     assert not list((tmp_path / "incoming").iterdir())
 
 
+def test_a_torn_file_left_by_a_crash_is_dropped_on_reload(tmp_path: Path, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    spool = Spool(tmp_path)
+    whole, torn = _add(spool, topic, study[0]), _add(spool, topic, study[1])
+    # Without fsync a machine crash may leave the renamed file shorter than written.
+    torn.path.write_bytes(torn.path.read_bytes()[:100])
+
+    reloaded = Spool(tmp_path)
+
+    assert [e.sop_instance_uid for e in reloaded.entries(topic)] == [whole.sop_instance_uid]
+    assert not torn.path.exists()
+    assert not torn.path.with_suffix(".json").exists()
+
+
 def test_spool_expiry_removes_files(tmp_path: Path, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
     spool = Spool(tmp_path, retention=60)
