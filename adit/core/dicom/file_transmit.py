@@ -98,6 +98,7 @@ from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .errors import RetriableDicomError
 
@@ -666,6 +667,20 @@ class ReceivedFile:
     def dataset(self) -> Dataset:
         """The file parsed (pixel data stays encoded in its original transfer syntax)."""
         return dcmread(BytesIO(self.data))
+
+    def encoded_dataset(self) -> bytes | None:
+        """The data set's bytes after the file meta, as the PACS sent them; None if unsure.
+
+        A C-STORE of an unchanged instance can send these as they are. Needs the group length
+        element that the receiver always writes (explicit VR little endian, PS3.10 7.1).
+        """
+        data = self.data
+        if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+            return None
+        if self.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+            return None
+        group_length = int.from_bytes(data[140:144], "little")
+        return data[144 + group_length :]
 
 
 class FileTransmitClient:

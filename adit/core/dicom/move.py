@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
+from .dimse import remember_received_encoding
 from .errors import DicomError, RetriableDicomError
 from .file_transmit import ArrivalTracker, FileTransmitClient, Topic
 
@@ -123,6 +124,9 @@ def fetch_with_move(
                 continue
             try:
                 ds = received.dataset()
+                encoded = received.encoded_dataset()
+                if encoded is not None:
+                    remember_received_encoding(ds, received.transfer_syntax_uid, encoded)
             except Exception as error:
                 # Counted as missing; a repeated delivery of the instance may still succeed.
                 logger.warning("Unreadable instance from the receiver: %s", error)
