@@ -336,8 +336,7 @@ class OrthancInstance:
         ).json()
         return {item["MainDicomTags"]["SOPInstanceUID"] for item in found}
 
-    def instance_transfer_syntax(self, sop_instance_uid: str) -> str:
-        """The transfer syntax UID an instance is stored with."""
+    def _instance_id(self, sop_instance_uid: str) -> str:
         found = self.rest(
             "POST",
             "/tools/find",
@@ -345,8 +344,18 @@ class OrthancInstance:
         ).json()
         if not found:
             raise LookupError(f"instance {sop_instance_uid} not in Orthanc {self.name}")
-        metadata = self.rest("GET", f"/instances/{found[0]}/metadata?expand").json()
-        return metadata["TransferSyntax"]
+        return found[0]
+
+    def instance_transfer_syntax(self, sop_instance_uid: str) -> str:
+        """The transfer syntax UID an instance is stored with."""
+        instance_id = self._instance_id(sop_instance_uid)
+        return self.rest("GET", f"/instances/{instance_id}/metadata?expand").json()[
+            "TransferSyntax"
+        ]
+
+    def instance_file(self, sop_instance_uid: str) -> bytes:
+        """The DICOM file of an instance as Orthanc stored it."""
+        return self.rest("GET", f"/instances/{self._instance_id(sop_instance_uid)}/file").content
 
     def statistics(self) -> dict:
         return self.rest("GET", "/statistics").json()

@@ -7,6 +7,22 @@ import pytest
 from adit.core.dicom.testing.synthetic import make_study
 
 
+@pytest.fixture
+def reencoded(monkeypatch) -> list[str]:
+    """SOP Instance UIDs that pynetdicom encoded for a C-STORE (not sent as received)."""
+    from pynetdicom.association import Association
+
+    calls: list[str] = []
+    original = Association.send_c_store
+
+    def counting_send_c_store(self, dataset, *args, **kwargs):
+        calls.append(str(dataset.SOPInstanceUID))
+        return original(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "send_c_store", counting_send_c_store)
+    return calls
+
+
 def new_patient_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10].upper()}"
 

@@ -297,10 +297,8 @@ def test_operator_fetches_by_c_move_with_the_receiver_fetcher(orthanc_with_recei
 
 
 def test_c_moved_instances_are_relayed_as_received(
-    orthanc_with_receiver, receiver, orthanc_b, monkeypatch
+    orthanc_with_receiver, receiver, orthanc_b, reencoded
 ):
-    from pynetdicom.association import Association
-
     datasets = make_study("RELAY-PAT", series=(("CT", 3), ("MR", 2)), compressed_series=True)
     orthanc_with_receiver.upload(datasets)
     server = orthanc_with_receiver.server_config(
@@ -311,21 +309,13 @@ def test_c_moved_instances_are_relayed_as_received(
     source = DicomOperator(
         server, local_for(receiver), move_fetcher=ReceiverMoveFetcher(inactivity_timeout=20)
     )
-    encoded_again = []
-    original = Association.send_c_store
-
-    def counting_send_c_store(self, dataset, *args, **kwargs):
-        encoded_again.append(dataset.SOPInstanceUID)
-        return original(self, dataset, *args, **kwargs)
-
-    monkeypatch.setattr(Association, "send_c_store", counting_send_c_store)
     destination = DicomOperator(orthanc_b.server_config(), local_for(receiver))
     stored = destination.upload(
         source.fetch_study("RELAY-PAT", datasets[0].StudyInstanceUID), unchanged=True
     )
 
     assert stored == len(datasets)
-    assert encoded_again == []
+    assert reencoded == []
     assert orthanc_b.study_instance_uids(datasets[0].StudyInstanceUID) == set(uids(datasets))
     rle = next(ds.SOPInstanceUID for ds in datasets if ds.Modality == "MR")
     assert orthanc_b.instance_transfer_syntax(rle) == RLELossless
