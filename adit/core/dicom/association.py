@@ -25,6 +25,7 @@ from pydicom import config as pydicom_config
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.fsm import StateMachine
 
 # pynetdicom's transport thread sleeps this long whenever it finds nothing to do (default 1 ms),
 # which adds up to that much latency to every message in each direction. ADIT's requestor
@@ -111,15 +112,40 @@ class _HeldReactorAssociation(Association):
         pass
 
 
+# PS3.8 9.2: Sta13 = waiting for the transport to close after an A-ABORT; Evt9 = a P-DATA
+# request from the local user.
+_AWAITING_CLOSE_AFTER_ABORT = "Sta13"
+_P_DATA_REQUEST = "Evt9"
+
+
+def _drop_late_messages(machine: StateMachine) -> None:
+    """Makes the state machine drop messages queued for an association ADIT just aborted.
+
+    When ADIT aborts a C-GET whose consumer stopped, pynetdicom may still queue the answer to
+    a sub-operation that was under way; its transport thread then dies with InvalidEventError
+    (P-DATA request in Sta13). There is nobody left to send to, so the message is dropped.
+    """
+    original = machine.do_action
+
+    def do_action(event: str) -> None:
+        if event == _P_DATA_REQUEST and machine.current_state == _AWAITING_CLOSE_AFTER_ABORT:
+            return
+        original(event)
+
+    machine.do_action = do_action  # type: ignore[method-assign]
+
+
 def hold_reactor(event: evt.Event) -> None:
     """EVT_CONN_OPEN handler for requestor associations: keeps their reactor out of the way.
 
-    Also shortens the transport thread's idle sleep (see ACTIVE_DUL_LOOP_DELAY_SECONDS). Runs
-    before the association is negotiated, so before the reactor loop starts.
+    Also shortens the transport thread's idle sleep (see ACTIVE_DUL_LOOP_DELAY_SECONDS) and
+    drops messages queued after ADIT's own abort. Runs before the association is negotiated,
+    so before the reactor loop starts.
     """
     assoc = event.assoc
     if not assoc.is_requestor or isinstance(assoc, _HeldReactorAssociation):
         return
     assoc.dul._run_loop_delay = ACTIVE_DUL_LOOP_DELAY_SECONDS
+    _drop_late_messages(assoc.dul.state_machine)
     assoc.__class__ = _HeldReactorAssociation
     assoc._reactor_checkpoint = _HeldReactorCheckpoint(assoc)  # type: ignore[assignment]

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from adit.core.dicom.association import ACTIVE_DUL_LOOP_DELAY_SECONDS
@@ -76,3 +77,16 @@ def test_many_stores_beside_a_busy_fetch_all_get_answers(orthanc_a, orthanc_b, l
     assert orthanc_b.study_instance_uids(study[0].StudyInstanceUID) == {
         ds.SOPInstanceUID for ds in study
     }
+
+
+def test_a_message_queued_after_our_abort_is_dropped_quietly(orthanc_b, local_config):
+    connector = DimseConnector(orthanc_b.server_config(), local_config)
+    assoc = _open(connector)
+    assoc.abort()
+    machine = assoc.dul.state_machine
+    # The moment a sub-operation's answer is queued while the abort is under way.
+    machine.current_state = "Sta13"
+    machine.do_action("Evt9")  # pynetdicom would raise InvalidEventError here
+    machine.current_state = "Sta1"
+    with pytest.raises(InvalidEventError):
+        machine.do_action("Evt9")  # other invalid events still raise
