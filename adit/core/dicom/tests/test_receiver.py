@@ -274,17 +274,22 @@ def test_c_move_from_orthanc_through_the_receiver(orthanc_with_receiver, receive
     assert warnings == []
 
 
-def test_operator_fetches_by_c_move_with_the_receiver_fetcher(orthanc_with_receiver, receiver):
-    datasets = make_study("OPMOVE-PAT", series=(("CT", 3), ("MR", 2)))
-    orthanc_with_receiver.upload(datasets)
-    server = orthanc_with_receiver.server_config(
+def c_move_operator(orthanc: OrthancInstance, receiver: Receiver) -> DicomOperator:
+    """An operator that can only fetch from `orthanc` by C-MOVE through `receiver`."""
+    server = orthanc.server_config(
         study_root_get_support=False,
         patient_root_get_support=False,
         dicomweb_wado_support=False,
     )
-    operator = DicomOperator(
+    return DicomOperator(
         server, local_for(receiver), move_fetcher=ReceiverMoveFetcher(inactivity_timeout=20)
     )
+
+
+def test_operator_fetches_by_c_move_with_the_receiver_fetcher(orthanc_with_receiver, receiver):
+    datasets = make_study("OPMOVE-PAT", series=(("CT", 3), ("MR", 2)))
+    orthanc_with_receiver.upload(datasets)
+    operator = c_move_operator(orthanc_with_receiver, receiver)
 
     series_uid = datasets[-1].SeriesInstanceUID
     series = list(operator.fetch_series("OPMOVE-PAT", datasets[0].StudyInstanceUID, series_uid))
@@ -301,14 +306,7 @@ def test_c_moved_instances_are_relayed_as_received(
 ):
     datasets = make_study("RELAY-PAT", series=(("CT", 3), ("MR", 2)), compressed_series=True)
     orthanc_with_receiver.upload(datasets)
-    server = orthanc_with_receiver.server_config(
-        study_root_get_support=False,
-        patient_root_get_support=False,
-        dicomweb_wado_support=False,
-    )
-    source = DicomOperator(
-        server, local_for(receiver), move_fetcher=ReceiverMoveFetcher(inactivity_timeout=20)
-    )
+    source = c_move_operator(orthanc_with_receiver, receiver)
     destination = DicomOperator(orthanc_b.server_config(), local_for(receiver))
     stored = destination.upload(
         source.fetch_study("RELAY-PAT", datasets[0].StudyInstanceUID), unchanged=True
