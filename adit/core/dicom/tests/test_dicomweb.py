@@ -108,19 +108,16 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         type(self).seen_headers.append(dict(self.headers))
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/dicom+json")
-        body = b"[]"
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._answer(b"[]")
 
     def do_POST(self):
         type(self).seen_headers.append(dict(self.headers))
         type(self).posted_bodies.append(self._read_body())
+        self._answer(b"{}")
+
+    def _answer(self, body: bytes) -> None:
         self.send_response(self.status)
         self.send_header("Content-Type", "application/dicom+json")
-        body = b"{}"
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
