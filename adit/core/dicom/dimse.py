@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +23,8 @@ from pydicom import Dataset
 from pydicom.uid import (
     JPEG2000,
     UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -36,9 +36,9 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, decode, encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -50,6 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from . import upper_layer
 from .association import hold_reactor, prepare_dicom_libraries
 from .config import LocalConfig, ServerConfig
 from .errors import DicomError, RetriableDicomError
@@ -234,7 +235,6 @@ _MOVE_MODELS = {
 }
 
 _PENDING = (0xFF00, 0xFF01)
-_END_OF_QUEUE = object()
 
 
 def _is_out_of_resources(status: int) -> bool:
@@ -255,7 +255,7 @@ class DimseConnector:
         self.local = local
         self.warnings: list[str] = []
         self._lock = threading.Lock()
-        self._assoc: Association | None = None
+        self._assoc: Association | upper_layer.Association | None = None
         self._aborted = threading.Event()
 
     # --- association handling ---------------------------------------------------------------
@@ -332,11 +332,13 @@ class DimseConnector:
             f"{where}: could not connect to {self.server.host}:{self.server.port}"
         )
 
-    def _finish(self, assoc: Association, release: bool = True) -> None:
+    def _finish(self, assoc: Association | upper_layer.Association, release: bool = True) -> None:
         with self._lock:
             if self._assoc is assoc:
                 self._assoc = None
-        if assoc.is_established:
+        if isinstance(assoc, upper_layer.Association):
+            assoc.release() if release else assoc.abort()
+        elif assoc.is_established:
             if release:
                 assoc.release()
             else:
@@ -347,7 +349,9 @@ class DimseConnector:
         self._aborted.set()
         with self._lock:
             assoc = self._assoc
-        if assoc is not None:
+        if isinstance(assoc, upper_layer.Association):
+            assoc.abort()
+        elif assoc is not None:
             _abort_association(assoc)
 
     @property
@@ -472,15 +476,59 @@ class DimseConnector:
             logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
             return False
 
+    # --- associations of ADIT's own upper layer (bulk C-GET and C-STORE) -------------------
+
+    def _open_bulk_association(
+        self,
+        operation: str,
+        contexts: list[PresentationContext],
+        scp_role_sop_classes: Iterable[str] = (),
+    ) -> upper_layer.Association:
+        where = f"{operation} on {self.server}"
+        if self._aborted.is_set():
+            raise DicomError(f"{where}: connector was aborted")
+        try:
+            assoc = upper_layer.Association.request(
+                self.server.host,
+                self.server.port,
+                calling_ae_title=self.local.calling_ae_title,
+                called_ae_title=self.server.ae_title,
+                contexts=contexts,
+                timeouts=self.local.timeouts,
+                scp_role_sop_classes=scp_role_sop_classes,
+            )
+        except upper_layer.AssociationRejected as rejection:
+            message = f"{where}: association rejected ({rejection})"
+            if rejection.is_permanent:
+                raise DicomError(message) from None
+            raise RetriableDicomError(message) from None
+        except upper_layer.UpperLayerError as error:
+            raise RetriableDicomError(f"{where}: {error} while connecting") from error
+        except OSError as error:
+            raise RetriableDicomError(
+                f"{where}: could not connect to {self.server.host}:{self.server.port} ({error})"
+            ) from error
+        if not assoc.accepted:
+            assoc.abort()
+            raise DicomError(f"{where}: the server accepted none of the proposed contexts")
+        with self._lock:
+            self._assoc = assoc
+        if self._aborted.is_set():  # abort() came while we were connecting
+            assoc.abort()
+            raise DicomError(f"{where}: connector was aborted")
+        return assoc
+
     # --- C-GET ------------------------------------------------------------------------------
 
-    def send_c_get(self, query: QueryDataset, queue_size: int = 16) -> Iterator[Dataset]:
+    def send_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
         """Retrieves instances with C-GET and yields each as it arrives (file meta attached).
 
-        The association runs in a background thread that hands instances over through a
-        bounded queue, so a slow consumer slows the sender down instead of filling memory.
-        Sub-operation counts of the final response are checked after the last instance: all
-        failed → `RetriableDicomError`; some failed → an entry in `warnings`.
+        Runs on the consumer's thread: each C-STORE sub-operation is acknowledged as soon as
+        its instance is decoded, then the instance is yielded; while the consumer works on it,
+        the next ones wait in the socket buffers and a slow consumer slows the sender down
+        instead of filling memory. Sub-operation counts of the final response are checked
+        after the last instance: all failed → `RetriableDicomError`; some failed → an entry in
+        `warnings`. Instances keep the bytes they arrived as (`remember_received_encoding`).
         """
         model = self._retrieve_model(
             "C-GET",
@@ -488,107 +536,136 @@ class DimseConnector:
             self.server.study_root_get_support,
             self.server.patient_root_get_support,
         )
-        query_model = _GET_MODELS[model]
+        query_model = str(_GET_MODELS[model])
         storage = storage_contexts(reserved=1)
         contexts = [build_context(query_model), *storage]
-        roles = [build_role(sop_class, scp_role=True) for sop_class in _unique_abstract(storage)]
-        items: queue.Queue = queue.Queue(maxsize=queue_size)
-        stop = threading.Event()
-        put_timeout = self.local.timeouts.network
-
-        def handle_store(event: evt.Event) -> int:
-            if stop.is_set():
-                return 0xA702  # consumer gone: refuse the rest (C-CANCEL is unreliable)
-            try:
-                ds = event.dataset
-                ds.file_meta = event.file_meta
-                encoded = event.request.DataSet  # type: ignore[union-attr]
-                if encoded is not None:
-                    remember_received_encoding(
-                        ds, str(event.file_meta.TransferSyntaxUID), encoded.getvalue()
-                    )
-            except Exception:
-                logger.warning("C-GET on %s: undecodable instance received", self.server)
-                return 0xC210
-            deadline = time.monotonic() + put_timeout
-            while not stop.is_set():
-                try:
-                    items.put(ds, timeout=0.2)
-                    return 0x0000
-                except queue.Full:
-                    if time.monotonic() > deadline:
-                        break
-            return 0xA702
-
-        assoc = self._associate(
-            "C-GET", contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, handle_store)]
-        )
-        outcome: dict = {}
-
-        def run() -> None:
-            try:
-                outcome["result"] = self._collect_retrieve(
-                    "C-GET", assoc.send_c_get(query.dataset, query_model)
-                )
-            except BaseException as error:  # handed to the consumer thread
-                outcome["error"] = error
-            finally:
-                _put_forever(items, _END_OF_QUEUE, stop)
-
-        worker = threading.Thread(target=run, name=f"c-get-{self.server.name}", daemon=True)
-        worker.start()
+        assoc = self._open_bulk_association("C-GET", contexts, _unique_abstract(storage))
+        result = RetrieveResult()
         finished = False
         try:
+            get_contexts = assoc.contexts_for(query_model)
+            if not get_contexts:
+                raise DicomError(f"C-GET on {self.server}: the server refused the C-GET model")
+            get_context = get_contexts[0]
+            identifier = _encode_for(query.dataset, get_context.transfer_syntax)
+            assoc.send_message(
+                get_context.context_id, upper_layer.c_get_rq(1, query_model), identifier
+            )
             while True:
-                item = items.get()
-                if item is _END_OF_QUEUE:
+                message = assoc.receive_message()
+                command_field = message.command_field
+                if command_field == upper_layer.C_STORE_RQ:
+                    ds, status = self._received_instance(assoc, message)
+                    assoc.send_message(
+                        message.context_id,
+                        upper_layer.c_store_rsp(
+                            message.us(upper_layer.MESSAGE_ID),
+                            message.ui(upper_layer.AFFECTED_SOP_CLASS_UID),
+                            message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID),
+                            status,
+                        ),
+                    )
+                    if ds is not None:
+                        yield ds
+                    continue
+                if command_field != upper_layer.C_GET_RSP:
+                    raise RetriableDicomError(
+                        f"C-GET on {self.server}: unexpected message 0x{command_field:04X}"
+                    )
+                failed_uids: list[str] = []
+                if message.data is not None and message.status not in _PENDING:
+                    failed_uids = _failed_sop_instance_uids(assoc, message)
+                if self._take_retrieve_response(
+                    "C-GET",
+                    result,
+                    message.status,
+                    message.us(upper_layer.COMPLETED_SUBOPERATIONS),
+                    message.us(upper_layer.FAILED_SUBOPERATIONS),
+                    message.us(upper_layer.WARNING_SUBOPERATIONS),
+                    failed_uids,
+                ):
                     break
-                yield item
             finished = True
-        finally:
-            stop.set()
-            if not finished:
-                _abort_association(assoc)
-            _drain(items)
-            worker.join(timeout=self.local.timeouts.network)
-            self._finish(assoc, release=finished and "error" not in outcome)
-        if "error" in outcome:
+        except upper_layer.UpperLayerError as error:
             if self.aborted:
                 return
-            raise outcome["error"]
-        self._evaluate_retrieve("C-GET", outcome["result"])
+            raise RetriableDicomError(f"C-GET on {self.server}: {error}") from error
+        finally:
+            self._finish(assoc, release=finished)
+        self._evaluate_retrieve("C-GET", result)
+
+    def _received_instance(
+        self, assoc: upper_layer.Association, message: upper_layer.Message
+    ) -> tuple[Dataset | None, int]:
+        """The instance of a C-STORE sub-operation and the status to answer it with."""
+        context = assoc.accepted.get(message.context_id)
+        if context is None or message.data is None:
+            logger.warning("C-GET on %s: instance on an unknown context received", self.server)
+            return None, 0xC210
+        transfer_syntax = context.transfer_syntax
+        try:
+            ds = _decode_from(message.data, transfer_syntax)
+            ds.file_meta = create_file_meta(
+                sop_class_uid=UID(message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+                sop_instance_uid=UID(message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)),
+                transfer_syntax=UID(transfer_syntax),
+            )
+        except Exception:
+            logger.warning("C-GET on %s: undecodable instance received", self.server)
+            return None, 0xC210
+        remember_received_encoding(ds, transfer_syntax, message.data)
+        return ds, 0x0000
 
     def _collect_retrieve(self, operation: str, responses: Iterable) -> RetrieveResult:
+        """Follows pynetdicom's C-MOVE responses to the final one."""
         result = RetrieveResult()
-        last_status = None
         for status_ds, identifier in responses:
             status = self._check_status(operation, status_ds)
             if status == -1:
                 return result
-            last_status = status
-            result.completed = int(getattr(status_ds, "NumberOfCompletedSuboperations", 0) or 0)
-            result.failed = int(getattr(status_ds, "NumberOfFailedSuboperations", 0) or 0)
-            result.warning = int(getattr(status_ds, "NumberOfWarningSuboperations", 0) or 0)
-            if status in _PENDING:
-                continue
+            failed_uids: list[str] = []
             if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
                 failed = identifier.FailedSOPInstanceUIDList
                 failed = [failed] if isinstance(failed, str) else list(failed or [])
-                result.failed_sop_instance_uids = [str(uid) for uid in failed]
-            if status in (0x0000, 0xB000, 0xFE00):
+                failed_uids = [str(uid) for uid in failed]
+            if self._take_retrieve_response(
+                operation,
+                result,
+                status,
+                int(getattr(status_ds, "NumberOfCompletedSuboperations", 0) or 0),
+                int(getattr(status_ds, "NumberOfFailedSuboperations", 0) or 0),
+                int(getattr(status_ds, "NumberOfWarningSuboperations", 0) or 0),
+                failed_uids,
+            ):
                 return result
-            message = (
-                f"{operation} on {self.server}: failed with status 0x{status:04X} "
-                f"({result.completed} completed, {result.failed} failed sub-operations)"
-            )
-            if _is_out_of_resources(status):
-                raise RetriableDicomError(message)
-            if status == 0xA801:
-                raise DicomError(f"{operation} on {self.server}: move destination unknown")
-            raise DicomError(message)
-        if last_status is None:
-            raise RetriableDicomError(f"{operation} on {self.server}: no response")
-        return result
+        raise RetriableDicomError(f"{operation} on {self.server}: no final response")
+
+    def _take_retrieve_response(
+        self,
+        operation: str,
+        result: RetrieveResult,
+        status: int,
+        completed: int,
+        failed: int,
+        warning: int,
+        failed_uids: list[str],
+    ) -> bool:
+        """Records one C-GET/C-MOVE response in `result`; True when it was the final one."""
+        result.completed, result.failed, result.warning = completed, failed, warning
+        if status in _PENDING:
+            return False
+        result.failed_sop_instance_uids = failed_uids
+        if status in (0x0000, 0xB000, 0xFE00):
+            return True
+        message = (
+            f"{operation} on {self.server}: failed with status 0x{status:04X} "
+            f"({result.completed} completed, {result.failed} failed sub-operations)"
+        )
+        if _is_out_of_resources(status):
+            raise RetriableDicomError(message)
+        if status == 0xA801:
+            raise DicomError(f"{operation} on {self.server}: move destination unknown")
+        raise DicomError(message)
 
     def _evaluate_retrieve(self, operation: str, result: RetrieveResult) -> None:
         if result.failed and not result.completed:
@@ -643,8 +720,9 @@ class DimseConnector:
         For a sequence the proposed contexts are exactly its (SOP class, transfer syntax) pairs;
         for an iterator (instances arriving from a fetch) the broad `storage_contexts()` set.
         An instance whose compressed syntax was refused is sent decompressed when the server
-        accepted an uncompressed syntax for its class. Any failed instance → RetriableDicomError
-        after all others were tried (a warning status only adds to `warnings`).
+        accepted an uncompressed syntax for its class; Implicit and Explicit VR Little Endian
+        stand in for each other. Any failed instance → RetriableDicomError after all others
+        were tried (a warning status only adds to `warnings`).
 
         With `reuse_received_encoding`, instances that arrived over DIMSE unchanged (the caller
         vouches for that) are sent as the bytes that were received, without encoding them
@@ -661,7 +739,7 @@ class DimseConnector:
         else:
             iterator = iter(datasets)
             contexts = storage_contexts()
-        assoc = self._associate("C-STORE", contexts)
+        assoc = self._open_bulk_association("C-STORE", contexts)
         result = StoreResult()
         release = False
         try:
@@ -673,12 +751,13 @@ class DimseConnector:
                 )
                 if status is not None and on_stored is not None:
                     on_stored(ds)
-                if not assoc.is_established:
-                    raise RetriableDicomError(
-                        f"C-STORE on {self.server}: association lost after {result.stored} "
-                        "instances"
-                    )
             release = True
+        except upper_layer.UpperLayerError as error:
+            if self.aborted:
+                return result
+            raise RetriableDicomError(
+                f"C-STORE on {self.server}: {error} (after {result.stored} instances)"
+            ) from error
         finally:
             self._finish(assoc, release=release)
         self.warnings.extend(result.warnings)
@@ -691,7 +770,7 @@ class DimseConnector:
 
     def _store_one(
         self,
-        assoc: Association,
+        assoc: upper_layer.Association,
         ds: Dataset,
         msg_id: int,
         result: StoreResult,
@@ -699,34 +778,28 @@ class DimseConnector:
     ) -> int | None:
         uid = str(getattr(ds, "SOPInstanceUID", "?"))
         try:
-            try:
-                status_ds = None
-                if reuse_received_encoding:
-                    status_ds = _send_received_encoding(assoc, ds, msg_id)
-                if status_ds is None:
-                    status_ds = assoc.send_c_store(ds, msg_id=msg_id)
-            except ValueError:
-                # No accepted context for its transfer syntax: decompress if the server took an
-                # uncompressed syntax for this SOP class.
-                if not self._can_decompress(assoc, ds):
-                    raise
-                ds = _decompressed(ds)
-                result.warnings.append(
-                    f"C-STORE on {self.server}: instance {uid} sent decompressed (server refused "
-                    "its transfer syntax)"
-                )
-                status_ds = assoc.send_c_store(ds, msg_id=msg_id)
+            context, encoded = self._encoded_for_store(assoc, ds, reuse_received_encoding, result)
         except (ValueError, AttributeError) as error:
             result.failed_sop_instance_uids.append(uid)
             result.warnings.append(f"C-STORE on {self.server}: instance {uid} not sent: {error}")
             return None
-        except (OSError, RuntimeError) as error:
-            raise RetriableDicomError(f"C-STORE on {self.server}: {error}") from error
-        if status_ds is None or "Status" not in status_ds:
+        assoc.send_message(
+            context.context_id,
+            upper_layer.c_store_rq(msg_id, context.abstract_syntax, uid),
+            encoded,
+        )
+        response = assoc.receive_message()
+        if (
+            response.command_field != upper_layer.C_STORE_RSP
+            or response.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO) != msg_id
+            or upper_layer.STATUS not in response.command
+        ):
+            assoc.abort()
             raise RetriableDicomError(
-                f"C-STORE on {self.server}: no response for an instance (timeout or abort)"
+                f"C-STORE on {self.server}: unexpected answer to an instance "
+                f"(command 0x{response.command_field:04X})"
             )
-        status = int(status_ds.Status)
+        status = response.status
         if status == 0x0000:
             result.stored += 1
             return status
@@ -738,16 +811,45 @@ class DimseConnector:
         result.warnings.append(f"C-STORE on {self.server}: status 0x{status:04X} for {uid}")
         return None
 
-    @staticmethod
-    def _can_decompress(assoc: Association, ds: Dataset) -> bool:
-        if not UID(_transfer_syntax_of(ds)).is_compressed:
-            return False
+    def _encoded_for_store(
+        self,
+        assoc: upper_layer.Association,
+        ds: Dataset,
+        reuse_received_encoding: bool,
+        result: StoreResult,
+    ) -> tuple[upper_layer.AcceptedContext, bytes]:
+        """The accepted context for `ds` and its data set encoded in that context's syntax."""
         sop_class = str(ds.SOPClassUID)
-        return any(
-            cx.abstract_syntax == sop_class
-            and cx.transfer_syntax[0] in UNCOMPRESSED_TRANSFER_SYNTAXES
-            for cx in assoc.accepted_contexts
-        )
+        if reuse_received_encoding:
+            received = getattr(ds, _RECEIVED_ENCODING, None)
+            if received is not None:
+                context = assoc.context_for(sop_class, received[0])
+                if context is not None:
+                    return context, received[1]
+        syntax = _transfer_syntax_of(ds)
+        context = assoc.context_for(sop_class, syntax)
+        if context is None and syntax in UNCOMPRESSED_TRANSFER_SYNTAXES:
+            other = [ts for ts in UNCOMPRESSED_TRANSFER_SYNTAXES if ts != syntax][0]
+            context = assoc.context_for(sop_class, other)
+        if context is None and UID(syntax).is_compressed:
+            uncompressed = [
+                c
+                for c in assoc.contexts_for(sop_class)
+                if c.transfer_syntax in UNCOMPRESSED_TRANSFER_SYNTAXES
+            ]
+            if uncompressed:
+                ds = _decompressed(ds)
+                context = uncompressed[0]
+                result.warnings.append(
+                    f"C-STORE on {self.server}: instance {ds.SOPInstanceUID} sent decompressed "
+                    "(server refused its transfer syntax)"
+                )
+        if context is None:
+            raise ValueError(
+                f"the server accepted no presentation context for SOP class {sop_class} "
+                f"in transfer syntax {syntax}"
+            )
+        return context, _encode_for(ds, context.transfer_syntax)
 
 
 _RECEIVED_ENCODING = "_adit_received_encoding"
@@ -758,39 +860,43 @@ def remember_received_encoding(ds: Dataset, transfer_syntax_uid: str, encoded: b
     setattr(ds, _RECEIVED_ENCODING, (transfer_syntax_uid, encoded))
 
 
-def _send_received_encoding(assoc: Association, ds: Dataset, msg_id: int) -> Dataset | None:
-    """C-STORE of the received bytes; None when there are none or no context fits them.
+def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:
+    """`ds` (without file meta) encoded as a DIMSE data set in `transfer_syntax`."""
+    encoded = encode(
+        ds,
+        is_implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
+        is_little_endian=transfer_syntax != ExplicitVRBigEndian,
+        deflated=transfer_syntax == DeflatedExplicitVRLittleEndian,
+    )
+    if encoded is None:
+        raise ValueError(f"the data set could not be encoded in {transfer_syntax}")
+    return encoded
 
-    Encoding a data set is about a quarter of the CPU time of relaying it; the bytes as
-    received are valid for any accepted context with the same transfer syntax. This mirrors
-    pynetdicom's `send_c_store()` (pynetdicom 3.0) minus the encoding.
-    """
-    received = getattr(ds, _RECEIVED_ENCODING, None)
-    if received is None or not assoc.is_established:
-        return None
-    transfer_syntax, encoded = received
+
+def _decode_from(encoded: bytes, transfer_syntax: str) -> Dataset:
+    return decode(
+        io.BytesIO(encoded),
+        is_implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
+        is_little_endian=transfer_syntax != ExplicitVRBigEndian,
+        deflated=transfer_syntax == DeflatedExplicitVRLittleEndian,
+    )
+
+
+def _failed_sop_instance_uids(
+    assoc: upper_layer.Association, message: upper_layer.Message
+) -> list[str]:
+    """Failed SOP Instance UID List of a final C-GET response's identifier, if readable."""
+    context = assoc.accepted.get(message.context_id)
+    if context is None or message.data is None:
+        return []
     try:
-        context = assoc._get_valid_context(
-            ds.SOPClassUID, UID(transfer_syntax), "scu", allow_conversion=False
-        )
-    except ValueError:
-        return None
-    request = C_STORE()
-    request.MessageID = msg_id
-    request.Priority = 2
-    request.AffectedSOPClassUID = ds.SOPClassUID
-    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
-    request.DataSet = io.BytesIO(encoded)
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    assoc.dimse.send_msg(request, context.context_id)  # type: ignore[arg-type]
-    _, response = assoc.dimse.get_msg(block=True)
-    assoc._reactor_checkpoint.set()
-    if response is None:
-        assoc._handle_no_response()
-        return Dataset()
-    return assoc._check_received_status(response)  # type: ignore[arg-type]
+        identifier = _decode_from(message.data, context.transfer_syntax)
+        failed = identifier.get("FailedSOPInstanceUIDList")
+    except Exception:
+        return []
+    if failed is None:
+        return []
+    return [str(failed)] if isinstance(failed, str) else [str(uid) for uid in failed]
 
 
 def _decompressed(ds: Dataset) -> Dataset:
@@ -802,21 +908,3 @@ def _decompressed(ds: Dataset) -> Dataset:
 
 def _unique_abstract(contexts: Iterable[PresentationContext]) -> list[str]:
     return list(dict.fromkeys(str(cx.abstract_syntax) for cx in contexts))
-
-
-def _put_forever(items: queue.Queue, item: object, stop: threading.Event) -> None:
-    while True:
-        try:
-            items.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            if stop.is_set():
-                _drain(items)
-
-
-def _drain(items: queue.Queue) -> None:
-    while True:
-        try:
-            items.get_nowait()
-        except queue.Empty:
-            return

@@ -9,17 +9,18 @@ from adit.core.dicom.testing.synthetic import make_study
 
 @pytest.fixture
 def reencoded(monkeypatch) -> list[str]:
-    """SOP Instance UIDs that pynetdicom encoded for a C-STORE (not sent as received)."""
-    from pynetdicom.association import Association
+    """SOP Instance UIDs that were encoded again for a C-STORE (not sent as received)."""
+    from adit.core.dicom import dimse
 
     calls: list[str] = []
-    original = Association.send_c_store
+    original = dimse._encode_for
 
-    def counting_send_c_store(self, dataset, *args, **kwargs):
-        calls.append(str(dataset.SOPInstanceUID))
-        return original(self, dataset, *args, **kwargs)
+    def counting_encode_for(ds, transfer_syntax):
+        if "SOPInstanceUID" in ds:
+            calls.append(str(ds.SOPInstanceUID))
+        return original(ds, transfer_syntax)
 
-    monkeypatch.setattr(Association, "send_c_store", counting_send_c_store)
+    monkeypatch.setattr(dimse, "_encode_for", counting_encode_for)
     return calls
 
 

@@ -5,8 +5,8 @@ import io
 import pytest
 from pydicom import dcmread
 from pydicom.uid import RLELossless
-from pynetdicom import AE
 
+from adit.core.dicom import upper_layer
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dimse import DimseConnector, storage_contexts
 from adit.core.dicom.errors import DicomError, RetriableDicomError
@@ -141,7 +141,7 @@ def test_c_get_consumer_stopping_early_ends_the_association(
     orthanc_a, study_on_orthanc_a, local_config
 ):
     connector = DimseConnector(orthanc_a.server_config(), local_config)
-    iterator = connector.send_c_get(study_query(study_on_orthanc_a), queue_size=1)
+    iterator = connector.send_c_get(study_query(study_on_orthanc_a))
     next(iterator)
     iterator.close()
     connector.send_c_echo()  # still usable
@@ -152,14 +152,14 @@ def test_c_store_many_instances_on_one_association(orthanc_b, local_config, monk
         new_patient_id("ST"), series=(("CT", 6), ("MR", 4)), compressed_series=True
     )
     associations = []
-    original = AE.associate
+    original = upper_layer.Association.request
 
-    def counting_associate(self, *args, **kwargs):
-        assoc = original(self, *args, **kwargs)
+    def counting_request(*args, **kwargs):
+        assoc = original(*args, **kwargs)
         associations.append(assoc)
         return assoc
 
-    monkeypatch.setattr(AE, "associate", counting_associate)
+    monkeypatch.setattr(upper_layer.Association, "request", counting_request)
     result = DimseConnector(orthanc_b.server_config(), local_config).send_c_store(datasets)
     assert result.stored == 10
     assert len(associations) == 1

@@ -1,0 +1,576 @@
+"""ADIT's own requestor side of the DICOM upper layer (PS3.8) for C-GET and C-STORE.
+
+Relaying a study is two long runs of small messages: C-STORE requests arriving on a C-GET
+association and C-STORE requests leaving on another one. pynetdicom spends about 3 ms of CPU
+on each relayed instance (a transport and a reactor thread per association polling queues, a
+state machine step per PDU, a pydicom data set per command set), which held ADIT to about
+half of a PACS's own speed. This module carries those messages with blocking socket I/O on
+the caller's thread instead: command sets are packed and unpacked with `struct`, data sets
+stay bytes, and there is no helper thread and no polling. `abort()` from another thread shuts
+the socket down, which ends a blocked read at once.
+
+The association's negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by
+pynetdicom's PDU classes. C-FIND, C-MOVE, C-ECHO and ADIT's C-STORE SCP stay on pynetdicom.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext
+
+from .config import Timeouts
+
+APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
+
+# PDU types (PS3.8 9.3.1).
+A_ASSOCIATE_RQ_PDU = 0x01
+A_ASSOCIATE_AC_PDU = 0x02
+A_ASSOCIATE_RJ_PDU = 0x03
+P_DATA_TF_PDU = 0x04
+A_RELEASE_RQ_PDU = 0x05
+A_RELEASE_RP_PDU = 0x06
+A_ABORT_PDU = 0x07
+
+# Command Field values (PS3.7 E.1).
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+C_GET_RQ = 0x0010
+C_GET_RSP = 0x8010
+C_CANCEL_RQ = 0x0FFF
+
+# Command Data Set Type: "no data set follows"; any other value announces one.
+NO_DATA_SET = 0x0101
+DATA_SET_PRESENT = 0x0001
+PRIORITY_MEDIUM = 0x0000
+
+# Elements of the command group (0000,eeee) by element number.
+AFFECTED_SOP_CLASS_UID = 0x0002
+COMMAND_FIELD = 0x0100
+MESSAGE_ID = 0x0110
+MESSAGE_ID_BEING_RESPONDED_TO = 0x0120
+PRIORITY = 0x0700
+COMMAND_DATA_SET_TYPE = 0x0800
+STATUS = 0x0900
+AFFECTED_SOP_INSTANCE_UID = 0x1000
+REMAINING_SUBOPERATIONS = 0x1020
+COMPLETED_SUBOPERATIONS = 0x1021
+FAILED_SUBOPERATIONS = 0x1022
+WARNING_SUBOPERATIONS = 0x1023
+
+# Announced as ADIT's Maximum Length Received; 0 would allow PDUs of any size, which some
+# PACS answer with one PDU per instance of hundreds of megabytes.
+MAX_PDU_RECEIVE = 1024 * 1024
+# Fragments ADIT sends when the peer announces no limit (0).
+UNLIMITED_PEER_FRAGMENT = 1024 * 1024
+# Outgoing PDUs are gathered up to this size before one `sendall()`.
+SEND_BATCH_BYTES = 1024 * 1024
+# Size of the read buffer in front of the socket: many small PDUs per `recv()`.
+READ_BUFFER_BYTES = 256 * 1024
+
+_PDU_HEADER = struct.Struct(">BBI")
+_PDV_HEADER = struct.Struct(">IBB")
+_P_DATA_HEADER = struct.Struct(">BBIIBB")  # PDU header + one PDV item header
+_ELEMENT_HEADER = struct.Struct("<HHI")
+_RELEASE_RQ = _PDU_HEADER.pack(A_RELEASE_RQ_PDU, 0, 4) + bytes(4)
+_RELEASE_RP = _PDU_HEADER.pack(A_RELEASE_RP_PDU, 0, 4) + bytes(4)
+# Source 0 = DICOM UL service-user (ADIT), reason 0 = not specified.
+_ABORT = _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes(4)
+
+
+class UpperLayerError(Exception):
+    """The association broke: connection lost, peer abort, timeout or protocol violation."""
+
+
+class AssociationRejected(UpperLayerError):
+    """The peer answered the association request with A-ASSOCIATE-RJ."""
+
+    def __init__(self, result: int, source: int, diagnostic: int, text: str) -> None:
+        super().__init__(text)
+        self.result = result
+        self.source = source
+        self.diagnostic = diagnostic
+
+    @property
+    def is_permanent(self) -> bool:
+        """Rejected for good: unknown called/calling AE or application context (PS3.8 9.3.4)."""
+        return self.result == 0x01 and self.source == 0x01 and self.diagnostic in (2, 3, 7)
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass
+class Message:
+    """A DIMSE message: its command set by element number and its data set, if any."""
+
+    context_id: int
+    command: dict[int, bytes]
+    data: bytes | None = None
+
+    def us(self, element: int) -> int:
+        value = self.command.get(element)
+        return int.from_bytes(value[:2], "little") if value and len(value) >= 2 else 0
+
+    def ui(self, element: int) -> str:
+        value = self.command.get(element)
+        return value.rstrip(b"\0 ").decode("ascii", "replace") if value else ""
+
+    @property
+    def command_field(self) -> int:
+        return self.us(COMMAND_FIELD)
+
+    @property
+    def status(self) -> int:
+        return self.us(STATUS)
+
+
+# --- command sets (always Implicit VR Little Endian, PS3.7 6.3.1) ----------------------------
+
+
+def _uid_element(element: int, uid: str) -> bytes:
+    value = uid.encode("ascii")
+    if len(value) % 2:
+        value += b"\0"
+    return _ELEMENT_HEADER.pack(0, element, len(value)) + value
+
+
+def _us_element(element: int, value: int) -> bytes:
+    return _ELEMENT_HEADER.pack(0, element, 2) + value.to_bytes(2, "little")
+
+
+def _command_set(*elements: bytes) -> bytes:
+    """A command set of `elements` (given in ascending tag order) led by its group length."""
+    body = b"".join(elements)
+    return _ELEMENT_HEADER.pack(0, 0x0000, 4) + len(body).to_bytes(4, "little") + body
+
+
+def c_store_rq(message_id: int, sop_class_uid: str, sop_instance_uid: str) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_STORE_RQ),
+        _us_element(MESSAGE_ID, message_id),
+        _us_element(PRIORITY, PRIORITY_MEDIUM),
+        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
+        _uid_element(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
+    )
+
+
+def c_store_rsp(
+    message_id_being_responded_to: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_STORE_RSP),
+        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
+        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
+        _us_element(STATUS, status),
+        _uid_element(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
+    )
+
+
+def c_get_rq(message_id: int, sop_class_uid: str) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_GET_RQ),
+        _us_element(MESSAGE_ID, message_id),
+        _us_element(PRIORITY, PRIORITY_MEDIUM),
+        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
+    )
+
+
+def c_cancel_rq(message_id_being_responded_to: int) -> bytes:
+    return _command_set(
+        _us_element(COMMAND_FIELD, C_CANCEL_RQ),
+        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
+        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
+    )
+
+
+def decode_command(encoded: bytes) -> dict[int, bytes]:
+    """The elements of an encoded command set by element number (values as raw bytes)."""
+    elements: dict[int, bytes] = {}
+    offset, end = 0, len(encoded)
+    while offset < end:
+        if offset + 8 > end:
+            raise UpperLayerError("truncated command set")
+        group, element, length = _ELEMENT_HEADER.unpack_from(encoded, offset)
+        offset += 8
+        if group != 0x0000 or offset + length > end:
+            raise UpperLayerError(f"invalid command set element ({group:04X},{element:04X})")
+        elements[element] = encoded[offset : offset + length]
+        offset += length
+    return elements
+
+
+# --- association --------------------------------------------------------------------------
+
+
+def _association_request(
+    calling_ae_title: str,
+    called_ae_title: str,
+    contexts: Sequence[PresentationContext],
+    scp_role_sop_classes: Iterable[str],
+) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT_NAME
+    primitive.calling_ae_title = calling_ae_title
+    primitive.called_ae_title = called_ae_title
+    primitive.presentation_context_definition_list = list(contexts)
+    maximum_length = MaximumLengthNotification()
+    maximum_length.maximum_length_received = MAX_PDU_RECEIVE
+    implementation_uid = ImplementationClassUIDNotification()
+    implementation_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    implementation_version = ImplementationVersionNameNotification()
+    implementation_version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+    user_information: list = [maximum_length, implementation_uid, implementation_version]
+    for sop_class in scp_role_sop_classes:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = sop_class
+        role.scu_role = False
+        role.scp_role = True
+        user_information.append(role)
+    primitive.user_information = user_information
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
+
+
+def _read_exactly(reader, length: int) -> bytes:
+    data = reader.read(length)
+    if data is None or len(data) < length:
+        raise UpperLayerError("the connection was closed by the peer")
+    return data
+
+
+def _read_pdu(reader) -> tuple[int, bytes, bytes]:
+    """(PDU type, header, body) of the next PDU."""
+    header = _read_exactly(reader, 6)
+    pdu_type, _, length = _PDU_HEADER.unpack(header)
+    return pdu_type, header, _read_exactly(reader, length)
+
+
+def _abort_text(body: bytes) -> str:
+    source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
+    who = {0: "the peer", 2: "the peer's upper layer"}.get(source, "the peer")
+    return f"association aborted by {who} (source {source}, reason {reason})"
+
+
+class Association:
+    """An established association on which ADIT is the requestor.
+
+    Not thread-safe except `abort()`, which any thread may call to end it at once.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reader,
+        accepted: dict[int, AcceptedContext],
+        peer_max_pdu: int,
+        timeouts: Timeouts,
+    ) -> None:
+        self._socket = sock
+        self._reader = reader
+        self.accepted = accepted
+        self.timeouts = timeouts
+        # A PDV item's header takes 6 bytes of the peer's maximum PDU length (PS3.8 9.3.5).
+        self.max_fragment = peer_max_pdu - 6 if peer_max_pdu > 6 else UNLIMITED_PEER_FRAGMENT
+        self._fragments: deque[tuple[int, int, memoryview]] = deque()
+        self._send_lock = threading.Lock()
+        self._closed = False
+        sock.settimeout(timeouts.dimse)
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def request(
+        cls,
+        host: str,
+        port: int,
+        calling_ae_title: str,
+        called_ae_title: str,
+        contexts: Sequence[PresentationContext],
+        timeouts: Timeouts,
+        scp_role_sop_classes: Iterable[str] = (),
+    ) -> Association:
+        """Connects and negotiates; raises `AssociationRejected` or `UpperLayerError`.
+
+        `contexts` get their context IDs here (1, 3, 5, ...). Connection failures raise the
+        `OSError` of the socket.
+        """
+        if not 0 < len(contexts) <= 128:
+            raise ValueError(f"{len(contexts)} presentation contexts (1 to 128 allowed)")
+        for index, context in enumerate(contexts):
+            context.context_id = 2 * index + 1
+        sock = socket.create_connection((host, port), timeout=timeouts.connection)
+        reader = None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(timeouts.acse)
+            reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+            sock.sendall(
+                _association_request(
+                    calling_ae_title, called_ae_title, contexts, scp_role_sop_classes
+                )
+            )
+            pdu_type, header, body = _read_pdu(reader)
+            if pdu_type == A_ASSOCIATE_RJ_PDU:
+                rejection = A_ASSOCIATE_RJ()
+                rejection.decode(header + body)
+                primitive = rejection.to_primitive()
+                text = f"{primitive.result_str}, {primitive.source_str}, {primitive.reason_str}"
+                raise AssociationRejected(
+                    int(primitive.result or 0),
+                    int(primitive.result_source or 0),
+                    int(getattr(primitive.diagnostic, "value", primitive.diagnostic) or 0),
+                    text,
+                )
+            if pdu_type == A_ABORT_PDU:
+                raise UpperLayerError(_abort_text(body))
+            if pdu_type != A_ASSOCIATE_AC_PDU:
+                raise UpperLayerError(f"unexpected PDU 0x{pdu_type:02X} instead of an answer")
+            acceptance = A_ASSOCIATE_AC()
+            acceptance.decode(header + body)
+            primitive = acceptance.to_primitive()
+        except BaseException:
+            _close_quietly(sock, reader)
+            raise
+        proposed = {context.context_id: str(context.abstract_syntax) for context in contexts}
+        accepted: dict[int, AcceptedContext] = {}
+        for result in primitive.presentation_context_definition_results_list:
+            context_id = result.context_id
+            if (
+                context_id is not None
+                and result.result == 0x00
+                and context_id in proposed
+                and result.transfer_syntax
+            ):
+                accepted[context_id] = AcceptedContext(
+                    context_id, proposed[context_id], str(result.transfer_syntax[0])
+                )
+        association = cls(sock, reader, accepted, primitive.maximum_length_received or 0, timeouts)
+        return association
+
+    # --- contexts ---------------------------------------------------------------------------
+
+    def context_for(self, abstract_syntax: str, transfer_syntax: str) -> AcceptedContext | None:
+        for context in self.accepted.values():
+            if (
+                context.abstract_syntax == abstract_syntax
+                and context.transfer_syntax == transfer_syntax
+            ):
+                return context
+        return None
+
+    def contexts_for(self, abstract_syntax: str) -> list[AcceptedContext]:
+        return [c for c in self.accepted.values() if c.abstract_syntax == abstract_syntax]
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def send_message(self, context_id: int, command: bytes, data: bytes | None = None) -> None:
+        """Sends a command set and its data set, fragmented to the peer's PDU size."""
+        batch = bytearray(
+            _P_DATA_HEADER.pack(
+                P_DATA_TF_PDU, 0, len(command) + 6, len(command) + 2, context_id, 0x03
+            )
+        )
+        batch += command
+        with self._send_lock:
+            self._check_open()
+            if data is not None:
+                view = memoryview(data)
+                total = len(view)
+                step = self.max_fragment
+                start = 0
+                while True:
+                    fragment = view[start : start + step]
+                    start += len(fragment)
+                    control = 0x02 if start >= total else 0x00
+                    size = len(fragment)
+                    batch += _P_DATA_HEADER.pack(
+                        P_DATA_TF_PDU, 0, size + 6, size + 2, context_id, control
+                    )
+                    batch += fragment
+                    if control:
+                        break
+                    if len(batch) >= SEND_BATCH_BYTES:
+                        self._sendall(batch)
+                        batch = bytearray()
+            self._sendall(batch)
+
+    def receive_message(self) -> Message:
+        """The next complete DIMSE message from the peer (waits up to the DIMSE timeout)."""
+        command_parts: list[memoryview] = []
+        data_parts: list[memoryview] = []
+        command: dict[int, bytes] | None = None
+        context_id = 0
+        while True:
+            if not self._fragments:
+                self._read_p_data()
+            fragment_context, control, fragment = self._fragments.popleft()
+            if control & 0x01:
+                if command is not None:
+                    raise self._protocol_error("a command fragment arrived inside a data set")
+                command_parts.append(fragment)
+                if control & 0x02:
+                    command = decode_command(b"".join(command_parts))
+                    context_id = fragment_context
+                    announced = command.get(COMMAND_DATA_SET_TYPE, b"")
+                    if int.from_bytes(announced[:2], "little") == NO_DATA_SET:
+                        return Message(context_id, command)
+            else:
+                if command is None:
+                    raise self._protocol_error("a data fragment arrived before its command")
+                data_parts.append(fragment)
+                if control & 0x02:
+                    data = data_parts[0].tobytes() if len(data_parts) == 1 else b"".join(data_parts)
+                    return Message(context_id, command, data)
+
+    def _read_p_data(self) -> None:
+        try:
+            pdu_type, _, body = _read_pdu(self._reader)
+        except (OSError, ValueError) as error:  # ValueError: reader closed by abort()
+            self.close()
+            raise UpperLayerError(_describe_os_error(error)) from error
+        except UpperLayerError:
+            self.close()
+            raise
+        if pdu_type == P_DATA_TF_PDU:
+            view = memoryview(body)
+            offset, end = 0, len(body)
+            while offset < end:
+                if offset + 6 > end:
+                    raise self._protocol_error("truncated PDV item")
+                item_length, context_id, control = _PDV_HEADER.unpack_from(body, offset)
+                if item_length < 2 or offset + 4 + item_length > end:
+                    raise self._protocol_error("invalid PDV item length")
+                self._fragments.append(
+                    (context_id, control, view[offset + 6 : offset + 4 + item_length])
+                )
+                offset += 4 + item_length
+            if not self._fragments:
+                raise self._protocol_error("empty P-DATA-TF")
+            return
+        if pdu_type == A_ABORT_PDU:
+            self.close()
+            raise UpperLayerError(_abort_text(body))
+        if pdu_type == A_RELEASE_RQ_PDU:
+            self._send_quietly(_RELEASE_RP)
+            self.close()
+            raise UpperLayerError("the peer released the association in the middle of an operation")
+        raise self._protocol_error(f"unexpected PDU 0x{pdu_type:02X}")
+
+    # --- ending -----------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Orderly release (A-RELEASE); falls back to closing the connection on trouble."""
+        if self._closed:
+            return
+        try:
+            self._socket.settimeout(self.timeouts.acse)
+            with self._send_lock:
+                self._check_open()
+                self._sendall(_RELEASE_RQ)
+            while True:
+                pdu_type, _, _ = _read_pdu(self._reader)
+                if pdu_type in (A_RELEASE_RP_PDU, A_ABORT_PDU):
+                    break
+                if pdu_type == A_RELEASE_RQ_PDU:  # release collision (PS3.8 7.2.2)
+                    self._send_quietly(_RELEASE_RP)
+                    break
+                # Late P-DATA (e.g. an answer to a cancelled request) is dropped.
+        except (OSError, ValueError, UpperLayerError):
+            pass
+        finally:
+            self.close()
+
+    def abort(self) -> None:
+        """Sends A-ABORT (if no other thread is sending) and closes; safe from any thread."""
+        if self._closed:
+            return
+        if self._send_lock.acquire(blocking=False):
+            try:
+                self._send_quietly(_ABORT, locked=True)
+            finally:
+                self._send_lock.release()
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection; a read blocked in another thread ends at once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        _close_quietly(self._socket, self._reader)
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UpperLayerError("the association is closed")
+
+    def _sendall(self, data: bytes | bytearray) -> None:
+        try:
+            self._socket.sendall(data)
+        except OSError as error:
+            self.close()
+            raise UpperLayerError(_describe_os_error(error)) from error
+
+    def _send_quietly(self, data: bytes, locked: bool = False) -> None:
+        try:
+            if locked or self._send_lock.acquire(timeout=1):
+                try:
+                    self._socket.sendall(data)
+                finally:
+                    if not locked:
+                        self._send_lock.release()
+        except OSError:
+            pass
+
+    def _protocol_error(self, text: str) -> UpperLayerError:
+        self.abort()
+        return UpperLayerError(f"protocol error: {text}")
+
+
+def _describe_os_error(error: BaseException) -> str:
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "timed out waiting for the peer"
+    if isinstance(error, ValueError):
+        return "the association was closed"
+    return f"connection lost ({error})"
+
+
+def _close_quietly(sock: socket.socket, reader) -> None:
+    for closable in (reader, sock):
+        if closable is None:
+            continue
+        try:
+            closable.close()
+        except (OSError, ValueError):
+            pass
