@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .association_limits import association_slot
+from .dicom.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from .models import DicomTask
@@ -124,8 +125,9 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 )
             source_operator = self._operator(source)
             instances = self._fetch(source_operator)
+            # Fetching and transforming run ahead in a thread while the destination stores.
             transformed = stack.enter_context(
-                contextlib.closing(self._transformed(instances, transformer))
+                ReadAhead(self._transformed(instances, transformer), name=f"fetch-task-{task.pk}")
             )
             if hasattr(destination, "ae_title"):
                 count = self._store_to_server(destination, transformed, transformer.is_noop)

@@ -419,60 +419,59 @@ class DimseConnector:
         """Yields the matches of `query`; stops cleanly after `limit_results` matches."""
         if query.level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
             raise DicomError(f"C-FIND on {self.server}: query has no valid QueryRetrieveLevel")
-        model = self._find_model(query)
-        assoc = self._associate("C-FIND", [build_context(_FIND_MODELS[model])])
-        release = True
+        model = str(_FIND_MODELS[self._find_model(query)])
+        assoc = self._open_bulk_association("C-FIND", [build_context(model)])
+        release = False
         try:
+            context = assoc.contexts_for(model)[0]
+            assoc.send_message(
+                context.context_id,
+                upper_layer.c_find_rq(1, model),
+                _encode_for(query.dataset, context.transfer_syntax),
+            )
             count = 0
-            responses = assoc.send_c_find(query.dataset, _FIND_MODELS[model], msg_id=1)
-            for status_ds, identifier in responses:
-                status = self._check_status("C-FIND", status_ds)
-                if status == -1:
-                    return
+            while True:
+                message = assoc.receive_message()
+                if message.command_field != upper_layer.C_FIND_RSP:
+                    raise RetriableDicomError(
+                        f"C-FIND on {self.server}: unexpected message 0x{message.command_field:04X}"
+                    )
+                status = message.status
                 if status in _PENDING:
-                    if identifier is None:
+                    if message.data is None:
                         continue
-                    yield ResultDataset(identifier)
+                    yield ResultDataset(_decode_from(message.data, context.transfer_syntax))
                     count += 1
                     if limit_results is not None and count >= limit_results:
-                        release = self._cancel_find(assoc, responses, model)
+                        release = self._cancel_find(assoc, context)
                         return
                     continue
-                if status == 0x0000:
+                if status in (0x0000, 0xFE00):
+                    release = True
                     return
-                if status == 0xFE00:
-                    return
-                message = f"C-FIND on {self.server}: failed with status 0x{status:04X}"
+                text = f"C-FIND on {self.server}: failed with status 0x{status:04X}"
                 if _is_out_of_resources(status):
-                    raise RetriableDicomError(message)
-                raise DicomError(message)
-        except GeneratorExit:
-            release = False  # caller stopped early: do not wait for the remaining responses
-            raise
-        except (DicomError, RetriableDicomError):
-            release = False
-            raise
-        except (OSError, RuntimeError) as error:
-            release = False
+                    raise RetriableDicomError(text)
+                raise DicomError(text)
+        except upper_layer.UpperLayerError as error:
             if self.aborted:
                 return
             raise RetriableDicomError(f"C-FIND on {self.server}: {error}") from error
         finally:
             self._finish(assoc, release=release)
 
-    def _cancel_find(self, assoc: Association, responses: Iterator, model: str) -> bool:
-        """Sends C-CANCEL and drains the last responses; False if the association must abort."""
+    def _cancel_find(
+        self, assoc: upper_layer.Association, context: upper_layer.AcceptedContext
+    ) -> bool:
+        """Sends C-CANCEL and reads the last answers; False if the association must abort."""
         try:
-            assoc.send_c_cancel(1, query_model=_FIND_MODELS[model])
-            for drained, (status_ds, _) in enumerate(responses):
-                if status_ds is None or "Status" not in status_ds:
-                    return False
-                if int(status_ds.Status) not in _PENDING:
+            assoc.send_message(context.context_id, upper_layer.c_cancel_rq(1))
+            for _ in range(1000):  # a server that ignores C-CANCEL is not read to the end
+                message = assoc.receive_message()
+                if message.status not in _PENDING:
                     return True
-                if drained > 1000:  # the server ignores C-CANCEL; do not read everything
-                    return False
-            return True
-        except Exception:  # any trouble while cancelling: an abort ends it as well
+            return False
+        except upper_layer.UpperLayerError:
             logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
             return False
 
@@ -849,7 +848,7 @@ class DimseConnector:
                 f"the server accepted no presentation context for SOP class {sop_class} "
                 f"in transfer syntax {syntax}"
             )
-        return context, _encode_for(ds, context.transfer_syntax)
+        return context, _encode_instance(ds, context.transfer_syntax)
 
 
 _RECEIVED_ENCODING = "_adit_received_encoding"
@@ -871,6 +870,11 @@ def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:
     if encoded is None:
         raise ValueError(f"the data set could not be encoded in {transfer_syntax}")
     return encoded
+
+
+def _encode_instance(ds: Dataset, transfer_syntax: str) -> bytes:
+    """An instance encoded again for C-STORE (what relaying unchanged instances avoids)."""
+    return _encode_for(ds, transfer_syntax)
 
 
 def _decode_from(encoded: bytes, transfer_syntax: str) -> Dataset:

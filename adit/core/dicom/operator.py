@@ -267,9 +267,9 @@ class DicomOperator:
     ) -> set[str]:
         """SOP Instance UIDs of one series that the server holds (to verify a transfer).
 
-        QIDO-RS answers in one request where C-FIND sends one message per instance, so it is
-        asked first when the server offers both; when it lacks any of `expected` (some servers
-        cap their QIDO-RS results) the C-FIND answer decides.
+        Asks for nothing but the SOP Instance UID, which a PACS answers from its index without
+        opening the files. C-FIND is asked first when the server offers it; QIDO-RS otherwise,
+        and also when C-FIND lacks any of `expected` (some servers cap their C-FIND results).
         """
         query = QueryDataset.create(
             QueryRetrieveLevel="IMAGE",
@@ -277,16 +277,18 @@ class DicomOperator:
             SeriesInstanceUID=series_uid,
             SOPInstanceUID="",
         )
-        query.ensure_elements(*IMAGE_KEYS)
         held: set[str] = set()
+        if self._can_c_find(query):
+            assert self.dimse is not None
+            held = {r.get_str("SOPInstanceUID") for r in self.dimse.send_c_find(query)}
+            if (expected is not None and expected <= held) or not self._can_qido():
+                return held
         if self._can_qido():
             assert self.dicomweb is not None
-            held = {r.get_str("SOPInstanceUID") for r in self.dicomweb.send_qido_rs(query)}
-            if expected is not None and expected <= held:
-                return held
-            if not self._can_c_find(query):
-                return held
-        return {r.get_str("SOPInstanceUID") for r in self.find_images(query)}
+            return held | {r.get_str("SOPInstanceUID") for r in self.dicomweb.send_qido_rs(query)}
+        raise DicomError(
+            f"Query on {self.server}: neither C-FIND (IMAGE level) nor QIDO-RS is supported"
+        )
 
     # --- fetches ----------------------------------------------------------------------------
 

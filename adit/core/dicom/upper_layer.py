@@ -1,16 +1,16 @@
-"""ADIT's own requestor side of the DICOM upper layer (PS3.8) for C-GET and C-STORE.
+"""ADIT's own requestor side of the DICOM upper layer (PS3.8) for C-FIND, C-GET and C-STORE.
 
 Relaying a study is two long runs of small messages: C-STORE requests arriving on a C-GET
-association and C-STORE requests leaving on another one. pynetdicom spends about 3 ms of CPU
-on each relayed instance (a transport and a reactor thread per association polling queues, a
-state machine step per PDU, a pydicom data set per command set), which held ADIT to about
-half of a PACS's own speed. This module carries those messages with blocking socket I/O on
-the caller's thread instead: command sets are packed and unpacked with `struct`, data sets
-stay bytes, and there is no helper thread and no polling. `abort()` from another thread shuts
-the socket down, which ends a blocked read at once.
+association and C-STORE requests leaving on another one; a C-FIND answers with one message per
+match. pynetdicom spends about 3 ms of CPU on each relayed instance (a transport and a reactor
+thread per association polling queues, a state machine step per PDU, a pydicom data set per
+command set), which held ADIT to about half of a PACS's own speed. This module carries those
+messages with blocking socket I/O on the caller's thread instead: command sets are packed and
+unpacked with `struct`, data sets stay bytes, and there is no helper thread and no polling.
+`abort()` from another thread shuts the socket down, which ends a blocked read at once.
 
 The association's negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by
-pynetdicom's PDU classes. C-FIND, C-MOVE, C-ECHO and ADIT's C-STORE SCP stay on pynetdicom.
+pynetdicom's PDU classes. C-MOVE, C-ECHO and ADIT's C-STORE SCP stay on pynetdicom.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ A_ABORT_PDU = 0x07
 # Command Field values (PS3.7 E.1).
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
 C_GET_RQ = 0x0010
 C_GET_RSP = 0x8010
 C_CANCEL_RQ = 0x0FFF
@@ -187,10 +189,18 @@ def c_store_rsp(
     )
 
 
+def c_find_rq(message_id: int, sop_class_uid: str) -> bytes:
+    return _retrieve_or_find_rq(C_FIND_RQ, message_id, sop_class_uid)
+
+
 def c_get_rq(message_id: int, sop_class_uid: str) -> bytes:
+    return _retrieve_or_find_rq(C_GET_RQ, message_id, sop_class_uid)
+
+
+def _retrieve_or_find_rq(command_field: int, message_id: int, sop_class_uid: str) -> bytes:
     return _command_set(
         _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_GET_RQ),
+        _us_element(COMMAND_FIELD, command_field),
         _us_element(MESSAGE_ID, message_id),
         _us_element(PRIORITY, PRIORITY_MEDIUM),
         _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),

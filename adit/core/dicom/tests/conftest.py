@@ -13,14 +13,13 @@ def reencoded(monkeypatch) -> list[str]:
     from adit.core.dicom import dimse
 
     calls: list[str] = []
-    original = dimse._encode_for
+    original = dimse._encode_instance
 
-    def counting_encode_for(ds, transfer_syntax):
-        if "SOPInstanceUID" in ds:
-            calls.append(str(ds.SOPInstanceUID))
+    def counting_encode_instance(ds, transfer_syntax):
+        calls.append(str(ds.SOPInstanceUID))
         return original(ds, transfer_syntax)
 
-    monkeypatch.setattr(dimse, "_encode_for", counting_encode_for)
+    monkeypatch.setattr(dimse, "_encode_instance", counting_encode_instance)
     return calls
 
 

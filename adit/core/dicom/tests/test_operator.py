@@ -202,33 +202,41 @@ def _series_on(orthanc, prefix):
     return str(study[0].StudyInstanceUID), str(study[0].SeriesInstanceUID), uids
 
 
-def test_instances_held_asks_qido_once_when_it_has_everything(orthanc_b, local_config, monkeypatch):
+def test_instances_held_asks_c_find_once_when_it_has_everything(
+    orthanc_b, local_config, monkeypatch
+):
     study_uid, series_uid, uids = _series_on(orthanc_b, "HELD")
     qido = spy(monkeypatch, DicomWebConnector, "send_qido_rs")
     c_find = spy(monkeypatch, DimseConnector, "send_c_find")
     operator = DicomOperator(orthanc_b.server_config(), local_config)
 
     assert operator.instances_held(study_uid, series_uid, expected=uids) == uids
-    assert (qido, c_find) == (["send_qido_rs"], [])
+    assert (c_find, qido) == (["send_c_find"], [])
 
 
-def test_instances_held_lets_c_find_decide_when_qido_comes_up_short(
+def test_instances_held_asks_qido_too_when_c_find_comes_up_short(
     orthanc_b, local_config, monkeypatch
 ):
     study_uid, series_uid, uids = _series_on(orthanc_b, "CAPPED")
-    original = DicomWebConnector.send_qido_rs
+    original = DimseConnector.send_c_find
 
-    def capped_qido(self, query, limit_results=None):
-        return original(self, query)[:2]  # like a server that pages its QIDO-RS answers
+    def capped_c_find(self, query, limit_results=None):
+        return iter(list(original(self, query))[:2])  # like a server that caps its matches
 
-    monkeypatch.setattr(DicomWebConnector, "send_qido_rs", capped_qido)
-    c_find = spy(monkeypatch, DimseConnector, "send_c_find")
+    monkeypatch.setattr(DimseConnector, "send_c_find", capped_c_find)
+    qido = spy(monkeypatch, DicomWebConnector, "send_qido_rs")
     operator = DicomOperator(orthanc_b.server_config(), local_config)
 
     assert operator.instances_held(study_uid, series_uid, expected=uids) == uids
-    assert c_find == ["send_c_find"]
+    assert qido == ["send_qido_rs"]
     missing_one = uids | {"1.2.3.4.5.6.7.8.9"}
     assert operator.instances_held(study_uid, series_uid, expected=missing_one) == uids
+
+
+def test_instances_held_over_qido_alone(orthanc_b, local_config):
+    study_uid, series_uid, uids = _series_on(orthanc_b, "QIDOONLY")
+    config = orthanc_b.server_config(study_root_find_support=False, patient_root_find_support=False)
+    assert DicomOperator(config, local_config).instances_held(study_uid, series_uid) == uids
 
 
 def test_instances_held_over_c_find_alone(orthanc_b, local_config):
