@@ -64,3 +64,32 @@ def association_slot(
                     f"No association slot of server {server_id} became free in {timeout:.0f} s."
                 )
             time.sleep(POLL_INTERVAL)
+
+
+@contextlib.contextmanager
+def extra_association_slots(server_id: int, limit: int, wanted: int) -> Iterator[int]:
+    """Takes up to `wanted` further slots of a server that are free right now; yields how many.
+
+    For work that needs one association (its slot already held through `association_slot`)
+    but goes faster on several, such as storing a study: it never waits, so a busy server
+    simply gets fewer associations.
+    """
+    if wanted <= 0 or limit <= 1:
+        yield 0
+        return
+    with _connect() as lock_connection:
+        taken: list[int] = []
+        for slot in range(limit):
+            if len(taken) >= wanted:
+                break
+            key = server_id * 1024 + slot
+            locked = lock_connection.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key)
+            ).fetchone()
+            if locked and locked[0]:
+                taken.append(key)
+        try:
+            yield len(taken)
+        finally:
+            for key in taken:
+                lock_connection.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .association_limits import association_slot
+from .association_limits import association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
@@ -166,6 +166,8 @@ class TransferTaskProcessor(DicomTaskProcessor):
                     yield result
 
     def _store_to_server(self, destination, instances, unchanged: bool) -> int:
+        from django.conf import settings
+
         from .dicom.errors import RetriableDicomError
 
         operator = self._operator(destination)
@@ -178,7 +180,10 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 yield ds
 
         # Raises when the destination rejected any instance (after trying all others).
-        operator.upload(remember(instances), unchanged=unchanged)
+        with extra_association_slots(
+            destination.pk, destination.max_associations, settings.DICOM_STORE_ASSOCIATIONS - 1
+        ) as extra:
+            operator.upload(remember(instances), unchanged=unchanged, associations=1 + extra)
         self.check_aborted()
         total = sum(map(len, sent.values()))
         missing = 0

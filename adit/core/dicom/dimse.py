@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydicom import Dataset
 from pydicom.uid import (
@@ -255,7 +257,8 @@ class DimseConnector:
         self.local = local
         self.warnings: list[str] = []
         self._lock = threading.Lock()
-        self._assoc: Association | upper_layer.Association | None = None
+        # Open associations, so that abort() from another thread can end them all.
+        self._active: list[Association | upper_layer.Association] = []
         self._aborted = threading.Event()
 
     # --- association handling ---------------------------------------------------------------
@@ -310,7 +313,7 @@ class DimseConnector:
         )
         if assoc.is_established:
             with self._lock:
-                self._assoc = assoc
+                self._active.append(assoc)
             if self._aborted.is_set():  # abort() came while we were connecting
                 assoc.abort()
                 raise DicomError(f"{operation} on {self.server}: connector was aborted")
@@ -334,8 +337,8 @@ class DimseConnector:
 
     def _finish(self, assoc: Association | upper_layer.Association, release: bool = True) -> None:
         with self._lock:
-            if self._assoc is assoc:
-                self._assoc = None
+            if assoc in self._active:
+                self._active.remove(assoc)
         if isinstance(assoc, upper_layer.Association):
             assoc.release() if release else assoc.abort()
         elif assoc.is_established:
@@ -348,11 +351,12 @@ class DimseConnector:
         """Aborts the ongoing operation (thread-safe); later operations are refused."""
         self._aborted.set()
         with self._lock:
-            assoc = self._assoc
-        if isinstance(assoc, upper_layer.Association):
-            assoc.abort()
-        elif assoc is not None:
-            _abort_association(assoc)
+            active = list(self._active)
+        for assoc in active:
+            if isinstance(assoc, upper_layer.Association):
+                assoc.abort()
+            else:
+                _abort_association(assoc)
 
     @property
     def aborted(self) -> bool:
@@ -511,7 +515,7 @@ class DimseConnector:
             assoc.abort()
             raise DicomError(f"{where}: the server accepted none of the proposed contexts")
         with self._lock:
-            self._assoc = assoc
+            self._active.append(assoc)
         if self._aborted.is_set():  # abort() came while we were connecting
             assoc.abort()
             raise DicomError(f"{where}: connector was aborted")
@@ -713,8 +717,9 @@ class DimseConnector:
         datasets: Iterable[Dataset],
         on_stored: Callable[[Dataset], None] | None = None,
         reuse_received_encoding: bool = False,
+        associations: int = 1,
     ) -> StoreResult:
-        """Stores all `datasets` on ONE association, each in its own transfer syntax if possible.
+        """Stores all `datasets`, each in its own transfer syntax if possible.
 
         For a sequence the proposed contexts are exactly its (SOP class, transfer syntax) pairs;
         for an iterator (instances arriving from a fetch) the broad `storage_contexts()` set.
@@ -722,6 +727,11 @@ class DimseConnector:
         accepted an uncompressed syntax for its class; Implicit and Explicit VR Little Endian
         stand in for each other. Any failed instance → RetriableDicomError after all others
         were tried (a warning status only adds to `warnings`).
+
+        One association stores everything, or with `associations` > 1 up to that many store
+        side by side, each instance on one of them: a PACS that stores in parallel takes a
+        study faster that way. Further associations the server refuses are done without.
+        `on_stored` is then called from their threads.
 
         With `reuse_received_encoding`, instances that arrived over DIMSE unchanged (the caller
         vouches for that) are sent as the bytes that were received, without encoding them
@@ -738,11 +748,40 @@ class DimseConnector:
         else:
             iterator = iter(datasets)
             contexts = storage_contexts()
-        assoc = self._open_bulk_association("C-STORE", contexts)
-        result = StoreResult()
+        lanes = [self._open_bulk_association("C-STORE", contexts)]
+        for _ in range(associations - 1):
+            try:
+                lanes.append(self._open_bulk_association("C-STORE", contexts))
+            except (DicomError, RetriableDicomError) as error:
+                logger.debug("C-STORE on %s: no further association (%s)", self.server, error)
+                break
+        if len(lanes) == 1:
+            result = self._store_on(lanes[0], iterator, on_stored, reuse_received_encoding)
+        else:
+            result = self._store_side_by_side(lanes, iterator, on_stored, reuse_received_encoding)
+        if self.aborted:
+            return result
+        self.warnings.extend(result.warnings)
+        if result.failed_sop_instance_uids:
+            raise RetriableDicomError(
+                f"C-STORE on {self.server}: {len(result.failed_sop_instance_uids)} of "
+                f"{len(result.failed_sop_instance_uids) + result.stored} instances failed"
+            )
+        return result
+
+    def _store_on(
+        self,
+        assoc: upper_layer.Association,
+        datasets: Iterator[Dataset],
+        on_stored: Callable[[Dataset], None] | None,
+        reuse_received_encoding: bool,
+        result: StoreResult | None = None,
+    ) -> StoreResult:
+        """Stores `datasets` one after the other on `assoc`, then ends the association."""
+        result = result if result is not None else StoreResult()
         release = False
         try:
-            for index, ds in enumerate(iterator):
+            for index, ds in enumerate(datasets):
                 if self.aborted:
                     return result
                 status = self._store_one(
@@ -759,13 +798,63 @@ class DimseConnector:
             ) from error
         finally:
             self._finish(assoc, release=release)
-        self.warnings.extend(result.warnings)
-        if result.failed_sop_instance_uids:
-            raise RetriableDicomError(
-                f"C-STORE on {self.server}: {len(result.failed_sop_instance_uids)} of "
-                f"{len(result.failed_sop_instance_uids) + result.stored} instances failed"
-            )
         return result
+
+    def _store_side_by_side(
+        self,
+        lanes: list[upper_layer.Association],
+        datasets: Iterator[Dataset],
+        on_stored: Callable[[Dataset], None] | None,
+        reuse_received_encoding: bool,
+    ) -> StoreResult:
+        """Feeds `datasets` from this thread to one storing thread per association."""
+        handover: queue.Queue = queue.Queue(maxsize=2 * len(lanes))
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        results = [StoreResult() for _ in lanes]
+
+        def handed_over() -> Iterator[Dataset]:
+            while True:
+                item = _take(handover, stop)
+                if item is _NO_MORE:
+                    return
+                yield cast(Dataset, item)
+
+        def run(assoc: upper_layer.Association, result: StoreResult) -> None:
+            try:
+                self._store_on(
+                    assoc, handed_over(), on_stored, reuse_received_encoding, result=result
+                )
+            except BaseException as error:  # raised in the feeding thread
+                failures.append(error)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=run, args=(assoc, result), name=f"c-store-{index}", daemon=True)
+            for index, (assoc, result) in enumerate(zip(lanes, results, strict=True))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for ds in datasets:
+                if self.aborted or not _hand(handover, ds, stop):
+                    break
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for _ in threads:
+                _hand(handover, _NO_MORE, stop)
+            for thread in threads:
+                thread.join()
+        merged = StoreResult()
+        for result in results:
+            merged.stored += result.stored
+            merged.warnings += result.warnings
+            merged.failed_sop_instance_uids += result.failed_sop_instance_uids
+        if failures and not self.aborted:
+            raise failures[0]
+        return merged
 
     def _store_one(
         self,
@@ -908,6 +997,32 @@ def _decompressed(ds: Dataset) -> Dataset:
     copy.file_meta = ds.file_meta.copy() if hasattr(ds, "file_meta") else None  # type: ignore[assignment]
     copy.decompress()
     return copy
+
+
+_NO_MORE = object()
+# How long a thread blocked on a hand-over queue waits before it looks whether to give up.
+_HANDOVER_RETRY_SECONDS = 0.1
+
+
+def _hand(handover: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Puts `item` into the queue unless `stop` is set first; True when it was put."""
+    while not stop.is_set():
+        try:
+            handover.put(item, timeout=_HANDOVER_RETRY_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _take(handover: queue.Queue, stop: threading.Event) -> object:
+    """The next item of the queue, or `_NO_MORE` once `stop` is set."""
+    while not stop.is_set():
+        try:
+            return handover.get(timeout=_HANDOVER_RETRY_SECONDS)
+        except queue.Empty:
+            continue
+    return _NO_MORE
 
 
 def _unique_abstract(contexts: Iterable[PresentationContext]) -> list[str]:

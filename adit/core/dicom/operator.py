@@ -427,14 +427,19 @@ class DicomOperator:
 
     # --- upload -----------------------------------------------------------------------------
 
-    def upload(self, instances: Iterable[Dataset], unchanged: bool = False) -> int:
-        """Stores instances (C-STORE on one association, else STOW-RS); returns how many.
+    def upload(
+        self, instances: Iterable[Dataset], unchanged: bool = False, associations: int = 1
+    ) -> int:
+        """Stores instances (C-STORE, else STOW-RS); returns how many.
 
         `unchanged`: the instances are exactly as fetched, so C-STORE may send the bytes they
-        arrived as instead of encoding them again.
+        arrived as instead of encoding them again. `associations`: how many C-STORE
+        associations may store side by side (the caller holds that many of the server's slots).
         """
         if self.dimse is not None and self.server.store_scp_support:
-            return self.dimse.send_c_store(instances, reuse_received_encoding=unchanged).stored
+            return self.dimse.send_c_store(
+                instances, reuse_received_encoding=unchanged, associations=associations
+            ).stored
         if self.dicomweb is not None and self.server.dicomweb_stow_support:
             return self.dicomweb.send_stow_rs(instances).stored
         raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")

@@ -26,13 +26,20 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 
+from dicognito.addressanonymizer import AddressAnonymizer
 from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
 from dicognito.element_anonymizer import ElementAnonymizer
+from dicognito.equipmentanonymizer import EquipmentAnonymizer
+from dicognito.fixedvalueanonymizer import FixedValueAnonymizer
+from dicognito.idanonymizer import IDAnonymizer
+from dicognito.pnanonymizer import PNAnonymizer
+from dicognito.uianonymizer import UIAnonymizer
 from dicognito.unwantedelements import UnwantedElementsStripper
 from dicognito.value_keeper import ValueKeeper
 from pydicom import DataElement
-from pydicom.datadict import keyword_dict
+from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 DEFAULT_KEEP_ELEMENTS: tuple[str, ...] = (
@@ -188,6 +195,79 @@ class _TolerantDateTimeAnonymizer(ElementAnonymizer):
         yield "Blank DA/DT (and matching TM) values that cannot be parsed"
 
 
+# The VRs dicognito's handlers act on by VR alone (UIs, names, dates; sequences are walked).
+_VR_CLAIMED = frozenset({"UI", "PN", "DA", "DT", "SQ"})
+# dicognito's Mitra Global Patient ID: private group 0x0031, element xx20.
+_MITRA_GROUP = 0x0031
+
+
+class _ElementFilter:
+    """Which elements any handler of a dicognito anonymizer could act on, by tag and VR.
+
+    dicognito's `Anonymizer.anonymize()` converts every element of an instance to a Python value
+    and offers it to each handler in turn, although its handlers decide by tag or VR alone. With
+    this filter only the elements some handler claims are converted and offered, in the same
+    order: the same result in a fraction of the time, and the untouched elements are written
+    again as the bytes they were read from. Built only when every handler is of a kind it
+    knows; otherwise `for_anonymizer()` returns None and the instance gets dicognito's full walk.
+    """
+
+    def __init__(self, tags: frozenset[int]) -> None:
+        self.tags = tags
+
+    @classmethod
+    def for_anonymizer(cls, anonymizer: Anonymizer) -> _ElementFilter | None:
+        tags: set[int] = set()
+        for handler in anonymizer._element_handlers:
+            if isinstance(handler, UnwantedElementsStripper):
+                handler.tags = frozenset(handler.tags)  # type: ignore[assignment]
+                tags.update(handler.tags)
+            elif isinstance(handler, IDAnonymizer):
+                handler.id_tags = frozenset(handler.id_tags)  # type: ignore[assignment]
+                tags.update(handler.id_tags)
+                tags.add(handler.issuer_tag)
+            elif isinstance(handler, AddressAnonymizer):
+                tags.update(handler._value_factories)
+            elif isinstance(handler, EquipmentAnonymizer):
+                tags.update(handler._element_anonymizers)
+            elif isinstance(handler, FixedValueAnonymizer):
+                tags.add(handler.tag)
+            elif isinstance(handler, _ElementKeeper):
+                tags.update(handler._tags)
+            elif not isinstance(
+                handler,
+                UIAnonymizer | PNAnonymizer | DateTimeAnonymizer | _TolerantDateTimeAnonymizer,
+            ):
+                return None  # a handler whose choice of elements is unknown here
+        return cls(frozenset(int(tag) for tag in tags))
+
+    def claims(self, tag: int, element: DataElement | RawDataElement) -> bool:
+        if tag in self.tags or tag >> 16 & 1:  # private elements: always offered
+            return True
+        vr = element.VR
+        if vr in _VR_CLAIMED:
+            return True
+        if vr is None or vr == "UN":  # implicit VR or unknown: the VR pydicom will give it
+            try:
+                return dictionary_VR(tag) in _VR_CLAIMED
+            except KeyError:
+                return True
+        return False
+
+    def walk(self, dataset: Dataset, callback: Callable[[Dataset, DataElement], None]) -> None:
+        """Like `Dataset.walk(callback)`, but only over claimed elements (and into sequences)."""
+        elements = dataset._dict
+        for tag in sorted(elements):
+            element = elements.get(tag)
+            if element is None or not self.claims(tag, element):
+                continue
+            data_element = dataset[tag]
+            callback(dataset, data_element)
+            if tag in elements and data_element.VR == "SQ":
+                for item in data_element.value:
+                    self.walk(item, callback)
+
+
 class Pseudonymizer:
     """Pseudonymizes datasets in place, consistently per (seed, original patient).
 
@@ -222,15 +302,15 @@ class Pseudonymizer:
             ):
                 raise ValueError(f"Unknown DICOM keyword in keep_elements: {keyword!r}")
         self.remove_private_tags = remove_private_tags
-        self._anonymizers: dict[str, Anonymizer] = {}
+        self._anonymizers: dict[str, tuple[Anonymizer, _ElementFilter | None]] = {}
 
     def anonymizer_seed(self, patient_id: str) -> str:
         """The dicognito seed used for the patient with this original PatientID."""
         return hmac.new(self._seed.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
 
-    def _anonymizer_for(self, patient_id: str) -> Anonymizer:
-        anonymizer = self._anonymizers.get(patient_id)
-        if anonymizer is None:
+    def _anonymizer_for(self, patient_id: str) -> tuple[Anonymizer, _ElementFilter | None]:
+        cached = self._anonymizers.get(patient_id)
+        if cached is None:
             anonymizer = Anonymizer(seed=self.anonymizer_seed(patient_id))
             # dicognito asks the first handler that claims an element; handlers added later
             # come first, so the keepers (added last) win over everything else.
@@ -247,8 +327,9 @@ class Pseudonymizer:
                 anonymizer.add_element_handler(_TolerantDateTimeAnonymizer(date_shifter))
             if self.keep_elements:
                 anonymizer.add_element_handler(_ElementKeeper(self.keep_elements))
-            self._anonymizers[patient_id] = anonymizer
-        return anonymizer
+            cached = (anonymizer, _ElementFilter.for_anonymizer(anonymizer))
+            self._anonymizers[patient_id] = cached
+        return cached
 
     def pseudonymize(self, ds: Dataset, pseudonym: str) -> None:
         """Pseudonymizes ``ds`` in place and sets PatientID and PatientName to ``pseudonym``.
@@ -264,11 +345,19 @@ class Pseudonymizer:
         """
         pseudonym = validate_lo_value(pseudonym, "Pseudonym")
         original_patient_id = str(ds.get("PatientID", "") or "")
-        anonymizer = self._anonymizer_for(original_patient_id)
+        anonymizer, element_filter = self._anonymizer_for(original_patient_id)
         if not hasattr(ds, "file_meta") or ds.file_meta is None:
             ds.ensure_file_meta()
         try:
-            anonymizer.anonymize(ds)
+            if element_filter is None:
+                anonymizer.anonymize(ds)
+            else:
+                # What `Anonymizer.anonymize()` does, with the walk over the main data set
+                # limited to the elements a handler claims.
+                ds.file_meta.walk(anonymizer._anonymize_element)
+                element_filter.walk(ds, anonymizer._anonymize_element)
+                for updater in anonymizer._dataset_updaters:
+                    updater(ds)
         except Exception as err:
             # The SOP Instance UID is not PHI; the patient's identifiers must not be in the text.
             raise PseudonymizationError(
