@@ -130,7 +130,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 ReadAhead(self._transformed(instances, transformer), name=f"fetch-task-{task.pk}")
             )
             if hasattr(destination, "ae_title"):
-                count = self._store_to_server(destination, transformed, transformer.is_noop)
+                count = self._store_to_server(destination, transformed)
             else:
                 count = self._write_to_folder(destination, transformed)
             self.log_lines.extend(source_operator.warnings)
@@ -156,6 +156,8 @@ class TransferTaskProcessor(DicomTaskProcessor):
             yield from operator.fetch_study(task.patient_id, task.study_uid)
 
     def _transformed(self, instances, transformer) -> Generator:
+        from .dicom.dimse import forget_received_encoding
+
         # Closing the fetch when the consumer stops early (a failed store) ends its association
         # at once instead of whenever the garbage collector gets to it.
         with contextlib.closing(instances):
@@ -163,9 +165,11 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 self.check_aborted()
                 result = transformer.transform(ds)
                 if result is not None:
+                    if not transformer.is_noop:
+                        forget_received_encoding(result)  # no longer what the instance is
                     yield result
 
-    def _store_to_server(self, destination, instances, unchanged: bool) -> int:
+    def _store_to_server(self, destination, instances) -> int:
         from django.conf import settings
 
         from .dicom.errors import RetriableDicomError
@@ -183,7 +187,9 @@ class TransferTaskProcessor(DicomTaskProcessor):
         with extra_association_slots(
             destination.pk, destination.max_associations, settings.DICOM_STORE_ASSOCIATIONS - 1
         ) as extra:
-            operator.upload(remember(instances), unchanged=unchanged, associations=1 + extra)
+            # Instances carry the bytes they arrived as only while those are still theirs (see
+            # `_transformed`), so they may be sent as those bytes.
+            operator.upload(remember(instances), unchanged=True, associations=1 + extra)
         self.check_aborted()
         total = sum(map(len, sent.values()))
         missing = 0

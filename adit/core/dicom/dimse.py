@@ -490,6 +490,7 @@ class DimseConnector:
         where = f"{operation} on {self.server}"
         if self._aborted.is_set():
             raise DicomError(f"{where}: connector was aborted")
+        prepare_dicom_libraries()
         try:
             assoc = upper_layer.Association.request(
                 self.server.host,
@@ -827,6 +828,9 @@ class DimseConnector:
                 )
             except BaseException as error:  # raised in the feeding thread
                 failures.append(error)
+            finally:
+                # A lane that ends (failure, abort, or the end marker after the last instance)
+                # must not leave the feeding thread waiting for room in the queue.
                 stop.set()
 
         threads = [
@@ -909,7 +913,7 @@ class DimseConnector:
         """The accepted context for `ds` and its data set encoded in that context's syntax."""
         sop_class = str(ds.SOPClassUID)
         if reuse_received_encoding:
-            received = getattr(ds, _RECEIVED_ENCODING, None)
+            received = received_encoding(ds)
             if received is not None:
                 context = assoc.context_for(sop_class, received[0])
                 if context is not None:
@@ -946,6 +950,17 @@ _RECEIVED_ENCODING = "_adit_received_encoding"
 def remember_received_encoding(ds: Dataset, transfer_syntax_uid: str, encoded: bytes) -> None:
     """Keeps the bytes an instance arrived as, so an unchanged instance is not encoded again."""
     setattr(ds, _RECEIVED_ENCODING, (transfer_syntax_uid, encoded))
+
+
+def forget_received_encoding(ds: Dataset) -> None:
+    """Drops the remembered bytes of an instance that was changed since it arrived."""
+    if hasattr(ds, _RECEIVED_ENCODING):
+        delattr(ds, _RECEIVED_ENCODING)
+
+
+def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
+    """(transfer syntax, bytes) an instance arrived as over DIMSE, if it was remembered."""
+    return getattr(ds, _RECEIVED_ENCODING, None)
 
 
 def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:

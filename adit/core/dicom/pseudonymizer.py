@@ -202,23 +202,29 @@ _MITRA_GROUP = 0x0031
 
 
 class _ElementFilter:
-    """Which elements any handler of a dicognito anonymizer could act on, by tag and VR.
+    """Which handlers of a dicognito anonymizer could act on an element, by its tag and VR.
 
     dicognito's `Anonymizer.anonymize()` converts every element of an instance to a Python value
-    and offers it to each handler in turn, although its handlers decide by tag or VR alone. With
-    this filter only the elements some handler claims are converted and offered, in the same
-    order: the same result in a fraction of the time, and the untouched elements are written
-    again as the bytes they were read from. Built only when every handler is of a kind it
-    knows; otherwise `for_anonymizer()` returns None and the instance gets dicognito's full walk.
+    and offers it to each of its handlers in turn until one takes it, although each handler
+    decides by tag or VR alone. This filter converts only the elements some handler could take
+    and offers each just to those handlers, in dicognito's order: the same result at a fraction
+    of the cost, and the untouched elements are written again as the bytes they were read
+    from. Built only when every handler is of a kind it knows; otherwise `for_anonymizer()`
+    returns None and the instance gets dicognito's full walk.
     """
 
-    def __init__(self, tags: frozenset[int]) -> None:
-        self.tags = tags
+    def __init__(self, entries: list[tuple[ElementAnonymizer, frozenset[int], frozenset[str]]]):
+        # (handler, tags it takes, VRs it takes), in dicognito's order of asking.
+        self._entries = entries
+        self.tags = frozenset(tag for _, tags, _ in entries for tag in tags)
+        self._handlers: dict[tuple[int, str], tuple[ElementAnonymizer, ...]] = {}
 
     @classmethod
     def for_anonymizer(cls, anonymizer: Anonymizer) -> _ElementFilter | None:
-        tags: set[int] = set()
+        entries: list[tuple[ElementAnonymizer, frozenset[int], frozenset[str]]] = []
         for handler in anonymizer._element_handlers:
+            tags: set[int] = set()
+            vrs: frozenset[str] = frozenset()
             if isinstance(handler, UnwantedElementsStripper):
                 handler.tags = frozenset(handler.tags)  # type: ignore[assignment]
                 tags.update(handler.tags)
@@ -234,14 +240,35 @@ class _ElementFilter:
                 tags.add(handler.tag)
             elif isinstance(handler, _ElementKeeper):
                 tags.update(handler._tags)
-            elif not isinstance(
-                handler,
-                UIAnonymizer | PNAnonymizer | DateTimeAnonymizer | _TolerantDateTimeAnonymizer,
-            ):
+            elif isinstance(handler, UIAnonymizer):
+                vrs = frozenset({"UI"})
+            elif isinstance(handler, PNAnonymizer):
+                vrs = frozenset({"PN"})
+            elif isinstance(handler, DateTimeAnonymizer | _TolerantDateTimeAnonymizer):
+                vrs = frozenset({"DA", "DT"})
+            else:
                 return None  # a handler whose choice of elements is unknown here
-        return cls(frozenset(int(tag) for tag in tags))
+            entries.append((handler, frozenset(int(tag) for tag in tags), vrs))
+        return cls(entries)
+
+    def handlers_for(self, tag: int, vr: str) -> tuple[ElementAnonymizer, ...]:
+        """The handlers that could take an element, in dicognito's order."""
+        key = (tag, vr)
+        handlers = self._handlers.get(key)
+        if handlers is None:
+            mitra = tag >> 16 == _MITRA_GROUP and tag & 0xFF == 0x20
+            handlers = tuple(
+                handler
+                for handler, tags, vrs in self._entries
+                if tag in tags or vr in vrs or (mitra and isinstance(handler, IDAnonymizer))
+            )
+            if len(self._handlers) > 20000:  # private tags of many vendors; keep it bounded
+                self._handlers.clear()
+            self._handlers[key] = handlers
+        return handlers
 
     def claims(self, tag: int, element: DataElement | RawDataElement) -> bool:
+        """Whether an element must be converted: a handler could take it or it may hold some."""
         if tag in self.tags or tag >> 16 & 1:  # private elements: always offered
             return True
         vr = element.VR
@@ -254,18 +281,24 @@ class _ElementFilter:
                 return True
         return False
 
-    def walk(self, dataset: Dataset, callback: Callable[[Dataset, DataElement], None]) -> None:
-        """Like `Dataset.walk(callback)`, but only over claimed elements (and into sequences)."""
+    def offer(self, dataset: Dataset, data_element: DataElement) -> None:
+        """What dicognito's `_anonymize_element` does, asking only the handlers that could."""
+        for handler in self.handlers_for(int(data_element.tag), data_element.VR):
+            if handler(dataset, data_element):
+                return
+
+    def walk(self, dataset: Dataset) -> None:
+        """Like `Dataset.walk(offer)`, but only over claimed elements (and into sequences)."""
         elements = dataset._dict
         for tag in sorted(elements):
             element = elements.get(tag)
             if element is None or not self.claims(tag, element):
                 continue
             data_element = dataset[tag]
-            callback(dataset, data_element)
+            self.offer(dataset, data_element)
             if tag in elements and data_element.VR == "SQ":
                 for item in data_element.value:
-                    self.walk(item, callback)
+                    self.walk(item)
 
 
 class Pseudonymizer:
@@ -352,10 +385,10 @@ class Pseudonymizer:
             if element_filter is None:
                 anonymizer.anonymize(ds)
             else:
-                # What `Anonymizer.anonymize()` does, with the walk over the main data set
-                # limited to the elements a handler claims.
+                # What `Anonymizer.anonymize()` does, the walk over the main data set limited
+                # to the elements and handlers that matter.
                 ds.file_meta.walk(anonymizer._anonymize_element)
-                element_filter.walk(ds, anonymizer._anonymize_element)
+                element_filter.walk(ds)
                 for updater in anonymizer._dataset_updaters:
                     updater(ds)
         except Exception as err:

@@ -30,7 +30,8 @@ class _Failure:
 
 
 class ReadAhead(Generic[T]):
-    """Iterates `source` in a thread, up to `depth` items ahead of the consumer.
+    """Iterates `source` in a thread ahead of the consumer: `depth` items wait in the queue
+    (and the producer holds one more while it waits for room).
 
     Errors raised by `source` are raised to the consumer when it reaches them. `close()` (also
     on leaving the `with` block) stops the producer and closes `source` in the producer's

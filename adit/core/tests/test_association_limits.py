@@ -15,7 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from adit.core.association_limits import SlotWaitTimeout, association_slot
+from adit.core.association_limits import (
+    SlotWaitTimeout,
+    association_slot,
+    extra_association_slots,
+)
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomJob, DicomTask
@@ -243,3 +247,61 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     assert proxy.max_open == 1, f"{proxy.max_open} associations to the source at once"
     # Both workers had a task at the same time (one of them waiting for the slot).
     assert tasks_ran_at_once(job), "the workers never ran tasks at once; nothing was tested"
+
+
+# --- extra slots ---------------------------------------------------------------------------------
+
+
+def slot_is_free(server_id: int, limit: int) -> bool:
+    """Whether another session gets a slot of the server without waiting (much)."""
+    try:
+        with association_slot(server_id, limit, timeout=0.6):
+            return True
+    except SlotWaitTimeout:
+        return False
+
+
+@pytest.mark.django_db
+def test_extra_slots_with_limit_one_yields_none_and_takes_nothing():
+    with extra_association_slots(4721, 1, 3) as extra:
+        assert extra == 0
+        # The one slot is still free for another session.
+        assert slot_is_free(4721, 1)
+
+
+@pytest.mark.django_db
+def test_extra_slots_takes_the_wanted_free_slots_and_gives_them_back():
+    with association_slot(4723, 4):  # another session holds one slot
+        with extra_association_slots(4723, 4, 3) as extra:
+            assert extra == 3
+            # All four slots are taken now: a third session would have to wait.
+            with pytest.raises(SlotWaitTimeout, match="No association slot of server 4723"):
+                with association_slot(4723, 4, timeout=0.6):
+                    pass
+        # After the block the three slots are free again (the first one is still held).
+        with association_slot(4723, 4, timeout=0.6):
+            with association_slot(4723, 4, timeout=0.6):
+                with association_slot(4723, 4, timeout=0.6):
+                    assert not slot_is_free(4723, 4)
+    assert slot_is_free(4723, 1)
+
+
+@pytest.mark.django_db
+def test_extra_slots_takes_no_more_than_wanted():
+    with association_slot(4725, 4):
+        with extra_association_slots(4725, 4, 2) as extra:
+            assert extra == 2
+            assert slot_is_free(4725, 4)  # the fourth slot was left alone
+
+
+@pytest.mark.django_db
+def test_extra_slots_takes_only_the_free_ones_without_waiting():
+    with association_slot(4724, 4), association_slot(4724, 4):  # two of four slots held
+        started = time.monotonic()
+        with extra_association_slots(4724, 4, 3) as extra:
+            assert extra == 2
+            assert time.monotonic() - started < 0.4
+            assert not slot_is_free(4724, 4)
+    # Every slot was given back.
+    with extra_association_slots(4724, 4, 4) as extra:
+        assert extra == 4
