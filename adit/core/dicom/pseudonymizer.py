@@ -38,7 +38,7 @@ from dicognito.uianonymizer import UIAnonymizer
 from dicognito.unwantedelements import UnwantedElementsStripper
 from dicognito.value_keeper import ValueKeeper
 from pydicom import DataElement
-from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
@@ -195,10 +195,9 @@ class _TolerantDateTimeAnonymizer(ElementAnonymizer):
         yield "Blank DA/DT (and matching TM) values that cannot be parsed"
 
 
-# The VRs dicognito's handlers act on by VR alone (UIs, names, dates; sequences are walked).
-_VR_CLAIMED = frozenset({"UI", "PN", "DA", "DT", "SQ"})
 # dicognito's Mitra Global Patient ID: private group 0x0031, element xx20.
 _MITRA_GROUP = 0x0031
+_TRANSFER_SYNTAX_UID = 0x00020010
 
 
 class _ElementFilter:
@@ -216,7 +215,6 @@ class _ElementFilter:
     def __init__(self, entries: list[tuple[ElementAnonymizer, frozenset[int], frozenset[str]]]):
         # (handler, tags it takes, VRs it takes), in dicognito's order of asking.
         self._entries = entries
-        self.tags = frozenset(tag for _, tags, _ in entries for tag in tags)
         self._handlers: dict[tuple[int, str], tuple[ElementAnonymizer, ...]] = {}
 
     @classmethod
@@ -257,10 +255,14 @@ class _ElementFilter:
         handlers = self._handlers.get(key)
         if handlers is None:
             mitra = tag >> 16 == _MITRA_GROUP and tag & 0xFF == 0x20
+            # dicognito's UIAnonymizer leaves SOP classes and the transfer syntax alone.
+            class_uid = keyword_for_tag(tag).endswith("ClassUID") or tag == _TRANSFER_SYNTAX_UID
             handlers = tuple(
                 handler
                 for handler, tags, vrs in self._entries
-                if tag in tags or vr in vrs or (mitra and isinstance(handler, IDAnonymizer))
+                if tag in tags
+                or (vr in vrs and not (class_uid and isinstance(handler, UIAnonymizer)))
+                or (mitra and isinstance(handler, IDAnonymizer))
             )
             if len(self._handlers) > 20000:  # private tags of many vendors; keep it bounded
                 self._handlers.clear()
@@ -268,18 +270,23 @@ class _ElementFilter:
         return handlers
 
     def claims(self, tag: int, element: DataElement | RawDataElement) -> bool:
-        """Whether an element must be converted: a handler could take it or it may hold some."""
-        if tag in self.tags or tag >> 16 & 1:  # private elements: always offered
+        """Whether an element must be converted and offered: a handler could change it, or it
+        is a sequence whose items may hold such elements."""
+        if tag >> 16 & 1:  # private elements: always offered
             return True
         vr = element.VR
-        if vr in _VR_CLAIMED:
+        if vr == "UN":  # pydicom gives it the dictionary's VR, which changes its encoding
             return True
-        if vr is None or vr == "UN":  # implicit VR or unknown: the VR pydicom will give it
+        if vr is None:  # implicit VR: the VR pydicom will give it
             try:
-                return dictionary_VR(tag) in _VR_CLAIMED
+                vr = dictionary_VR(tag)
             except KeyError:
                 return True
-        return False
+        if vr == "SQ":
+            return True
+        handlers = self.handlers_for(tag, vr)
+        # A kept element is taken first by the keeper, which leaves it as it is.
+        return bool(handlers) and not isinstance(handlers[0], _ElementKeeper)
 
     def offer(self, dataset: Dataset, data_element: DataElement) -> None:
         """What dicognito's `_anonymize_element` does, asking only the handlers that could."""

@@ -475,8 +475,9 @@ def test_same_tag_with_another_vr_in_the_next_instance_gives_the_same_result(mon
 
 def test_untouched_elements_keep_their_bytes_and_equal_the_full_walks_values(monkeypatch):
     # The one intended difference: an element no handler claims is written again as read, so a
-    # value with surplus padding keeps it, and one stored as UN stays UN; the full walk decodes
-    # both and writes them normalized. Their values are the same.
+    # value with surplus padding keeps it; the full walk decodes it and writes it normalized.
+    # Their values are the same. An element stored as UN is converted like in the full walk
+    # (pydicom gives it the dictionary's VR).
     ds = rich_dataset()
     ds.Manufacturer = "ACME  "  # decodes as "ACME"
     ds.ImageComments = "Called Jörg   "  # claimed by its tag (removed): no difference
@@ -488,7 +489,7 @@ def test_untouched_elements_keep_their_bytes_and_equal_the_full_walks_values(mon
 
     written = _decode_from(_encode_for(filtered, ExplicitVRLittleEndian), ExplicitVRLittleEndian)
     assert written._dict[Tag(0x00080070)].value == b"ACME  "
-    assert written._dict[Tag(0x00081030)].VR == "UN"
+    assert written._dict[Tag(0x00081030)].VR == "LO"
     assert written._dict[Tag(0x00081030)].value == b"Chest CT"
     full_written = _decode_from(_encode_for(full, ExplicitVRLittleEndian), ExplicitVRLittleEndian)
     assert full_written._dict[Tag(0x00080070)].value == b"ACME"
