@@ -51,6 +51,7 @@ class CountingProxy:
         self.open_now = 0
         self.max_open = 0
         self.total = 0
+        self.spans: list[list[float]] = []  # [accepted, client closed] per connection
         self._closing = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -78,6 +79,9 @@ class CountingProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        span = [time.monotonic(), float("inf")]
+        with self.lock:
+            self.spans.append(span)
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
@@ -90,10 +94,13 @@ class CountingProxy:
         back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
         back.start()
         self._pipe(client, upstream)
+        # ADIT has closed its end: the association no longer counts as ADIT's, however long
+        # the server takes to close its side.
+        self._closed()
+        span[1] = time.monotonic()
         back.join(timeout=30)
         for sock in (client, upstream):
             sock.close()
-        self._closed()
 
     @staticmethod
     def _pipe(source: socket.socket, target: socket.socket) -> None:
@@ -104,6 +111,22 @@ class CountingProxy:
             pass
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
+
+    def most_at_once(self, grace: float = 0.05) -> int:
+        """Most connections open at once, not counting the last `grace` seconds of each.
+
+        The proxy notices that ADIT closed a connection only when its thread gets to run, which
+        may be after ADIT already opened the next one; `max_open` then counts two. A connection
+        really held beside another overlaps it far longer than `grace`.
+        """
+        with self.lock:
+            spans = [(start, end - grace) for start, end in self.spans]
+        points = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+        most = current = 0
+        for _, change in points:
+            current += change
+            most = max(most, current)
+        return most
 
     def _closed(self) -> None:
         with self.lock:
@@ -247,6 +270,72 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     assert proxy.max_open == 1, f"{proxy.max_open} associations to the source at once"
     # Both workers had a task at the same time (one of them waiting for the slot).
     assert tasks_ran_at_once(job), "the workers never ran tasks at once; nothing was tested"
+
+
+def proxied_destination(orthanc_b, proxy: CountingProxy, max_associations: int):
+    """Orthanc B as a DIMSE-only destination behind `proxy` (every association is counted)."""
+    return orthanc_server(
+        orthanc_b,
+        "Orthanc B (proxied)",
+        port=proxy.port,
+        max_associations=max_associations,
+        dicomweb_root_url="",
+        dicomweb_qido_support=False,
+        dicomweb_wado_support=False,
+        dicomweb_stow_support=False,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_store_on_one_association_to_a_destination_limited_to_one(
+    orthanc_a, orthanc_b, tmp_path
+):
+    # Each task would store on two associations side by side if the destination allowed it.
+    studies = [make_study(unique_id(), series=(("CT", 12), ("MR", 12))) for _ in range(3)]
+    orthanc_a.upload(ds for study in studies for ds in study)
+    with CountingProxy(orthanc_b.dicom_port) as proxy:
+        job = create_transfer_job(
+            orthanc_server(orthanc_a, "Orthanc A"),
+            proxied_destination(orthanc_b, proxy, max_associations=1),
+            [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+        )
+        workers = [start_worker("dicom", log_path=tmp_path / f"worker{n}.log") for n in range(2)]
+        try:
+            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 180, "the job to finish")
+        finally:
+            for worker in workers:
+                stop_worker(worker)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, task_report(job)
+    for study in studies:
+        assert orthanc_b.study_instance_uids(study_uid_of(study)) == sop_uids(study)
+    assert proxy.most_at_once() == 1, f"{proxy.most_at_once()} associations to B at once"
+    assert tasks_ran_at_once(job), "the workers never ran tasks at once; nothing was tested"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_stores_side_by_side_when_the_destination_has_free_slots(
+    orthanc_a, orthanc_b, tmp_path
+):
+    study = make_study(unique_id(), series=(("CT", 30), ("MR", 30)))
+    orthanc_a.upload(study)
+    with CountingProxy(orthanc_b.dicom_port) as proxy:
+        job = create_transfer_job(
+            orthanc_server(orthanc_a, "Orthanc A"),
+            proxied_destination(orthanc_b, proxy, max_associations=4),
+            [TaskSpec(str(study[0].PatientID), study_uid_of(study))],
+        )
+        worker = start_worker("dicom", log_path=tmp_path / "worker.log")
+        try:
+            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 120, "the job to finish")
+        finally:
+            stop_worker(worker)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, task_report(job)
+    assert orthanc_b.study_instance_uids(study_uid_of(study)) == sop_uids(study)
+    assert proxy.most_at_once() == 2, f"{proxy.most_at_once()} associations to B at once"
 
 
 # --- extra slots ---------------------------------------------------------------------------------
