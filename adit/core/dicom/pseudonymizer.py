@@ -41,6 +41,7 @@ from pydicom import DataElement
 from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 DEFAULT_KEEP_ELEMENTS: tuple[str, ...] = (
     "AcquisitionDate",
@@ -216,6 +217,8 @@ class _ElementFilter:
         # (handler, tags it takes, VRs it takes), in dicognito's order of asking.
         self._entries = entries
         self._handlers: dict[tuple[int, str], tuple[ElementAnonymizer, ...]] = {}
+        # (tag, VR as read, value as read) → the replacement value, encoded.
+        self._results: dict[tuple[int, str | None, bytes], bytes] = {}
 
     @classmethod
     def for_anonymizer(cls, anonymizer: Anonymizer) -> _ElementFilter | None:
@@ -301,11 +304,60 @@ class _ElementFilter:
             element = elements.get(tag)
             if element is None or not self.claims(tag, element):
                 continue
+            if type(element) is RawDataElement and element.value is not None:
+                remembered = self._results.get((tag, element.VR, element.value))
+                if remembered is not None:
+                    elements[tag] = element._replace(value=remembered, length=len(remembered))
+                    continue
             data_element = dataset[tag]
             self.offer(dataset, data_element)
             if tag in elements and data_element.VR == "SQ":
                 for item in data_element.value:
                     self.walk(item)
+            elif tag in elements and type(element) is RawDataElement:
+                self._remember_result(tag, element, elements[tag])
+
+    # Most UIDs and IDs of an instance (study, series, frame of reference, accession number,
+    # ...) are the same in every instance of its study, and dicognito replaces them by value
+    # alone. Their replacements are remembered as encoded bytes: the next instance gets them
+    # without converting, asking the handlers and encoding again.
+
+    def _value_only(self, tag: int, element: RawDataElement | DataElement) -> bool:
+        """Whether an element's replacement depends on its own value only."""
+        if tag >> 16 & 1 or element.VR == "UN":
+            return False
+        try:
+            vr = element.VR or dictionary_VR(tag)
+        except KeyError:
+            return False
+        handlers = self.handlers_for(tag, vr)
+        if not handlers or tag >> 16 == _MITRA_GROUP:
+            return False
+        return isinstance(handlers[0], UIAnonymizer | IDAnonymizer)
+
+    def _remember_result(self, tag: int, original: RawDataElement, result) -> None:
+        if original.value is None or not self._value_only(tag, original):
+            return
+        encoded = _encoded_ascii(result.value, b"\0" if result.VR == "UI" else b" ")
+        if encoded is not None:
+            if len(self._results) > 10000:  # new values of a study; old studies are done
+                self._results.clear()
+            self._results[(tag, original.VR, original.value)] = encoded
+
+
+def _encoded_ascii(value, padding: bytes) -> bytes | None:
+    """A text value as pydicom writes it, if it is ASCII only (UIDs and generated IDs are)."""
+    if isinstance(value, str):
+        parts = [value]
+    elif isinstance(value, list | tuple | MultiValue) and all(isinstance(v, str) for v in value):
+        parts = list(value)
+    else:
+        return None
+    try:
+        encoded = "\\".join(parts).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    return encoded + padding if len(encoded) % 2 else encoded
 
 
 class Pseudonymizer:

@@ -563,3 +563,35 @@ def test_filter_leaves_out_elements_no_handler_acts_on():
         # PN, UI, DA, SQ (also as UN or without VR), claimed tags, private elements.
         for tag in (0x00081050, 0x00200200, 0x00321040, 0x00081140, 0x00321033, 0x00311020):
             assert tag in claimed, (transfer_syntax, hex(tag))
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [ImplicitVRLittleEndian, ExplicitVRLittleEndian],
+    ids=["implicit", "explicit"],
+)
+def test_instances_of_one_study_reuse_remembered_replacements_with_the_same_result(
+    transfer_syntax,
+):
+    study = make_study("STUDY-PAT", series=(("CT", 4), ("MR", 3)), compressed_series=False)
+    encoded = [_encode_for(ds, transfer_syntax) for ds in study]
+    with_memory = Pseudonymizer(seed=SEED)
+    full_walk = Pseudonymizer(seed=SEED)
+    anonymizer, _ = full_walk._anonymizer_for("STUDY-PAT")
+    full_walk._anonymizers["STUDY-PAT"] = (anonymizer, None)
+
+    results, study_uid_raw = [], []
+    for data in encoded:
+        filtered = _decode_from(data, transfer_syntax)
+        full = _decode_from(data, transfer_syntax)
+        with_memory.pseudonymize(filtered, PSEUDONYM)
+        full_walk.pseudonymize(full, PSEUDONYM)
+        # Before comparing, which converts every element.
+        study_uid_raw.append(type(filtered._dict[Tag(0x0020000D)]) is RawDataElement)
+        assert_same_result(filtered, full)
+        results.append(filtered)
+
+    # From the second instance on, the study's UID came from memory: still raw, not converted.
+    assert study_uid_raw == [False] + [True] * (len(study) - 1)
+    assert len({value_of(ds, 0x0020000D) for ds in results}) == 1
+    assert len({value_of(ds, 0x00080018) for ds in results}) == len(study)  # SOP Instance UIDs
