@@ -1,8 +1,10 @@
-"""DIMSE connector: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE with pynetdicom.
+"""DIMSE connector: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
 
-One association per operation (never one per instance). Every association sets TCP_NODELAY
-on its socket (an `EVT_CONN_OPEN` handler), because Nagle's algorithm together with delayed
-ACKs stalls each small DIMSE exchange by ~40 ms.
+C-FIND, C-GET and C-STORE, the operations with one message per match or instance, run on
+ADIT's own requestor upper layer (`upper_layer.py`); C-ECHO and C-MOVE on pynetdicom. One
+association per operation (never one per instance; C-STORE may use several side by side).
+Every socket has TCP_NODELAY set (for pynetdicom an `EVT_CONN_OPEN` handler), because Nagle's
+algorithm together with delayed ACKs stalls each small DIMSE exchange by ~40 ms.
 
 Errors: transient failures (connection refused, association rejected-transient or aborted,
 "out of resources" statuses A7xx, timeouts) raise `RetriableDicomError`; permanent ones (AE
