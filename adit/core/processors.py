@@ -172,6 +172,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
     def _store_to_server(self, destination, instances) -> int:
         from django.conf import settings
 
+        from .dicom.dimse import (
+            SERIES_INSTANCE_UID,
+            SOP_INSTANCE_UID,
+            STUDY_INSTANCE_UID,
+            uid_of,
+        )
         from .dicom.errors import RetriableDicomError
 
         operator = self._operator(destination)
@@ -179,8 +185,8 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
         def remember(stream):
             for ds in stream:
-                key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
-                sent.setdefault(key, set()).add(str(ds.SOPInstanceUID))
+                key = (uid_of(ds, STUDY_INSTANCE_UID), uid_of(ds, SERIES_INSTANCE_UID))
+                sent.setdefault(key, set()).add(uid_of(ds, SOP_INSTANCE_UID))
                 yield ds
 
         # Raises when the destination rejected any instance (after trying all others).

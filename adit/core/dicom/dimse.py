@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -870,7 +871,7 @@ class DimseConnector:
         result: StoreResult,
         reuse_received_encoding: bool = False,
     ) -> int | None:
-        uid = str(getattr(ds, "SOPInstanceUID", "?"))
+        uid = uid_of(ds, SOP_INSTANCE_UID) or "?"
         try:
             context, encoded = self._encoded_for_store(assoc, ds, reuse_received_encoding, result)
         except (ValueError, AttributeError) as error:
@@ -913,7 +914,7 @@ class DimseConnector:
         result: StoreResult,
     ) -> tuple[upper_layer.AcceptedContext, bytes]:
         """The accepted context for `ds` and its data set encoded in that context's syntax."""
-        sop_class = str(ds.SOPClassUID)
+        sop_class = uid_of(ds, SOP_CLASS_UID)
         if reuse_received_encoding:
             received = received_encoding(ds)
             if received is not None:
@@ -958,6 +959,27 @@ def forget_received_encoding(ds: Dataset) -> None:
     """Drops the remembered bytes of an instance that was changed since it arrived."""
     if hasattr(ds, _RECEIVED_ENCODING):
         delattr(ds, _RECEIVED_ENCODING)
+
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+
+
+def uid_of(ds: Dataset, tag: int) -> str:
+    """The UID of a single-valued UI element ('' when missing), without converting the element.
+
+    Reading `ds.SOPInstanceUID` converts the element to a Python value first, a noticeable
+    cost when it is done for every relayed instance.
+    """
+    element = ds._dict.get(tag)  # type: ignore[call-overload]
+    if element is None:
+        return ""
+    if type(element) is RawDataElement:
+        value = element.value
+        return value.rstrip(b"\0 ").decode("ascii", "replace") if value else ""
+    return str(element.value or "")
 
 
 def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:

@@ -252,3 +252,18 @@ def test_changed_instances_are_encoded_again(orthanc_a, orthanc_b, local_config)
     for ds in study:
         relayed = dcmread(io.BytesIO(orthanc_b.instance_file(ds.SOPInstanceUID)))
         assert relayed.PatientName == "Changed^Name"
+
+
+def test_uid_of_reads_raw_and_converted_elements_alike():
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from adit.core.dicom.dimse import SOP_INSTANCE_UID, _decode_from, _encode_for, uid_of
+
+    ds = make_study(new_patient_id("UID"), series=(("CT", 1),))[0]
+    ds.SOPInstanceUID = "1.2.3.45"  # odd length: padded with a NUL byte when encoded
+    decoded = _decode_from(_encode_for(ds, ImplicitVRLittleEndian), ImplicitVRLittleEndian)
+    assert uid_of(decoded, SOP_INSTANCE_UID) == "1.2.3.45"  # raw bytes
+    assert decoded.SOPInstanceUID == "1.2.3.45"  # converts it
+    assert uid_of(decoded, SOP_INSTANCE_UID) == "1.2.3.45"
+    del decoded.SOPInstanceUID
+    assert uid_of(decoded, SOP_INSTANCE_UID) == ""
