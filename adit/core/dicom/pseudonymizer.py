@@ -25,6 +25,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from dicognito.addressanonymizer import AddressAnonymizer
 from dicognito.anonymizer import Anonymizer
@@ -42,6 +43,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
 DEFAULT_KEEP_ELEMENTS: tuple[str, ...] = (
     "AcquisitionDate",
@@ -217,8 +219,9 @@ class _ElementFilter:
         # (handler, tags it takes, VRs it takes), in dicognito's order of asking.
         self._entries = entries
         self._handlers: dict[tuple[int, str], tuple[ElementAnonymizer, ...]] = {}
-        # (tag, VR as read, value as read) → the replacement value, encoded.
-        self._results: dict[tuple[int, str | None, bytes], bytes] = {}
+        # (tag, VR as read, value as read[, patient's sex]) → the replacement value, encoded.
+        self._results: dict[tuple, bytes] = {}
+        self._result_kinds: dict[tuple[int, str | None], str] = {}
 
     @classmethod
     def for_anonymizer(cls, anonymizer: Anonymizer) -> _ElementFilter | None:
@@ -304,53 +307,87 @@ class _ElementFilter:
             element = elements.get(tag)
             if element is None or not self.claims(tag, element):
                 continue
-            if type(element) is RawDataElement and element.value is not None:
-                remembered = self._results.get((tag, element.VR, element.value))
+            key = self._result_key(dataset, tag, element)
+            if key is not None:
+                remembered = self._results.get(key)
                 if remembered is not None:
-                    elements[tag] = element._replace(value=remembered, length=len(remembered))
+                    raw = cast(RawDataElement, element)
+                    elements[tag] = raw._replace(value=remembered, length=len(remembered))
                     continue
             data_element = dataset[tag]
             self.offer(dataset, data_element)
             if tag in elements and data_element.VR == "SQ":
                 for item in data_element.value:
                     self.walk(item)
-            elif tag in elements and type(element) is RawDataElement:
-                self._remember_result(tag, element, elements[tag])
+            elif key is not None and tag in elements:
+                self._remember_result(key, elements[tag])
 
-    # Most UIDs and IDs of an instance (study, series, frame of reference, accession number,
+    # Most UIDs, IDs and names of an instance (study, series, accession number, physicians,
     # ...) are the same in every instance of its study, and dicognito replaces them by value
-    # alone. Their replacements are remembered as encoded bytes: the next instance gets them
-    # without converting, asking the handlers and encoding again.
+    # (names: and the patient's sex). Their replacements are remembered as encoded bytes: the
+    # next instance gets them without converting, asking the handlers and encoding again.
 
-    def _value_only(self, tag: int, element: RawDataElement | DataElement) -> bool:
-        """Whether an element's replacement depends on its own value only."""
-        if tag >> 16 & 1 or element.VR == "UN":
-            return False
+    def _result_key(self, dataset: Dataset, tag: int, element) -> tuple | None:
+        """What a remembered replacement of the element is found by; None: not remembered."""
+        if type(element) is not RawDataElement or element.value is None:
+            return None
+        kind = self._result_kinds.get((tag, element.VR))
+        if kind is None:
+            kind = self._result_kind(tag, element)
+            self._result_kinds[(tag, element.VR)] = kind
+        if kind == "value":
+            return (tag, element.VR, element.value)
+        if kind == "name":
+            sex = _patient_sex(dataset)
+            return None if sex is None else (tag, element.VR, element.value, sex)
+        return None
+
+    def _result_kind(self, tag: int, element: RawDataElement) -> str:
+        if tag >> 16 & 1 or tag >> 16 == _MITRA_GROUP or element.VR == "UN":
+            return ""
         try:
             vr = element.VR or dictionary_VR(tag)
         except KeyError:
-            return False
+            return ""
         handlers = self.handlers_for(tag, vr)
-        if not handlers or tag >> 16 == _MITRA_GROUP:
-            return False
-        return isinstance(handlers[0], UIAnonymizer | IDAnonymizer)
+        if handlers and isinstance(handlers[0], UIAnonymizer | IDAnonymizer):
+            return "value"
+        if handlers and isinstance(handlers[0], PNAnonymizer):
+            return "name"
+        return ""
 
-    def _remember_result(self, tag: int, original: RawDataElement, result) -> None:
-        if original.value is None or not self._value_only(tag, original):
-            return
+    def _remember_result(self, key: tuple, result) -> None:
         encoded = _encoded_ascii(result.value, b"\0" if result.VR == "UI" else b" ")
         if encoded is not None:
             if len(self._results) > 10000:  # new values of a study; old studies are done
                 self._results.clear()
-            self._results[(tag, original.VR, original.value)] = encoded
+            self._results[key] = encoded
+
+
+def _patient_sex(dataset: Dataset) -> str | None:
+    """PatientSex as dicognito's name handler tells it apart: "F", "M" or "" (any other);
+    None when its raw bytes are unusual enough that pydicom might read them otherwise."""
+    element = dataset._dict.get(0x00100040)  # type: ignore[call-overload]
+    if element is None:
+        return ""
+    value = element.value
+    if isinstance(value, bytes):
+        text = value.rstrip(b" \0").decode("ascii", "replace")
+        if text != text.strip():
+            return None
+    else:
+        text = str(value or "")
+    return text if text in ("F", "M") else ""
 
 
 def _encoded_ascii(value, padding: bytes) -> bytes | None:
     """A text value as pydicom writes it, if it is ASCII only (UIDs and generated IDs are)."""
-    if isinstance(value, str):
-        parts = [value]
-    elif isinstance(value, list | tuple | MultiValue) and all(isinstance(v, str) for v in value):
-        parts = list(value)
+    if isinstance(value, str | PersonName):
+        parts = [str(value)]
+    elif isinstance(value, list | tuple | MultiValue) and all(
+        isinstance(v, str | PersonName) for v in value
+    ):
+        parts = [str(v) for v in value]
     else:
         return None
     try:

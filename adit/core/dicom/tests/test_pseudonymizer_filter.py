@@ -574,6 +574,14 @@ def test_instances_of_one_study_reuse_remembered_replacements_with_the_same_resu
     transfer_syntax,
 ):
     study = make_study("STUDY-PAT", series=(("CT", 4), ("MR", 3)), compressed_series=False)
+    # Names are replaced by value and the patient's sex: the same name with another sex (or
+    # none, or an unusual value) must not get the remembered replacement.
+    for ds, sex in zip(study, ["F", "F", "M", None, "O", "F", "M"], strict=True):
+        if sex is None:
+            del ds.PatientSex
+        else:
+            ds.PatientSex = sex
+        ds.ReferringPhysicianName = "Same^Doctor"
     encoded = [_encode_for(ds, transfer_syntax) for ds in study]
     with_memory = Pseudonymizer(seed=SEED)
     full_walk = Pseudonymizer(seed=SEED)
@@ -595,3 +603,6 @@ def test_instances_of_one_study_reuse_remembered_replacements_with_the_same_resu
     assert study_uid_raw == [False] + [True] * (len(study) - 1)
     assert len({value_of(ds, 0x0020000D) for ds in results}) == 1
     assert len({value_of(ds, 0x00080018) for ds in results}) == len(study)  # SOP Instance UIDs
+    names = [value_of(ds, 0x00080090) for ds in results]  # ReferringPhysicianName
+    assert names[0] == names[1] == names[5] and names[2] == names[6]
+    assert len({names[0], names[2], names[3]}) == 3
