@@ -3,7 +3,10 @@
 A PACS answering a C-MOVE pushes the instances to the receiver's AE title. The receiver
 
 * accepts associations only from calling AE titles of configured servers (others are rejected
-  during association negotiation with "calling AE title not recognised");
+  during association negotiation with "calling AE title not recognised"), with storage SOP
+  classes and Verification in the first proposed transfer syntax it knows (nothing is
+  converted); the associations run on ADIT's own upper layer (`upper_layer.py`), one thread
+  each;
 * writes each instance to the spool (write, rename) and answers the C-STORE with
   success only afterwards; a failed write is answered with ``0xA700`` (out of resources), so the
   PACS counts the sub-operation as failed instead of delivered;
@@ -17,21 +20,26 @@ Run it with ``manage.py receiver`` (settings driven) or, without Django, with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.events import Event
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.dsutils import create_file_meta
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from . import upper_layer
 from .association import prepare_dicom_libraries
+from .config import Timeouts
+from .dimse import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, _decode_from, uid_of
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 
 logger = logging.getLogger(__name__)
@@ -40,36 +48,25 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 
-# Not a valid AE title character, so no peer can ever match it; pynetdicom treats an empty
-# "required calling AE" list as "everyone may call", which must not happen when none is allowed.
-_NOBODY = "\\"
-
 AllowedAETitles = Callable[[], Iterable[str]] | Iterable[str]
 
+MAX_ASSOCIATIONS = 64
+TIMEOUTS = Timeouts(connection=10, acse=60, dimse=120, network=120)
+# Rejections (result, source, diagnostic), PS3.8 9.3.4.
+CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
+LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 
-class _GatedAE(AE):
-    """A pynetdicom AE whose allowed calling AE titles are looked up for every association."""
-
-    def __init__(self, ae_title: str, allowed: Callable[[], Iterable[str]]) -> None:
-        super().__init__(ae_title)
-        self._allowed = allowed
-
-    @property
-    def require_calling_aet(self) -> list[str]:  # type: ignore[override]
-        try:
-            titles = [title.strip() for title in self._allowed() if title and title.strip()]
-        except Exception:
-            logger.exception("Looking up the allowed calling AE titles failed; rejecting")
-            titles = []
-        return titles or [_NOBODY]
-
-    @require_calling_aet.setter
-    def require_calling_aet(self, ae_titles: list[str]) -> None:
-        raise AttributeError("the receiver's allowed calling AE titles come from its callable")
+_STORAGE_SOP_CLASSES = frozenset(
+    str(context.abstract_syntax) for context in AllStoragePresentationContexts
+)
+_TRANSFER_SYNTAXES = frozenset(str(syntax) for syntax in ALL_TRANSFER_SYNTAXES)
 
 
-def _set_nodelay(event: Event) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+def _transfer_syntax_for(abstract_syntax: str, proposed: list[str]) -> str | None:
+    """Storage SOP classes and Verification, in the first proposed syntax ADIT knows."""
+    if abstract_syntax not in _STORAGE_SOP_CLASSES and abstract_syntax != Verification:
+        return None
+    return next((syntax for syntax in proposed if syntax in _TRANSFER_SYNTAXES), None)
 
 
 class Receiver:
@@ -116,15 +113,17 @@ class Receiver:
             self._allowed = lambda: fixed
         self.spool: Spool | None = None
         self.transmit: FileTransmitServer | None = None
-        self._scp: Any = None
+        self._listener: socket.socket | None = None
+        self._active: set[upper_layer.Association] = set()
+        self._active_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._janitor: threading.Thread | None = None
 
     @property
     def store_port(self) -> int:
-        if self._scp is None:
+        if self._listener is None:
             return self._requested_store_port
-        return self._scp.server_address[1]
+        return self._listener.getsockname()[1]
 
     @property
     def transmit_port(self) -> int:
@@ -143,21 +142,12 @@ class Receiver:
         )
         self.transmit.start()
 
-        ae = _GatedAE(self.ae_title, self._allowed)
-        ae.maximum_pdu_size = 0
-        ae.maximum_associations = 64
-        ae.network_timeout = 120
-        ae.acse_timeout = 60
-        ae.dimse_timeout = 120
-        for context in AllStoragePresentationContexts:
-            assert context.abstract_syntax is not None
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        handlers = [(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_C_STORE, self._handle_store)]
         prepare_dicom_libraries()
-        self._scp = ae.start_server(
-            (self.host, self._requested_store_port), block=False, evt_handlers=handlers
-        )
         self._stop_event.clear()
+        self._listener = socket.create_server(
+            (self.host, self._requested_store_port), reuse_port=False, backlog=64
+        )
+        threading.Thread(target=self._accept_loop, name="receiver-accept", daemon=True).start()
         self._janitor = threading.Thread(target=self._expire_loop, name="spool-janitor")
         self._janitor.daemon = True
         self._janitor.start()
@@ -172,12 +162,14 @@ class Receiver:
 
     def stop(self) -> None:
         self._stop_event.set()
-        if self._scp is not None:
-            # Closing the server joins association threads; a PACS holding an idle association
-            # open would block the stop until its network timeout.
-            for assoc in list(self._scp.active_associations):
-                assoc.abort()
-            self._scp.shutdown()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._active_lock:
+            active = list(self._active)
+        for assoc in active:  # a PACS holding an idle association open must not block the stop
+            assoc.abort()
         if self.transmit is not None:
             self.transmit.stop()
         if self._janitor is not None:
@@ -200,22 +192,102 @@ class Receiver:
                 except OSError:
                     logger.exception("Expiring spooled files failed")
 
-    def _handle_store(self, event: Event) -> int:
+    # --- C-STORE SCP --------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._stop_event.is_set():
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(
+                target=self._serve, args=(sock,), name="receiver-association", daemon=True
+            ).start()
+
+    def _rejection(self, request: upper_layer.AssociationRequest) -> upper_layer.Rejection | None:
+        try:
+            allowed = {title.strip() for title in self._allowed() if title and title.strip()}
+        except Exception:
+            logger.exception("Looking up the allowed calling AE titles failed; rejecting")
+            allowed = set()
+        if request.calling_ae_title not in allowed:
+            logger.warning(
+                "Rejected an association from %r: not a configured server", request.calling_ae_title
+            )
+            return CALLING_AE_NOT_RECOGNISED
+        with self._active_lock:
+            if len(self._active) >= MAX_ASSOCIATIONS:
+                return LOCAL_LIMIT_EXCEEDED
+        return None
+
+    def _serve(self, sock: socket.socket) -> None:
+        negotiated = upper_layer.accept_association(
+            sock, TIMEOUTS, self._rejection, _transfer_syntax_for
+        )
+        if negotiated is None:
+            return
+        assoc, request = negotiated
+        with self._active_lock:
+            self._active.add(assoc)
+        try:
+            while True:
+                message = assoc.receive_message()
+                command_field = message.command_field
+                message_id = message.us(upper_layer.MESSAGE_ID)
+                sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
+                if command_field == upper_layer.C_STORE_RQ:
+                    sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
+                    status = self._store(assoc, request.calling_ae_title, message)
+                    response = upper_layer.c_store_rsp(message_id, sop_class, sop_instance, status)
+                elif command_field == upper_layer.C_ECHO_RQ:
+                    response = upper_layer.c_echo_rsp(message_id, sop_class)
+                else:
+                    logger.warning(
+                        "Aborting an association from %s: unexpected DIMSE command 0x%04X",
+                        request.calling_ae_title,
+                        command_field,
+                    )
+                    assoc.abort()
+                    return
+                assoc.send_message(message.context_id, response)
+        except upper_layer.PeerReleased:
+            pass
+        except upper_layer.UpperLayerError as error:
+            logger.info("Association from %s ended: %s", request.calling_ae_title, error)
+        finally:
+            assoc.close()
+            with self._active_lock:
+                self._active.discard(assoc)
+
+    def _store(
+        self, assoc: upper_layer.Association, calling_ae: str, message: upper_layer.Message
+    ) -> int:
         spool = self.spool
         assert spool is not None
-        calling_ae = str(event.assoc.requestor.ae_title).strip()
-        request = cast(C_STORE, event.request)
+        context = assoc.accepted.get(message.context_id)
+        sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
+        sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
+        raw_dataset = message.data
         try:
-            dataset = event.dataset
-            study_uid = str(dataset.StudyInstanceUID)
-            series_uid = str(dataset.get("SeriesInstanceUID", ""))
+            if context is None or raw_dataset is None:
+                raise ValueError("no data set on an accepted presentation context")
+            transfer_syntax = context.transfer_syntax
+            dataset = _decode_from(raw_dataset, transfer_syntax)
+            study_uid = uid_of(dataset, STUDY_INSTANCE_UID)
+            if not study_uid:
+                raise ValueError("no StudyInstanceUID")
+            series_uid = uid_of(dataset, SERIES_INSTANCE_UID)
             topic = Topic(calling_ae, study_uid)
+            file_meta = create_file_meta(
+                sop_class_uid=UID(sop_class),
+                sop_instance_uid=UID(sop_instance),
+                transfer_syntax=UID(transfer_syntax),
+            )
         except Exception as err:
             logger.warning("Rejecting C-STORE from %s: unreadable dataset: %s", calling_ae, err)
             return STATUS_CANNOT_UNDERSTAND
-
-        file_meta = event.file_meta
-        raw_dataset: bytes = request.DataSet.getvalue()  # type: ignore[union-attr]
 
         meta_buffer = DicomBytesIO()
         write_file_meta_info(meta_buffer, file_meta, enforce_standard=True)
@@ -229,15 +301,15 @@ class Receiver:
             spool.add(
                 topic,
                 write,
-                sop_instance_uid=str(request.AffectedSOPInstanceUID),
-                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_instance_uid=sop_instance,
+                sop_class_uid=sop_class,
                 series_instance_uid=series_uid,
-                transfer_syntax_uid=str(file_meta.TransferSyntaxUID),
+                transfer_syntax_uid=transfer_syntax,
             )
         except OSError as err:
             logger.error("Spooling an instance from %s failed: %s", calling_ae, err)
             return STATUS_OUT_OF_RESOURCES
-        logger.debug("Spooled %s from %s", request.AffectedSOPInstanceUID, calling_ae)
+        logger.debug("Spooled %s from %s", sop_instance, calling_ae)
         return STATUS_SUCCESS
 
 

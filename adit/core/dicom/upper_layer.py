@@ -1,4 +1,4 @@
-"""ADIT's own requestor side of the DICOM upper layer (PS3.8) for C-FIND, C-GET and C-STORE.
+"""ADIT's own DICOM upper layer (PS3.8) for C-FIND, C-GET and C-STORE, and the receiver.
 
 Relaying a study is two long runs of small messages: C-STORE requests arriving on a C-GET
 association and C-STORE requests leaving on another one; a C-FIND answers with one message per
@@ -10,7 +10,9 @@ unpacked with `struct`, data sets stay bytes, and there is no helper thread and 
 `abort()` from another thread shuts the socket down, which ends a blocked read at once.
 
 The association's negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by
-pynetdicom's PDU classes. C-MOVE, C-ECHO and ADIT's C-STORE SCP stay on pynetdicom.
+pynetdicom's PDU classes. `Association.request()` opens an association as the requestor;
+`accept_association()` answers one as the acceptor (the receiver's C-STORE SCP, which a PACS
+pushes C-MOVEd studies to). C-ECHO and C-MOVE requests stay on pynetdicom.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
@@ -53,6 +55,8 @@ C_FIND_RQ = 0x0020
 C_FIND_RSP = 0x8020
 C_GET_RQ = 0x0010
 C_GET_RSP = 0x8010
+C_ECHO_RQ = 0x0030
+C_ECHO_RSP = 0x8030
 C_CANCEL_RQ = 0x0FFF
 
 # Command Data Set Type: "no data set follows"; any other value announces one.
@@ -96,6 +100,10 @@ _ABORT = _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes(4)
 
 class UpperLayerError(Exception):
     """The association broke: connection lost, peer abort, timeout or protocol violation."""
+
+
+class PeerReleased(UpperLayerError):
+    """The peer released the association (for an acceptor, its normal end)."""
 
 
 class AssociationRejected(UpperLayerError):
@@ -207,6 +215,16 @@ def _retrieve_or_find_rq(command_field: int, message_id: int, sop_class_uid: str
     )
 
 
+def c_echo_rsp(message_id_being_responded_to: int, sop_class_uid: str) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_ECHO_RSP),
+        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
+        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
+        _us_element(STATUS, 0x0000),
+    )
+
+
 def c_cancel_rq(message_id_being_responded_to: int) -> bytes:
     return _command_set(
         _us_element(COMMAND_FIELD, C_CANCEL_RQ),
@@ -234,6 +252,17 @@ def decode_command(encoded: bytes) -> dict[int, bytes]:
 # --- association --------------------------------------------------------------------------
 
 
+def _own_user_information() -> list:
+    """ADIT's user information items: maximum PDU size and implementation class and version."""
+    maximum_length = MaximumLengthNotification()
+    maximum_length.maximum_length_received = MAX_PDU_RECEIVE
+    implementation_uid = ImplementationClassUIDNotification()
+    implementation_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    implementation_version = ImplementationVersionNameNotification()
+    implementation_version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+    return [maximum_length, implementation_uid, implementation_version]
+
+
 def _association_request(
     calling_ae_title: str,
     called_ae_title: str,
@@ -245,13 +274,7 @@ def _association_request(
     primitive.calling_ae_title = calling_ae_title
     primitive.called_ae_title = called_ae_title
     primitive.presentation_context_definition_list = list(contexts)
-    maximum_length = MaximumLengthNotification()
-    maximum_length.maximum_length_received = MAX_PDU_RECEIVE
-    implementation_uid = ImplementationClassUIDNotification()
-    implementation_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    implementation_version = ImplementationVersionNameNotification()
-    implementation_version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
-    user_information: list = [maximum_length, implementation_uid, implementation_version]
+    user_information = _own_user_information()
     for sop_class in scp_role_sop_classes:
         role = SCP_SCU_RoleSelectionNegotiation()
         role.sop_class_uid = sop_class
@@ -486,7 +509,7 @@ class Association:
         if pdu_type == A_RELEASE_RQ_PDU:
             self._send_quietly(_RELEASE_RP)
             self.close()
-            raise UpperLayerError("the peer released the association in the middle of an operation")
+            raise PeerReleased("the peer released the association")
         raise self._protocol_error(f"unexpected PDU 0x{pdu_type:02X}")
 
     # --- ending -----------------------------------------------------------------------------
@@ -566,6 +589,91 @@ class Association:
     def _protocol_error(self, text: str) -> UpperLayerError:
         self.abort()
         return UpperLayerError(f"protocol error: {text}")
+
+
+@dataclass(frozen=True)
+class AssociationRequest:
+    """Who asks for an association, as the acceptor sees it."""
+
+    calling_ae_title: str
+    called_ae_title: str
+
+
+# (result, source, diagnostic) of an A-ASSOCIATE-RJ (PS3.8 9.3.4).
+Rejection = tuple[int, int, int]
+
+
+def accept_association(
+    sock: socket.socket,
+    timeouts: Timeouts,
+    reject: Callable[[AssociationRequest], Rejection | None],
+    transfer_syntax_for: Callable[[str, list[str]], str | None],
+) -> tuple[Association, AssociationRequest] | None:
+    """Negotiates an association a peer asks for on `sock`, as the acceptor.
+
+    `reject` decides on the whole association (None: go on); `transfer_syntax_for(abstract
+    syntax, proposed transfer syntaxes)` picks the syntax of each proposed context (None:
+    the context is refused). Returns None (the connection closed) when the peer was rejected or
+    did not ask properly.
+    """
+    reader = None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeouts.acse)
+        reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+        pdu_type, header, body = _read_pdu(reader)
+        if pdu_type != A_ASSOCIATE_RQ_PDU:
+            sock.sendall(_ABORT)
+            raise UpperLayerError(f"PDU 0x{pdu_type:02X} instead of an association request")
+        request_pdu = A_ASSOCIATE_RQ()
+        request_pdu.decode(header + body)
+        asked = request_pdu.to_primitive()
+        request = AssociationRequest(
+            str(asked.calling_ae_title or "").strip(), str(asked.called_ae_title or "").strip()
+        )
+        rejection = reject(request)
+        if rejection is not None:
+            refusal = A_ASSOCIATE()
+            refusal.result, refusal.result_source, refusal.diagnostic = rejection
+            refusal_pdu = A_ASSOCIATE_RJ()
+            refusal_pdu.from_primitive(refusal)
+            sock.sendall(refusal_pdu.encode())
+            _close_quietly(sock, reader)
+            return None
+        accepted: dict[int, AcceptedContext] = {}
+        results = []
+        for proposed in asked.presentation_context_definition_list:
+            abstract_syntax = str(proposed.abstract_syntax)
+            syntaxes = [str(syntax) for syntax in proposed.transfer_syntax]
+            chosen = transfer_syntax_for(abstract_syntax, syntaxes)
+            result = PresentationContext()
+            result.context_id = proposed.context_id
+            result.abstract_syntax = proposed.abstract_syntax
+            if chosen is None:
+                result.result = 0x03  # abstract syntax not supported (or none of its syntaxes)
+                result.transfer_syntax = [syntaxes[0]] if syntaxes else []
+            else:
+                result.result = 0x00
+                result.transfer_syntax = [chosen]
+                accepted[int(proposed.context_id or 0)] = AcceptedContext(
+                    int(proposed.context_id or 0), abstract_syntax, chosen
+                )
+            results.append(result)
+        answer = A_ASSOCIATE()
+        answer.application_context_name = APPLICATION_CONTEXT_NAME
+        answer.calling_ae_title = asked.calling_ae_title
+        answer.called_ae_title = asked.called_ae_title
+        answer.result = 0x00
+        answer.presentation_context_definition_results_list = results
+        answer.user_information = _own_user_information()
+        answer_pdu = A_ASSOCIATE_AC()
+        answer_pdu.from_primitive(answer)
+        sock.sendall(answer_pdu.encode())
+    except (OSError, ValueError, UpperLayerError, AttributeError, struct.error):
+        _close_quietly(sock, reader)
+        return None
+    association = Association(sock, reader, accepted, asked.maximum_length_received or 0, timeouts)
+    return association, request
 
 
 def _describe_os_error(error: BaseException) -> str:

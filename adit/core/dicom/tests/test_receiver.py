@@ -29,6 +29,7 @@ from adit.core.dicom.testing.peers import (
     OrthancInstance,
     free_port,
     peer_environment,
+    require_binary,
     skip_or_fail,
     start_qrscp,
 )
@@ -544,3 +545,64 @@ def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path
     finally:
         process.kill()
         process.wait()
+
+
+def test_c_echo_is_answered_for_configured_servers_only(receiver, allowed):
+    echoscu = require_binary("echoscu")
+
+    def echo(calling_ae: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [echoscu, "-aet", calling_ae, "-aec", receiver.ae_title, LOOPBACK,
+             str(receiver.store_port)],
+            capture_output=True, text=True, timeout=30, env=peer_environment(),
+        )  # fmt: skip
+
+    assert echo(SCU_AE).returncode == 0
+    refused = echo("INTRUDER")
+    assert refused.returncode != 0
+    assert "calling ae title not recogni" in (refused.stdout + refused.stderr).lower()
+
+
+def test_contexts_other_than_storage_and_verification_are_refused(receiver):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        CTImageStorage,
+        StudyRootQueryRetrieveInformationModelFind,
+        Verification,
+    )
+
+    ae = AE(ae_title=SCU_AE)
+    for sop_class in (Verification, CTImageStorage, StudyRootQueryRetrieveInformationModelFind):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate(LOOPBACK, receiver.store_port, ae_title=receiver.ae_title)
+    try:
+        assert assoc.is_established
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+        assert accepted == {str(Verification), str(CTImageStorage)}
+        assert [str(c.abstract_syntax) for c in assoc.rejected_contexts] == [
+            str(StudyRootQueryRetrieveInformationModelFind)
+        ]
+        status = assoc.send_c_echo()
+        assert status is not None and status.Status == 0x0000
+    finally:
+        assoc.release()
+
+
+def test_stop_ends_an_idle_association_at_once(tmp_path, allowed):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    port = free_port()
+    receiver = Receiver(f"RECV{port}", port, 0, tmp_path / "spool", allowed, host=LOOPBACK)
+    receiver.start()
+    ae = AE(ae_title=SCU_AE)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, port, ae_title=receiver.ae_title)
+    assert assoc.is_established
+    started = time.monotonic()
+    receiver.stop()
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted  # the PACS learns at once that the association is gone
