@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -231,6 +232,16 @@ def tasks_ran_at_once(job) -> bool:
     )
 
 
+def run_until_finished(job, workers: int, log_dir: Path, timeout: float = 180) -> None:
+    """Runs `workers` dicom worker processes until the job reaches a final status."""
+    running = [start_worker("dicom", log_path=log_dir / f"worker{n}.log") for n in range(workers)]
+    try:
+        wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, timeout, "the job to finish")
+    finally:
+        for worker in running:
+            stop_worker(worker)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     orthanc_a, orthanc_b, tmp_path
@@ -255,12 +266,7 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
             destination,
             [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
         )
-        workers = [start_worker("dicom", log_path=tmp_path / f"worker{n}.log") for n in range(2)]
-        try:
-            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 180, "the job to finish")
-        finally:
-            for worker in workers:
-                stop_worker(worker)
+        run_until_finished(job, workers=2, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
@@ -299,12 +305,7 @@ def test_two_workers_store_on_one_association_to_a_destination_limited_to_one(
             proxied_destination(orthanc_b, proxy, max_associations=1),
             [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
         )
-        workers = [start_worker("dicom", log_path=tmp_path / f"worker{n}.log") for n in range(2)]
-        try:
-            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 180, "the job to finish")
-        finally:
-            for worker in workers:
-                stop_worker(worker)
+        run_until_finished(job, workers=2, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
@@ -326,11 +327,7 @@ def test_a_task_stores_side_by_side_when_the_destination_has_free_slots(
             proxied_destination(orthanc_b, proxy, max_associations=4),
             [TaskSpec(str(study[0].PatientID), study_uid_of(study))],
         )
-        worker = start_worker("dicom", log_path=tmp_path / "worker.log")
-        try:
-            wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 120, "the job to finish")
-        finally:
-            stop_worker(worker)
+        run_until_finished(job, workers=1, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
