@@ -242,6 +242,20 @@ def run_until_finished(job, workers: int, log_dir: Path, timeout: float = 180) -
             stop_worker(worker)
 
 
+def proxied_server(orthanc, name: str, proxy: CountingProxy, max_associations: int):
+    """`orthanc` as a DIMSE-only server behind `proxy` (every association is counted)."""
+    return orthanc_server(
+        orthanc,
+        name,
+        port=proxy.port,
+        max_associations=max_associations,
+        dicomweb_root_url="",
+        dicomweb_qido_support=False,
+        dicomweb_wado_support=False,
+        dicomweb_stow_support=False,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     orthanc_a, orthanc_b, tmp_path
@@ -250,16 +264,7 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     orthanc_a.upload(ds for study in studies for ds in study)
     with CountingProxy(orthanc_a.dicom_port) as proxy:
         # DIMSE only, through the proxy: every association to the source is counted.
-        source = orthanc_server(
-            orthanc_a,
-            "Orthanc A (proxied)",
-            port=proxy.port,
-            max_associations=1,
-            dicomweb_root_url="",
-            dicomweb_qido_support=False,
-            dicomweb_wado_support=False,
-            dicomweb_stow_support=False,
-        )
+        source = proxied_server(orthanc_a, "Orthanc A (proxied)", proxy, max_associations=1)
         destination = orthanc_server(orthanc_b, "Orthanc B")
         job = create_transfer_job(
             source,
@@ -278,20 +283,6 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
     assert tasks_ran_at_once(job), "the workers never ran tasks at once; nothing was tested"
 
 
-def proxied_destination(orthanc_b, proxy: CountingProxy, max_associations: int):
-    """Orthanc B as a DIMSE-only destination behind `proxy` (every association is counted)."""
-    return orthanc_server(
-        orthanc_b,
-        "Orthanc B (proxied)",
-        port=proxy.port,
-        max_associations=max_associations,
-        dicomweb_root_url="",
-        dicomweb_qido_support=False,
-        dicomweb_wado_support=False,
-        dicomweb_stow_support=False,
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_store_on_one_association_to_a_destination_limited_to_one(
     orthanc_a, orthanc_b, tmp_path
@@ -302,7 +293,7 @@ def test_two_workers_store_on_one_association_to_a_destination_limited_to_one(
     with CountingProxy(orthanc_b.dicom_port) as proxy:
         job = create_transfer_job(
             orthanc_server(orthanc_a, "Orthanc A"),
-            proxied_destination(orthanc_b, proxy, max_associations=1),
+            proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=1),
             [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
         )
         run_until_finished(job, workers=2, log_dir=tmp_path)
@@ -324,7 +315,7 @@ def test_a_task_stores_side_by_side_when_the_destination_has_free_slots(
     with CountingProxy(orthanc_b.dicom_port) as proxy:
         job = create_transfer_job(
             orthanc_server(orthanc_a, "Orthanc A"),
-            proxied_destination(orthanc_b, proxy, max_associations=4),
+            proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=4),
             [TaskSpec(str(study[0].PatientID), study_uid_of(study))],
         )
         run_until_finished(job, workers=1, log_dir=tmp_path)
