@@ -24,6 +24,7 @@ from adit.core.association_limits import (
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomJob, DicomTask
+from adit.core.testing.proxy import CountingProxy
 from adit.core.testing.workers import start_worker, stop_worker
 from adit.core.tests.test_transfer_engine import (
     TaskSpec,
@@ -38,100 +39,6 @@ from adit.core.tests.test_transfer_engine import (
 )
 
 JobStatus, TaskStatus = DicomJob.Status, DicomTask.Status
-
-
-class CountingProxy:
-    """Forwards TCP connections to a target and records how many were open at the same time."""
-
-    def __init__(self, target_port: int, target_host: str = LOOPBACK) -> None:
-        self.target = (target_host, target_port)
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.port = self.listener.getsockname()[1]
-        self.listener.settimeout(0.2)  # so that the accept loop notices __exit__
-        self.lock = threading.Lock()
-        self.open_now = 0
-        self.max_open = 0
-        self.total = 0
-        self.spans: list[list[float]] = []  # [accepted, client closed] per connection
-        self._closing = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._closing = True
-        self._thread.join(timeout=5)
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.open_now += 1
-                self.total += 1
-                self.max_open = max(self.max_open, self.open_now)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        span = [time.monotonic(), float("inf")]
-        with self.lock:
-            self.spans.append(span)
-        try:
-            upstream = socket.create_connection(self.target, timeout=10)
-        except OSError:
-            client.close()
-            self._closed()
-            return
-        for sock in (client, upstream):
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
-        back.start()
-        self._pipe(client, upstream)
-        # ADIT has closed its end: the association no longer counts as ADIT's, however long
-        # the server takes to close its side.
-        self._closed()
-        span[1] = time.monotonic()
-        back.join(timeout=30)
-        for sock in (client, upstream):
-            sock.close()
-
-    @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
-
-    def most_at_once(self, grace: float = 0.05) -> int:
-        """Most connections open at once, not counting the last `grace` seconds of each.
-
-        The proxy notices that ADIT closed a connection only when its thread gets to run, which
-        may be after ADIT already opened the next one; `max_open` then counts two. A connection
-        really held beside another overlaps it far longer than `grace`.
-        """
-        with self.lock:
-            spans = [(start, end - grace) for start, end in self.spans]
-        points = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-        most = current = 0
-        for _, change in points:
-            current += change
-            most = max(most, current)
-        return most
-
-    def _closed(self) -> None:
-        with self.lock:
-            self.open_now -= 1
 
 
 # --- the semaphore alone ------------------------------------------------------------------------

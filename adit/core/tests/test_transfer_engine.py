@@ -26,6 +26,7 @@ from adit.accounts.factories import UserFactory
 from adit.core.dicom.testing.peers import OrthancInstance, free_port, require_binary
 from adit.core.dicom.testing.synthetic import make_large_study, make_study
 from adit.core.models import DicomFolder, DicomJob, DicomNode, DicomServer, DicomTask
+from adit.core.testing.proxy import CountingProxy
 from adit.core.testing.workers import run_worker_burst, start_worker, stop_worker
 from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
 
@@ -352,8 +353,18 @@ def test_canceling_a_running_task_stops_it_promptly_and_the_worker_goes_on(
     small = make_study(unique_id(), series=(("CT", 2),))
     orthanc_a.upload(big + small)
     source = orthanc_server(orthanc_a, "Orthanc A")
-    destination = orthanc_server(orthanc_b, "Orthanc B")
-    # Pseudonymized, so the task surely runs for a while.
+    # A slow destination (each chunk ADIT sends waits 20 ms), so the task surely still runs
+    # when the cancel arrives; a transfer of 400 instances takes about a second otherwise.
+    slow_link = CountingProxy(orthanc_b.dicom_port, delay_per_chunk=0.02).__enter__()
+    destination = orthanc_server(
+        orthanc_b,
+        "Orthanc B (slow)",
+        port=slow_link.port,
+        dicomweb_root_url="",
+        dicomweb_qido_support=False,
+        dicomweb_wado_support=False,
+        dicomweb_stow_support=False,
+    )
     pseudonym = unique_id("PSN")
     job = create_transfer_job(
         source,
@@ -397,6 +408,7 @@ def test_canceling_a_running_task_stops_it_promptly_and_the_worker_goes_on(
         assert worker.poll() is None
     finally:
         stop_worker(worker)
+        slow_link.__exit__(None, None, None)
 
 
 # --- 5. retries ---------------------------------------------------------------------------------
