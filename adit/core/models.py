@@ -929,7 +929,7 @@ class DicomTask(models.Model):
 
         A task still In Progress from a worker that died is claimed again by its retried queue
         job (same id). Returns False when the task is not this queue job's to run (canceled,
-        finished, or re-queued as another queue job meanwhile).
+        finished, re-queued as another queue job meanwhile, or its job is being canceled).
         """
         now = timezone.now()
         with transaction.atomic():
@@ -940,6 +940,7 @@ class DicomTask(models.Model):
                     status__in=[self.Status.PENDING, self.Status.IN_PROGRESS],
                     queued_job_id=queue_job_id,
                 )
+                .exclude(job__status__in=[DicomJob.Status.CANCELING, DicomJob.Status.CANCELED])
                 .update(
                     status=self.Status.IN_PROGRESS,
                     attempts=models.F("attempts") + 1,
@@ -961,6 +962,17 @@ class DicomTask(models.Model):
         )
         self.refresh_from_db()
         self.job.update_status()
+
+    def finish_canceled_if_job_is_canceling(self, queue_job_id: int) -> None:
+        """Ends a task that its queue job may no longer run because the job is being canceled
+        (e.g. a task of a worker that died while canceling, handed back to the queue)."""
+        self.refresh_from_db()
+        if (
+            self.queued_job_id == queue_job_id
+            and self.status in (self.Status.PENDING, self.Status.IN_PROGRESS)
+            and self.job.status in (DicomJob.Status.CANCELING, DicomJob.Status.CANCELED)
+        ):
+            self.finish_canceled()
 
     def finish_canceled(self) -> None:
         type(self).objects.filter(pk=self.pk).update(

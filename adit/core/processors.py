@@ -13,11 +13,16 @@ it must stop promptly and leave nothing half-written.
 from __future__ import annotations
 
 import contextlib
+import enum
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from .association_limits import association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
@@ -39,13 +44,51 @@ class ProcessingAborted(Exception):
     """Raised inside a processor once `abort()` was called."""
 
 
+class Phase(enum.StrEnum):
+    """The steps of a task's run, in order; a processor reports its own (SLOT to VERIFYING).
+
+    The worker names the phase when it logs an abort, and test settings may hook each one
+    (`DICOM_TASK_PHASE_HOOK`, called as `hook(phase, task_label)` in the thread that enters it).
+    """
+
+    LOADING = "loading the task"
+    CLAIMING = "claiming the task"
+    CLAIMED = "claimed, before processing"
+    PROCESSING = "processing"
+    SLOT = "waiting for a free association slot"
+    CONNECTING = "connecting to the source and the destination"
+    FETCHING = "fetching the first instance"
+    STORING = "storing"
+    VERIFYING = "verifying at the destination"
+    RECORDING = "recording the outcome"
+    ENDED = "ended"
+
+
+@cache
+def _phase_hook():
+    path = getattr(settings, "DICOM_TASK_PHASE_HOOK", None)
+    return import_string(path) if path else None
+
+
+def call_phase_hook(phase: Phase, task_label: str) -> None:
+    hook = _phase_hook()
+    if hook is not None:
+        hook(phase, task_label)
+
+
 class DicomTaskProcessor:
-    """Base of all processors: holds the task and an abort flag."""
+    """Base of all processors: holds the task, an abort flag and the phase it is in."""
 
     def __init__(self, task: DicomTask) -> None:
         self.task = task
         self.aborted = threading.Event()
         self._abort_callbacks: list = []
+        self.phase = Phase.PROCESSING
+
+    def enter_phase(self, phase: Phase) -> None:
+        """Notes the step the processor starts (for the abort log and the tests' hooks)."""
+        self.phase = phase
+        call_phase_hook(phase, str(self.task))
 
     def process(self) -> ProcessingResult:
         raise NotImplementedError
@@ -97,8 +140,6 @@ class TransferTaskProcessor(DicomTaskProcessor):
     """
 
     def process(self) -> ProcessingResult:
-        from django.conf import settings
-
         from .dicom.pseudonymizer import InstanceTransformer
 
         task = self.task
@@ -114,6 +155,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
             exclude_modalities=settings.EXCLUDE_MODALITIES,
         )
         with contextlib.ExitStack() as stack:
+            self.enter_phase(Phase.SLOT)
             stack.enter_context(
                 association_slot(source.pk, source.max_associations, aborted=self.aborted)
             )
@@ -123,6 +165,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                         destination.pk, destination.max_associations, aborted=self.aborted
                     )
                 )
+            self.enter_phase(Phase.CONNECTING)
             source_operator = self._operator(source)
             instances = self._fetch(source_operator)
             # Fetching and transforming run ahead in a thread while the destination stores.
@@ -161,6 +204,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         # Closing the fetch when the consumer stops early (a failed store) ends its association
         # at once instead of whenever the garbage collector gets to it.
         with contextlib.closing(instances):
+            self.enter_phase(Phase.FETCHING)
             for ds in instances:
                 self.check_aborted()
                 result = transformer.transform(ds)
@@ -170,8 +214,6 @@ class TransferTaskProcessor(DicomTaskProcessor):
                     yield result
 
     def _store_to_server(self, destination, instances) -> int:
-        from django.conf import settings
-
         from .dicom.dimse import (
             SERIES_INSTANCE_UID,
             SOP_INSTANCE_UID,
@@ -184,7 +226,9 @@ class TransferTaskProcessor(DicomTaskProcessor):
         sent: dict[tuple[str, str], set[str]] = {}
 
         def remember(stream):
-            for ds in stream:
+            for index, ds in enumerate(stream):
+                if index == 0:
+                    self.enter_phase(Phase.STORING)
                 key = (uid_of(ds, STUDY_INSTANCE_UID), uid_of(ds, SERIES_INSTANCE_UID))
                 sent.setdefault(key, set()).add(uid_of(ds, SOP_INSTANCE_UID))
                 yield ds
@@ -197,6 +241,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
             # `_transformed`), so they may be sent as those bytes.
             operator.upload(remember(instances), unchanged=True, associations=1 + extra)
         self.check_aborted()
+        self.enter_phase(Phase.VERIFYING)
         total = sum(map(len, sent.values()))
         missing = 0
         for (study_uid, series_uid), sop_uids in sent.items():
@@ -218,6 +263,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         )
         quota = int(folder.quota * 1024**3) if folder.quota else None
         patient_folder = task.pseudonym or None
+        self.enter_phase(Phase.STORING)
         if job.archive_password:
             archive_path = Path(folder.path) / f"{job_folder}_task{task.pk}.7z"
             with ArchiveWriter(archive_path, job.archive_password, quota_bytes=quota) as archive:
@@ -227,6 +273,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 return archive.written_count
         writer = FolderWriter(folder.path, job_folder, quota_bytes=quota)
         for ds in instances:
+            self.check_aborted()
             writer.write(ds, patient_folder=patient_folder)
         return writer.written_count
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
-from typing import cast
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 from procrastinate.contrib.django import app
-from procrastinate.job_context import AbortReason
+from procrastinate.job_context import AbortReason as ProcrastinateAbortReason
 
-from .dicom.errors import RetriableDicomError
 from .models import DicomTask
-from .processors import DicomTaskProcessor, ProcessingAborted, ProcessingResult, get_processor
+from .task_runs import AbortReason, TaskRun
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +53,21 @@ def recover_orphaned_tasks() -> int:
     """
     from procrastinate.contrib.django.models import ProcrastinateJob
 
+    from .models import DicomJob, cancel_queued_job
     from .processors import registered_task_models
 
     live_queue_jobs = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
+    running_queue_jobs = ProcrastinateJob.objects.filter(status="doing").values("id")
+    unfinished_statuses = [DicomTask.Status.PENDING, DicomTask.Status.IN_PROGRESS]
     recovered = 0
     for model in registered_task_models():
         unfinished = model.objects.filter(
-            status__in=[DicomTask.Status.PENDING, DicomTask.Status.IN_PROGRESS],
-            job__status__in=["PE", "IP", "CI"],
+            status__in=unfinished_statuses,
+            job__status__in=[
+                DicomJob.Status.PENDING,
+                DicomJob.Status.IN_PROGRESS,
+                DicomJob.Status.CANCELING,
+            ],
         )
         orphans = unfinished.exclude(queued_job_id__in=live_queue_jobs).select_related("job")
         for task in orphans:
@@ -72,7 +76,18 @@ def recover_orphaned_tasks() -> int:
                 "The task's worker stopped unexpectedly; the task will run again.", None, True
             )
             recovered += 1
-        for job in model.job.field.related_model.objects.filter(status="CI"):
+        # A job being canceled whose task no worker runs (its worker died while canceling and
+        # the queue job was handed back, or no worker is up to take it) ends here.
+        not_running = model.objects.filter(
+            status__in=unfinished_statuses, job__status=DicomJob.Status.CANCELING
+        ).exclude(queued_job_id__in=running_queue_jobs)
+        for task in not_running:
+            logger.warning("Ending %s of a canceled job that no worker runs", task)
+            if task.queued_job_id:
+                cancel_queued_job(task.queued_job_id)
+            task.finish_canceled()
+            recovered += 1
+        for job in model.job.field.related_model.objects.filter(status=DicomJob.Status.CANCELING):
             job.update_status()
     return recovered
 
@@ -110,83 +125,38 @@ async def prune_finished_queue_jobs(context, timestamp: int) -> None:
 # --- DICOM tasks -------------------------------------------------------------------------------
 
 
-def _load_task(model_label: str, task_id: int):
-    from django.apps import apps
-
-    close_old_connections()
-    model = apps.get_model(model_label)
-    return model.objects.select_related("job").filter(pk=task_id).first()
-
-
 @app.task(queue="dicom", pass_context=True)
 async def process_dicom_task(context, model_label: str, task_id: int) -> None:
     """Run the registered processor of one ADIT task (a row of `model_label`).
 
-    Retries are ADIT's own (`DicomTask.hand_back`), counted in the task's `attempts`, so a
-    task retried after a worker crash and one retried after a PACS error share one budget.
+    The run happens on one thread (`TaskRun`, which says why); this coroutine only waits for
+    it and passes on Procrastinate's abort (cancel, shutdown) and the time limit. Retries are
+    ADIT's own (`DicomTask.hand_back`), counted in the task's `attempts`, so a task retried
+    after a worker crash and one retried after a PACS error share one budget.
     """
-    task = await asyncio.to_thread(_load_task, model_label, task_id)
-    if task is None:
-        logger.warning("%s %s no longer exists; nothing to do", model_label, task_id)
-        return
-    queue_job_id = context.job.id
-    wait_until = await asyncio.to_thread(task.reason_to_wait)
-    if wait_until is not None:
-        when, why = wait_until
-        await asyncio.to_thread(task.hand_back, why, when, False)
-        return
-    if not await asyncio.to_thread(task.claim, queue_job_id):
-        logger.info("%s was claimed elsewhere or is no longer pending; skipping", task)
-        return
-
-    processor = get_processor(model_label)(cast(DicomTask, task))
-    time_limit = settings.DICOM_TASK_TIME_LIMIT
-    worker_thread = asyncio.ensure_future(asyncio.to_thread(_run_processor, processor))
+    run = TaskRun(model_label, task_id, context.job.id)
+    thread = asyncio.ensure_future(asyncio.to_thread(run.execute))
     try:
-        result = await asyncio.wait_for(asyncio.shield(worker_thread), timeout=time_limit)
+        await asyncio.wait_for(asyncio.shield(thread), timeout=settings.DICOM_TASK_TIME_LIMIT)
     except asyncio.CancelledError:
-        processor.abort()
-        await _wait_quietly(worker_thread)
-        if context.abort_reason() == AbortReason.SHUTDOWN:
-            await asyncio.to_thread(
-                task.hand_back, "The worker was shut down; the task will run again.", None, False
-            )
-        else:
-            await asyncio.to_thread(task.finish_canceled)
+        shutdown = context.abort_reason() == ProcrastinateAbortReason.SHUTDOWN
+        await _stop(run, thread, AbortReason.SHUTDOWN if shutdown else AbortReason.CANCELED)
         raise
     except TimeoutError:
-        processor.abort()
-        await _wait_quietly(worker_thread)
-        result = ProcessingResult(
-            DicomTask.Status.FAILURE, f"The task exceeded its time limit of {time_limit} s."
+        await _stop(run, thread, AbortReason.TIME_LIMIT)
+
+
+async def _stop(run: TaskRun, thread: asyncio.Future, reason: AbortReason) -> None:
+    """Abort the run and wait for it to record its outcome; record it here if it hangs."""
+    run.abort(reason)
+    try:
+        await asyncio.wait_for(
+            asyncio.shield(thread), timeout=settings.DICOM_TASK_ABORT_GRACE_SECONDS
         )
-    except RetriableDicomError as error:
-        await asyncio.to_thread(task.fail_or_retry, error)
-        return
-    except ProcessingAborted:
-        await asyncio.to_thread(task.finish_canceled)
-        return
-    except Exception as error:  # noqa: BLE001 - any processor failure ends the task as FAILURE
-        trace = traceback.format_exc()
-        logger.exception("%s failed", task)
-        result = ProcessingResult(DicomTask.Status.FAILURE, str(error) or repr(error), [trace])
-    await asyncio.to_thread(task.finish, result)
-
-
-def _run_processor(processor: DicomTaskProcessor) -> ProcessingResult:
-    close_old_connections()
-    try:
-        return processor.process()
-    finally:
-        connection.close()
-
-
-async def _wait_quietly(future: asyncio.Future, timeout: float = 60) -> None:
-    """Let an aborted processor thread wind down (it cannot be killed from outside)."""
-    try:
-        await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
-    except BaseException:  # noqa: BLE001 - its outcome no longer matters
-        pass
+    except TimeoutError:
+        await asyncio.to_thread(run.record_abort_now)
+    except BaseException:  # noqa: BLE001 - the run logs its own failures; the abort goes on
+        logger.debug("%s ended with an error after the abort", run.label, exc_info=True)
 
 
 def queue_tasks(tasks, priority: int, schedule_at=None) -> list[int]:

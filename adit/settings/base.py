@@ -203,6 +203,10 @@ DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", default=3)
 DICOM_TASK_RETRY_DELAY = env.int("DICOM_TASK_RETRY_DELAY", default=60)
 # A task running longer than this (seconds) is stopped and fails.
 DICOM_TASK_TIME_LIMIT = env.int("DICOM_TASK_TIME_LIMIT", default=3 * 3600)
+# How long an aborted task may take to stop before the worker records the abort regardless.
+DICOM_TASK_ABORT_GRACE_SECONDS = env.int("DICOM_TASK_ABORT_GRACE_SECONDS", default=30)
+# Test settings only: a callable `hook(phase, task_label)` run as a task enters each phase.
+DICOM_TASK_PHASE_HOOK: str | None = None
 # C-STORE associations a task may use side by side when the destination has free slots
 # (its max_associations); most PACS store faster in parallel.
 DICOM_STORE_ASSOCIATIONS = env.int("DICOM_STORE_ASSOCIATIONS", default=2)

@@ -12,3 +12,5 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 LOGGING["loggers"]["adit"]["level"] = "INFO"  # noqa: F405
+# Lets tests hold a worker's task in a phase (see adit/core/testing/phase_hooks.py).
+DICOM_TASK_PHASE_HOOK = "adit.core.testing.phase_hooks.hold_in_phase"

@@ -62,3 +62,37 @@ def test_nothing_stuck_says_so():
     output = StringIO()
     call_command("stuck_jobs", stdout=output)
     assert "Nothing is stuck." in output.getvalue()
+
+
+def test_sweep_ends_a_canceling_job_whose_worker_died_while_canceling():
+    # The worker died after the cancel: its queue job was handed back (todo) and no worker ran it.
+    job = make_job(task_count=1)
+    job.submit(by_staff=True)
+    task = job.tasks.get()
+    assert task.claim(task.queued_job_id)
+    queue_job_id = task.queued_job_id
+    type(job).objects.filter(pk=job.pk).update(status=DicomJob.Status.CANCELING)
+    assert ProcrastinateJob.objects.get(id=queue_job_id).status == "todo"
+
+    assert recover_orphaned_tasks() == 1
+
+    task.refresh_from_db()
+    job.refresh_from_db()
+    assert task.status == DicomTask.Status.CANCELED
+    assert job.status == DicomJob.Status.CANCELED
+    assert not ProcrastinateJob.objects.filter(id=queue_job_id).exists()  # no worker takes it
+
+
+def test_a_task_of_a_canceling_job_is_not_claimed_but_ended():
+    job = make_job(task_count=1)
+    job.submit(by_staff=True)
+    task = job.tasks.get()
+    type(job).objects.filter(pk=job.pk).update(status=DicomJob.Status.CANCELING)
+
+    assert not task.claim(task.queued_job_id)
+    task.finish_canceled_if_job_is_canceling(task.queued_job_id)
+
+    task.refresh_from_db()
+    job.refresh_from_db()
+    assert task.status == DicomTask.Status.CANCELED
+    assert job.status == DicomJob.Status.CANCELED

@@ -26,6 +26,7 @@ from adit.accounts.factories import UserFactory
 from adit.core.dicom.testing.peers import OrthancInstance, free_port, require_binary
 from adit.core.dicom.testing.synthetic import make_large_study, make_study
 from adit.core.models import DicomFolder, DicomJob, DicomNode, DicomServer, DicomTask
+from adit.core.processors import Phase
 from adit.core.testing.proxy import CountingProxy
 from adit.core.testing.workers import run_worker_burst, start_worker, stop_worker
 from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
@@ -409,6 +410,68 @@ def test_canceling_a_running_task_stops_it_promptly_and_the_worker_goes_on(
     finally:
         stop_worker(worker)
         slow_link.__exit__(None, None, None)
+
+
+# Every phase of a run in which a cancel can arrive. The worker holds the run in the phase
+# (test settings' phase hook, 2 s), the test cancels meanwhile, and the code after the hold must
+# notice the abort by itself.
+CANCEL_PHASES = [
+    Phase.CLAIMING,
+    Phase.CLAIMED,
+    Phase.SLOT,
+    Phase.CONNECTING,
+    Phase.FETCHING,
+    Phase.STORING,
+    Phase.VERIFYING,
+]
+
+
+@pytest.mark.parametrize("phase", CANCEL_PHASES, ids=lambda phase: phase.name)
+def test_a_cancel_in_any_phase_of_a_run_ends_the_job_canceled_within_5_s(
+    phase, orthanc_a, orthanc_b, tmp_path
+):
+    study = make_large_study(40, patient_id=unique_id("PHASE"), seed=None, rows=32, columns=32)
+    orthanc_a.upload(study)
+    source = orthanc_server(orthanc_a, "Orthanc A")
+    destination = orthanc_server(
+        orthanc_b, "Orthanc B", dicomweb_root_url="", dicomweb_qido_support=False
+    )
+    hold = tmp_path / "hold"
+    hold.write_text(phase.name)
+    reached = tmp_path / "hold.reached"
+    worker = start_worker(
+        "dicom",
+        env={"ADIT_TEST_HOLD_PHASE_FILE": str(hold), "ADIT_TEST_HOLD_SECONDS": "2"},
+        log_path=tmp_path / "worker.log",
+    )
+    try:
+        job = create_transfer_job(
+            source, destination, [TaskSpec(str(study[0].PatientID), study_uid_of(study))]
+        )
+        wait_for(reached.exists, 60, f"the task to reach the phase {phase.name}")
+        hold.unlink()
+        job.cancel()
+        canceled_at = time.monotonic()
+
+        wait_for(lambda: job_status(job) == JobStatus.CANCELED, 5, "the job to be canceled")
+        elapsed = time.monotonic() - canceled_at
+        task = job.tasks.get()
+        assert task.status == TaskStatus.CANCELED, task_report(job)
+        assert task.message in (
+            "Canceled while it was running.",
+            "Canceled by the user before it ran.",  # the cancel came before the claim
+        )
+        assert worker.poll() is None, "the worker died on cancel"
+        if phase not in (Phase.VERIFYING,):
+            stored = orthanc_instance_count(orthanc_b, study_uid_of(study))
+            assert stored < len(study), "the transfer went on after the cancel"
+        log = (tmp_path / "worker.log").read_text()
+        if phase != Phase.CLAIMING:
+            assert f"abort received (canceled by a user) while {phase}" in log, log
+            assert "s after the abort" in log, log
+        print(f"{phase.name}: Canceled {elapsed:.2f} s after the cancel")
+    finally:
+        stop_worker(worker)
 
 
 # --- 5. retries ---------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from adit.core.tasks import recover_orphaned_tasks, retry_stalled_jobs_now, run_
 
 logger = logging.getLogger("adit.worker")
 
+ABORT_POLLING_SECONDS = 1.0
+
 
 class Command(BaseCommand):
     help = (
@@ -60,4 +62,8 @@ class Command(BaseCommand):
                 name=name or f"{'+'.join(queues)}-worker",
                 shutdown_graceful_timeout=shutdown_timeout,
                 install_signal_handlers=True,
+                # Aborts arrive by LISTEN/NOTIFY; the poll is the backstop when a notification
+                # is lost (a dropped listener connection), so a cancel still lands in seconds.
+                # It only queries while the worker runs a job.
+                abort_job_polling_interval=ABORT_POLLING_SECONDS,
             )

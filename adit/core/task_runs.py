@@ -1,0 +1,222 @@
+"""One run of a DICOM task by a worker: claim it, process it, record what happened.
+
+A run can be asked to stop at any moment: the user cancels the job, staff kill the task, the
+worker shuts down, the time limit passes. Whatever the run is doing when that request comes, it
+must end promptly with the task in a state that says what happened. Earlier the worker's
+coroutine did the steps itself, awaiting a thread for each database write; Procrastinate aborts
+an asynchronous job by cancelling that coroutine, so a cancel that came while `claim()` was
+still returning (the task already In Progress in the database) ended the coroutine before the
+code that handles aborts was reached. The task stayed In Progress and its job Canceling for
+good; one CI run in four failed on it.
+
+How it is built now:
+
+- The whole run (load, time-window check, claim, processing, recording the outcome) happens on
+  one thread, step after step (`TaskRun.execute`). The worker's coroutine has a single await, on
+  that thread, so an abort can never fall between a write and the code that follows it.
+- `TaskRun.abort(reason)` may be called from any thread at any time. The first reason wins. It
+  stops the processor if there is one, and a processor made later starts aborted. After each
+  step the run looks whether it was aborted and records the outcome the reason asks for: the
+  user or staff → Canceled; the worker shuts down → handed back to the queue; the time limit →
+  Failure.
+- An exception a processor raises after an abort is the abort's doing (a socket shut down under
+  it, an association refused because its connector was aborted), not a failure of the PACS.
+- A run records exactly one outcome (under a lock). So the worker may record the abort itself
+  when a processor does not stop within the grace period, and the run's thread, should it end
+  later, records nothing more.
+- The run names the phase it is in. The worker logs at INFO (task and phase, no PHI) when an
+  abort arrives and when and in which phase the run stopped. Test settings may hook every phase
+  (`DICOM_TASK_PHASE_HOOK`) to hold a run there, so a test can cancel at that exact point.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, cast
+
+from django.db import close_old_connections, connection
+
+from .dicom.errors import RetriableDicomError
+from .processors import (
+    DicomTaskProcessor,
+    Phase,
+    ProcessingAborted,
+    ProcessingResult,
+    call_phase_hook,
+    get_processor,
+)
+
+if TYPE_CHECKING:
+    from .models import DicomTask
+
+logger = logging.getLogger(__name__)
+
+
+class AbortReason(enum.Enum):
+    CANCELED = "canceled by a user"
+    SHUTDOWN = "the worker is shutting down"
+    TIME_LIMIT = "the time limit passed"
+
+
+class TaskRun:
+    """The run of one queued task (`model_label`, `task_id`) by the queue job `queue_job_id`."""
+
+    def __init__(self, model_label: str, task_id: int, queue_job_id: int) -> None:
+        self.model_label = model_label
+        self.task_id = task_id
+        self.queue_job_id = queue_job_id
+        self.task: DicomTask | None = None
+        self.processor: DicomTaskProcessor | None = None
+        self.abort_reason: AbortReason | None = None
+        self._phase = Phase.LOADING
+        self._aborted_at: float | None = None
+        self._lock = threading.Lock()
+        self._outcome_recorded = False
+
+    @property
+    def label(self) -> str:
+        return str(self.task) if self.task is not None else f"{self.model_label} {self.task_id}"
+
+    @property
+    def phase(self) -> str:
+        processor = self.processor
+        if self._phase == Phase.PROCESSING and processor is not None:
+            return processor.phase
+        return self._phase
+
+    # --- called from other threads ------------------------------------------------------------
+
+    def abort(self, reason: AbortReason) -> None:
+        """Stops the run as soon as possible (thread-safe; the first reason counts)."""
+        with self._lock:
+            if self.abort_reason is not None:
+                return
+            self.abort_reason = reason
+            self._aborted_at = time.monotonic()
+            processor = self.processor
+        logger.info("%s: abort received (%s) while %s", self.label, reason.value, self.phase)
+        if processor is not None:
+            processor.abort()
+
+    def record_abort_now(self) -> None:
+        """Records the abort's outcome from outside the run (its processor did not stop)."""
+        logger.error(
+            "%s: still %s long after the abort; recording the outcome anyway",
+            self.label,
+            self.phase,
+        )
+        close_old_connections()
+        try:
+            self._record_abort()
+        finally:
+            connection.close()
+
+    # --- the run itself (one thread) ----------------------------------------------------------
+
+    def execute(self) -> None:
+        close_old_connections()
+        try:
+            self._execute()
+        finally:
+            self._enter(Phase.ENDED)
+            if self._aborted_at is not None:
+                stopped_after = time.monotonic() - self._aborted_at
+                logger.info("%s: stopped %.2f s after the abort", self.label, stopped_after)
+            connection.close()
+
+    def _execute(self) -> None:
+        from django.apps import apps
+
+        model = apps.get_model(self.model_label)
+        task = cast(
+            "DicomTask | None", model.objects.select_related("job").filter(pk=self.task_id).first()
+        )
+        if task is None:
+            logger.warning("%s no longer exists; nothing to do", self.label)
+            return
+        self.task = task
+        if self.abort_reason is not None:
+            # Aborted before anything was claimed: end the task if it is still this queue
+            # job's (a task left In Progress by a stopped worker is).
+            if task.queued_job_id == self.queue_job_id and task.status in (
+                task.Status.PENDING,
+                task.Status.IN_PROGRESS,
+            ):
+                self._record_abort()
+            return
+        wait_until = task.reason_to_wait()
+        if wait_until is not None:
+            when, why = wait_until
+            self._record(lambda: task.hand_back(why, when, False))
+            return
+        self._enter(Phase.CLAIMING)
+        claimed = task.claim(self.queue_job_id)
+        self._enter(Phase.CLAIMED)
+        if not claimed:
+            logger.info("%s was claimed elsewhere or is no longer pending; skipping", task)
+            task.finish_canceled_if_job_is_canceling(self.queue_job_id)
+            return
+        result = self._process(task)
+        if result is not None:
+            self._record(lambda: task.finish(result))
+
+    def _process(self, task: DicomTask) -> ProcessingResult | None:
+        """Runs the processor; returns its result, or None when the outcome is recorded."""
+        with self._lock:
+            if self.abort_reason is None:
+                self.processor = get_processor(self.model_label)(task)
+            processor = self.processor
+        if processor is None:
+            self._record_abort()
+            return None
+        self._enter(Phase.PROCESSING)
+        try:
+            return processor.process()
+        except Exception as error:
+            if isinstance(error, ProcessingAborted) and self.abort_reason is None:
+                self.abort_reason = AbortReason.CANCELED  # the processor was aborted directly
+            if self.abort_reason is not None:
+                logger.debug("%s: the processor ended after the abort with %r", task, error)
+                self._record_abort()
+                return None
+            if isinstance(error, RetriableDicomError):
+                retriable = error
+                self._record(lambda: task.fail_or_retry(retriable))
+                return None
+            logger.exception("%s failed", task)
+            return ProcessingResult(
+                task.Status.FAILURE, str(error) or repr(error), [traceback.format_exc()]
+            )
+
+    # --- the outcome (recorded exactly once) --------------------------------------------------
+
+    def _record(self, write) -> None:
+        with self._lock:
+            if self._outcome_recorded:
+                return
+            self._outcome_recorded = True
+        self._enter(Phase.RECORDING)
+        write()
+
+    def _record_abort(self) -> None:
+        from django.conf import settings
+
+        task, reason = self.task, self.abort_reason
+        if task is None:
+            return
+        if reason == AbortReason.SHUTDOWN:
+            message = "The worker was shut down; the task will run again."
+            self._record(lambda: task.hand_back(message, None, False))
+        elif reason == AbortReason.TIME_LIMIT:
+            message = f"The task exceeded its time limit of {settings.DICOM_TASK_TIME_LIMIT} s."
+            self._record(lambda: task.finish(ProcessingResult(task.Status.FAILURE, message)))
+        else:
+            self._record(task.finish_canceled)
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        call_phase_hook(phase, self.label)
