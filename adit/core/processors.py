@@ -199,8 +199,6 @@ class TransferTaskProcessor(DicomTaskProcessor):
             yield from operator.fetch_study(task.patient_id, task.study_uid)
 
     def _transformed(self, instances, transformer) -> Generator:
-        from .dicom.dimse import forget_received_encoding
-
         # Closing the fetch when the consumer stops early (a failed store) ends its association
         # at once instead of whenever the garbage collector gets to it.
         with contextlib.closing(instances):
@@ -209,8 +207,6 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 self.check_aborted()
                 result = transformer.transform(ds)
                 if result is not None:
-                    if not transformer.is_noop:
-                        forget_received_encoding(result)  # no longer what the instance is
                     yield result
 
     def _store_to_server(self, destination, instances) -> int:

@@ -947,16 +947,31 @@ class DimseConnector:
         return context, _encode_instance(ds, context.transfer_syntax)
 
 
+# Relaying an instance as the bytes it arrived as (no encoding again) must fail closed: a
+# transform that changes the instance but forgets to drop those bytes would otherwise send the
+# original, identifying data. So the bytes are kept together with the exact element objects the
+# instance was decoded into, and they count only while the instance still holds those very
+# objects. pydicom replaces an element's object whenever it is converted (read as a value),
+# set, deleted or added, so any change (and even a read that converts) makes the instance
+# encode again: slower, never wrong.
 _RECEIVED_ENCODING = "_adit_received_encoding"
+
+
+@dataclass(frozen=True)
+class _ReceivedEncoding:
+    transfer_syntax_uid: str
+    encoded: bytes
+    elements: tuple
 
 
 def remember_received_encoding(ds: Dataset, transfer_syntax_uid: str, encoded: bytes) -> None:
     """Keeps the bytes an instance arrived as, so an unchanged instance is not encoded again."""
-    setattr(ds, _RECEIVED_ENCODING, (transfer_syntax_uid, encoded))
+    elements = tuple(ds._dict.values())  # type: ignore[attr-defined]
+    setattr(ds, _RECEIVED_ENCODING, _ReceivedEncoding(transfer_syntax_uid, encoded, elements))
 
 
 def forget_received_encoding(ds: Dataset) -> None:
-    """Drops the remembered bytes of an instance that was changed since it arrived."""
+    """Drops the remembered bytes of an instance (it was changed, or is about to be)."""
     if hasattr(ds, _RECEIVED_ENCODING):
         delattr(ds, _RECEIVED_ENCODING)
 
@@ -983,8 +998,17 @@ def uid_of(ds: Dataset, tag: int) -> str:
 
 
 def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
-    """(transfer syntax, bytes) an instance arrived as over DIMSE, if it was remembered."""
-    return getattr(ds, _RECEIVED_ENCODING, None)
+    """(transfer syntax, bytes) an instance arrived as, if it provably has not changed since."""
+    received: _ReceivedEncoding | None = getattr(ds, _RECEIVED_ENCODING, None)
+    if received is None:
+        return None
+    current = ds._dict.values()  # type: ignore[attr-defined]
+    if len(current) != len(received.elements) or any(
+        now is not then for now, then in zip(current, received.elements, strict=True)
+    ):
+        forget_received_encoding(ds)
+        return None
+    return received.transfer_syntax_uid, received.encoded
 
 
 def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:

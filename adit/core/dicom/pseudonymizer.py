@@ -45,6 +45,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from .dimse import forget_received_encoding
+
 DEFAULT_KEEP_ELEMENTS: tuple[str, ...] = (
     "AcquisitionDate",
     "AcquisitionDateTime",
@@ -607,6 +609,8 @@ class InstanceTransformer:
         """
         if self.is_noop:
             return ds
+        # Whatever happens below changes the instance: its received bytes are no longer it.
+        forget_received_encoding(ds)
         if self.pseudonym and self._pseudonymizer is not None:
             if should_skip(ds, self.exclude_modalities):
                 self.skipped_count += 1

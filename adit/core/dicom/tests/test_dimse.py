@@ -254,6 +254,73 @@ def test_changed_instances_are_encoded_again(orthanc_a, orthanc_b, local_config)
         assert relayed.PatientName == "Changed^Name"
 
 
+def test_relaying_as_received_fails_closed_for_a_changed_instance(
+    orthanc_a, orthanc_b, local_config, reencoded
+):
+    # A transform that changes instances but does not drop their received bytes, and a caller
+    # that asks for relaying as received: the changes must arrive all the same.
+    study = make_study(new_patient_id("FC"), series=(("CT", 3),))
+    study[1].PatientComments = "to be removed"
+    orthanc_a.upload(study)
+    query = QueryDataset.create(
+        QueryRetrieveLevel="STUDY",
+        PatientID=study[0].PatientID,
+        StudyInstanceUID=study[0].StudyInstanceUID,
+    )
+    first, second, third = (str(ds.SOPInstanceUID) for ds in study)
+
+    def careless_transform(instances):
+        for ds in instances:
+            uid = str(ds.SOPInstanceUID)  # reading converts only this element
+            if uid == first:
+                ds.PatientName = "Changed^Name"
+            elif uid == second:
+                del ds.PatientComments
+            yield ds
+
+    fetched = DimseConnector(orthanc_a.server_config(), local_config).send_c_get(query)
+    DimseConnector(orthanc_b.server_config(), local_config).send_c_store(
+        careless_transform(fetched), reuse_received_encoding=True
+    )
+
+    assert dcmread(io.BytesIO(orthanc_b.instance_file(first))).PatientName == "Changed^Name"
+    assert "PatientComments" not in dcmread(io.BytesIO(orthanc_b.instance_file(second)))
+    # Even the instance that was only read is encoded again: a read is not a proof of no change.
+    assert sorted(reencoded) == sorted([first, second, third])
+
+
+def test_received_bytes_count_only_while_the_instance_is_untouched():
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from adit.core.dicom.dimse import (
+        _decode_from,
+        _encode_for,
+        received_encoding,
+        remember_received_encoding,
+    )
+
+    original = make_study(new_patient_id("RB"), series=(("CT", 1),))[0]
+    encoded = _encode_for(original, ExplicitVRLittleEndian)
+
+    def received():
+        ds = _decode_from(encoded, ExplicitVRLittleEndian)
+        remember_received_encoding(ds, ExplicitVRLittleEndian, encoded)
+        return ds
+
+    assert received_encoding(received()) == (ExplicitVRLittleEndian, encoded)
+    changes = [
+        lambda ds: setattr(ds, "PatientName", "Other^Name"),
+        lambda ds: delattr(ds, "PatientID"),
+        lambda ds: setattr(ds, "PatientComments", "added"),
+        lambda ds: ds.PatientName,  # a read converts the element: no longer provably the same
+        lambda ds: ds.__setitem__(0x00100010, ds[0x00100010]),
+    ]
+    for change in changes:
+        ds = received()
+        change(ds)
+        assert received_encoding(ds) is None
+
+
 def test_uid_of_reads_raw_and_converted_elements_alike():
     from pydicom.uid import ImplicitVRLittleEndian
 
