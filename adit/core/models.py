@@ -255,6 +255,14 @@ class DicomServer(DicomNode):
     store_scp_support = models.BooleanField(
         "C-STORE SCP support", default=False, help_text="The server accepts C-STORE from ADIT."
     )
+    pushes_from_any_host = models.BooleanField(
+        "C-MOVE pushes from any host",
+        default=False,
+        help_text=(
+            "ADIT's receiver accepts C-MOVE pushes with this server's AE title only from the "
+            "server's host. Tick this for a PACS behind NAT whose pushes come from elsewhere."
+        ),
+    )
     dicomweb_root_url = models.CharField(
         "DICOMweb root URL", max_length=2000, blank=True, validators=[validate_http_url]
     )

@@ -7,9 +7,14 @@ the file's *topic*.
 
 Topic
     ``(calling AE title of the pushing PACS, StudyInstanceUID)``. It is sent as a JSON object,
-    never parsed out of a file name, so AE titles with ``_`` or ``\\`` cannot break it. A worker
-    fetching a single series subscribes to the study's topic and ignores instances it did not
-    ask for (it knows the SOP Instance UIDs from an IMAGE-level C-FIND done beforehand).
+    never parsed out of a file name, so AE titles with ``_`` or ``\\`` cannot break it.
+
+Expectations (the receiver takes only what was asked for)
+    A subscription names the SOP Instance UIDs it expects (the worker knows them from an
+    IMAGE-level C-FIND done before the C-MOVE). While it lasts, and for `RECONNECT_GRACE`
+    seconds after its connection dropped without BYE, the receiver accepts exactly those
+    instances from that PACS; anything else is refused at the C-STORE. A subscription is sent
+    only the files it expects.
 
 Spool and replay (files are never lost because a subscriber was late)
     The receiver answers a C-STORE with success only after the file is written and renamed into
@@ -20,10 +25,11 @@ Spool and replay (files are never lost because a subscriber was late)
     every instance. A torn file left by a crash is recognised by its size on reload.
 
     Every spooled file gets a sequence number (``seq``, increasing within one receiver run, the
-    *epoch*) and stays in the spool for ``retention`` seconds (default 15 minutes), whether or
-    not anyone subscribed. A new subscription first gets every spooled file
-    of its topic (oldest first), then the live ones. So files that arrive before the worker
-    subscribed, or while its connection was down, are delivered anyway.
+    *epoch*) and stays in the spool for ``retention`` seconds (default 15 minutes). A new
+    subscription gets only files spooled after it began, never files of earlier moves (which
+    might be stale or forged). A resumed one gets what it missed: files after its last ``seq``
+    within the same epoch, or, when the receiver restarted meanwhile, the files of its topic
+    received since it first subscribed (the receiver's clock, sent in ``SUBSCRIBED``).
 
 Fan-out
     Every subscription of a topic gets every file of the topic. Two workers fetching the same
@@ -42,13 +48,12 @@ Wire format
     complete DICOM Part-10 file exactly as received (transfer syntax untouched).
 
 Conversation
-    1. client → ``SUBSCRIBE`` ``{"version": 1, "topic": {"calling_ae_title": …,
-       "study_instance_uid": …}, "resume": {"epoch": …, "after_seq": n} | null,
-       "window": n}``. ``resume`` is given on a reconnect: when the epoch matches, only files
-       with ``seq > after_seq`` are replayed, otherwise (receiver restarted) all spooled files
-       of the topic.
-    2. server → ``SUBSCRIBED`` ``{"version": 1, "epoch": …, "heartbeat_interval": s}`` or
-       ``ERROR`` ``{"message": …}`` and close (bad topic, unknown version, …).
+    1. client → ``SUBSCRIBE`` ``{"version": 2, "topic": {"calling_ae_title": …,
+       "study_instance_uid": …}, "expected": [SOP Instance UIDs], "resume": {"epoch": …,
+       "after_seq": n, "since": t} | null, "window": n}`` (this frame's header may hold up to
+       `MAX_SUBSCRIBE_HEADER_SIZE` bytes). ``resume`` is given on a reconnect (see above).
+    2. server → ``SUBSCRIBED`` ``{"version": 2, "epoch": …, "heartbeat_interval": s,
+       "since": t}`` or ``ERROR`` ``{"message": …}`` and close (bad topic, unknown version, …).
     3. server → ``FILE`` ``{"seq", "sop_instance_uid", "sop_class_uid",
        "series_instance_uid", "transfer_syntax_uid", "calling_ae_title", "received_at"}`` +
        payload, in ``seq`` order.
@@ -57,13 +62,16 @@ Conversation
        deliveries, so the sending side knows which subscriber got which file.
     5. server → ``PING`` ``{}`` when nothing was sent for ``heartbeat_interval`` seconds, so a
        client notices a dead receiver (no frame for 3 intervals → reconnect).
-    6. client → ``BYE`` ``{}`` (or just closes) to end the subscription.
+    6. server → ``STORE_FAILED`` ``{"sop_instance_uid", "message"}`` when the receiver could
+       not spool an expected instance (its disk, not the PACS): the client raises a retriable
+       `ReceiverStoreError` naming ADIT's receiver.
+    7. client → ``BYE`` ``{}`` to end the subscription (its expectations end at once).
 
 Client side::
 
-    with FileTransmitClient(host, port).subscribe(topic) as subscription:
+    with FileTransmitClient(host, port).subscribe(topic, expected_sop_uids) as subscription:
         send_c_move(...)  # only after subscribing
-        for ds in subscription.iter_instances(expected_sop_uids, inactivity_timeout=60):
+        for ds in subscription.iter_instances(inactivity_timeout=60):
             ...
 
 Authentication
@@ -104,10 +112,15 @@ from .errors import RetriableDicomError
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"ADFT"
 _PREFIX = struct.Struct(">4sBIQ")
 MAX_HEADER_SIZE = 64 * 1024
+# A SUBSCRIBE names every expected SOP Instance UID: room for about 100,000 of them.
+MAX_SUBSCRIBE_HEADER_SIZE = 8 * 1024 * 1024
+# How long the expectations of a subscription whose connection dropped (without BYE) stay, so
+# the instances of its move are still accepted while it reconnects.
+RECONNECT_GRACE = 30.0
 MAX_PAYLOAD_SIZE = 16 * 1024**3
 DEFAULT_WINDOW = 16
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
@@ -124,6 +137,7 @@ class MessageType(enum.IntEnum):
     PING = 5
     BYE = 6
     ERROR = 7
+    STORE_FAILED = 8
 
 
 class ProtocolError(Exception):
@@ -132,6 +146,10 @@ class ProtocolError(Exception):
 
 class ConnectionClosed(ConnectionError):
     """The peer closed the connection (cleanly, between frames)."""
+
+
+class ReceiverStoreError(RetriableDicomError):
+    """ADIT's receiver could not store an instance of the move (its spool, not the PACS)."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +162,9 @@ class Frame:
 def encode_frame(message_type: MessageType, header: dict[str, Any], payload: bytes = b"") -> bytes:
     """Encodes one frame (prefix, JSON header, payload) as bytes."""
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    if len(header_bytes) > MAX_HEADER_SIZE:
-        raise ProtocolError(f"frame header of {len(header_bytes)} bytes exceeds {MAX_HEADER_SIZE}")
+    limit = _max_header_size(message_type)
+    if len(header_bytes) > limit:
+        raise ProtocolError(f"frame header of {len(header_bytes)} bytes exceeds {limit}")
     prefix = _PREFIX.pack(MAGIC, int(message_type), len(header_bytes), len(payload))
     return prefix + header_bytes + payload
 
@@ -185,6 +204,10 @@ def _recv_exactly(sock: socket.socket, size: int, *, at_frame_start: bool = Fals
     return bytes(buffer)
 
 
+def _max_header_size(message_type: MessageType) -> int:
+    return MAX_SUBSCRIBE_HEADER_SIZE if message_type == MessageType.SUBSCRIBE else MAX_HEADER_SIZE
+
+
 def decode_prefix(prefix: bytes) -> tuple[MessageType, int, int]:
     """Validates a frame prefix and returns (type, header size, payload size)."""
     magic, type_code, header_size, payload_size = _PREFIX.unpack(prefix)
@@ -194,8 +217,9 @@ def decode_prefix(prefix: bytes) -> tuple[MessageType, int, int]:
         message_type = MessageType(type_code)
     except ValueError:
         raise ProtocolError(f"unknown message type {type_code}") from None
-    if header_size > MAX_HEADER_SIZE:
-        raise ProtocolError(f"frame header size {header_size} exceeds {MAX_HEADER_SIZE}")
+    limit = _max_header_size(message_type)
+    if header_size > limit:
+        raise ProtocolError(f"frame header size {header_size} exceeds {limit}")
     if payload_size > MAX_PAYLOAD_SIZE:
         raise ProtocolError(f"frame payload size {payload_size} exceeds {MAX_PAYLOAD_SIZE}")
     if payload_size and message_type != MessageType.FILE:
@@ -311,8 +335,9 @@ class Spool:
         self.condition = threading.Condition()
         self._entries: dict[Topic, list[SpoolEntry]] = {}
         self._next_seq = 1
-        self.incoming_dir.mkdir(parents=True, exist_ok=True)
-        self.files_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.incoming_dir, self.files_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)  # received images are nobody else's business
         self._reload()
 
     def _reload(self) -> None:
@@ -397,10 +422,10 @@ class Spool:
             "received_at": time.time(),
         }
         try:
-            with open(data_tmp, "wb") as data_file:
+            with open(data_tmp, "xb", opener=_private_file) as data_file:
                 write_file(data_file)
                 meta["size"] = data_file.tell()
-            with open(meta_tmp, "w", encoding="utf-8") as meta_file:
+            with open(meta_tmp, "x", encoding="utf-8", opener=_private_file) as meta_file:
                 json.dump(meta, meta_file)
             os.replace(data_tmp, data_path)
             os.replace(meta_tmp, meta_path)
@@ -410,14 +435,37 @@ class Spool:
             raise
         return self._index(meta, data_path)
 
-    def next_entry(self, topic: Topic, after_seq: int) -> SpoolEntry | None:
-        """The oldest entry of ``topic`` with a sequence number above ``after_seq``."""
+    def next_entry(
+        self, topic: Topic, after_seq: int, wanted: Collection[str] | None = None
+    ) -> tuple[SpoolEntry | None, int]:
+        """The oldest entry of ``topic`` above ``after_seq`` whose SOP Instance UID is
+        ``wanted`` (any when None), and the sequence number to continue after next time
+        (entries skipped as unwanted are not looked at again)."""
         with self.condition:
             entries = self._entries.get(topic)
             if not entries:
-                return None
+                return None, after_seq
             index = bisect_right(entries, after_seq, key=lambda entry: entry.seq)
-            return entries[index] if index < len(entries) else None
+            for entry in entries[index:]:
+                if wanted is None or entry.sop_instance_uid in wanted:
+                    return entry, entry.seq
+                after_seq = entry.seq
+            return None, after_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest entry (a new subscription starts after it)."""
+        with self.condition:
+            return self._next_seq - 1
+
+    def seq_before(self, topic: Topic, received_since: float) -> int:
+        """The sequence number after which the entries of ``topic`` received at or after
+        ``received_since`` (receiver clock) begin."""
+        with self.condition:
+            for entry in self._entries.get(topic, ()):
+                if entry.received_at >= received_since:
+                    return entry.seq - 1
+            return self._next_seq - 1
 
     def entries(self, topic: Topic) -> list[SpoolEntry]:
         with self.condition:
@@ -448,9 +496,86 @@ class Spool:
         return len(expired)
 
 
+def _private_file(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 # --------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Expectation:
+    """The instances one subscription waits for (a C-MOVE in flight), while it lasts."""
+
+    topic: Topic
+    sop_instance_uids: frozenset[str]
+    ends_at: float | None = None  # set when the subscription ended without saying BYE
+    store_failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Expectations:
+    """What the receiver may accept: only instances that a live subscription expects.
+
+    A subscription registers the SOP Instance UIDs of its move before the worker sends the
+    C-MOVE, so a push of anything else (before a move, of another study, of an instance the
+    source did not list) is refused. A subscription whose connection drops keeps its
+    expectation for `RECONNECT_GRACE` seconds, so its move goes on while it reconnects.
+    """
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self._condition = condition
+        self._by_topic: dict[Topic, list[Expectation]] = {}
+
+    def add(self, topic: Topic, sop_instance_uids: frozenset[str]) -> Expectation:
+        expectation = Expectation(topic, sop_instance_uids)
+        with self._condition:
+            self._by_topic.setdefault(topic, []).append(expectation)
+        return expectation
+
+    def end(self, expectation: Expectation, grace: float = 0.0) -> None:
+        with self._condition:
+            if grace > 0:
+                expectation.ends_at = time.monotonic() + grace
+                return
+            expectations = self._by_topic.get(expectation.topic, [])
+            if expectation in expectations:
+                expectations.remove(expectation)
+            if not expectations:
+                self._by_topic.pop(expectation.topic, None)
+
+    def _live(self, topic: Topic) -> list[Expectation]:
+        now = time.monotonic()
+        expectations = self._by_topic.get(topic, [])
+        live = [e for e in expectations if e.ends_at is None or e.ends_at > now]
+        if len(live) != len(expectations):
+            if live:
+                self._by_topic[topic] = live
+            else:
+                self._by_topic.pop(topic, None)
+        return live
+
+    def expects(self, topic: Topic, sop_instance_uid: str) -> bool:
+        with self._condition:
+            return any(sop_instance_uid in e.sop_instance_uids for e in self._live(topic))
+
+    def report_store_failure(self, topic: Topic, sop_instance_uid: str, message: str) -> None:
+        """Tells every subscription expecting the instance that it could not be stored."""
+        with self._condition:
+            for expectation in self._live(topic):
+                if sop_instance_uid in expectation.sop_instance_uids:
+                    expectation.store_failures.append((sop_instance_uid, message))
+            self._condition.notify_all()
+
+
+def _expected_uids(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected must be a non-empty list of SOP Instance UIDs")
+    uids = frozenset(value)
+    if not all(isinstance(uid, str) and 0 < len(uid) <= 64 for uid in uids):
+        raise ValueError("expected must hold SOP Instance UIDs (strings of 1-64 characters)")
+    return uids
 
 
 class _SubscriptionHandler(socketserver.BaseRequestHandler):
@@ -485,14 +610,45 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
             window = int(frame.header.get("window") or DEFAULT_WINDOW)
             if not 1 <= window <= 1024:
                 raise ValueError(f"window {window} is not within 1-1024")
-            after_seq = 0
+            expected = _expected_uids(frame.header.get("expected"))
+            # A new subscription gets only what arrives from now on (never files of earlier
+            # moves); a resumed one what it missed: by sequence number within one receiver run,
+            # by the time it first subscribed after the receiver restarted.
+            spool = transmit.spool
+            subscribed_at = time.time()
+            after_seq = spool.last_seq
             resume = frame.header.get("resume")
-            if resume and resume.get("epoch") == transmit.spool.epoch:
-                after_seq = int(resume.get("after_seq", 0))
+            if resume:
+                subscribed_at = float(resume.get("since", subscribed_at))
+                if resume.get("epoch") == spool.epoch:
+                    after_seq = int(resume.get("after_seq", 0))
+                else:
+                    after_seq = spool.seq_before(topic, subscribed_at)
         except (ValueError, TypeError, AttributeError) as err:
             send_frame(sock, MessageType.ERROR, {"message": f"invalid subscription: {err}"})
             return
 
+        expectation = transmit.expectations.add(topic, expected)
+        said_bye = {"value": False}
+        try:
+            self._deliver(
+                sock, transmit, topic, expectation, window, after_seq, subscribed_at, said_bye
+            )
+        finally:
+            grace = 0.0 if said_bye["value"] or transmit.stopping else RECONNECT_GRACE
+            transmit.expectations.end(expectation, grace)
+
+    def _deliver(
+        self,
+        sock: socket.socket,
+        transmit: FileTransmitServer,
+        topic: Topic,
+        expectation: Expectation,
+        window: int,
+        after_seq: int,
+        subscribed_at: float,
+        said_bye: dict[str, bool],
+    ) -> None:
         spool = transmit.spool
         send_frame(
             sock,
@@ -501,9 +657,15 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
                 "version": PROTOCOL_VERSION,
                 "epoch": spool.epoch,
                 "heartbeat_interval": transmit.heartbeat_interval,
+                "since": subscribed_at,
             },
         )
-        logger.info("Subscription to %s from %s", topic.calling_ae_title, self.client_address)
+        logger.info(
+            "Subscription to %s from %s (%d instances expected)",
+            topic.calling_ae_title,
+            self.client_address,
+            len(expectation.sop_instance_uids),
+        )
         unacked: set[int] = set()
         state = {"closed": False}
 
@@ -520,6 +682,7 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
                                 transmit.acknowledged += 1
                             spool.condition.notify_all()
                     elif ack.type == MessageType.BYE:
+                        said_bye["value"] = True
                         break
                     else:
                         raise ProtocolError(f"unexpected {ack.type.name} from subscriber")
@@ -537,10 +700,17 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
             while True:
                 with spool.condition:
                     entry = None
+                    failures: list[tuple[str, str]] = []
                     deadline = time.monotonic() + transmit.heartbeat_interval
                     while not state["closed"] and not transmit.stopping:
+                        if expectation.store_failures:
+                            failures = expectation.store_failures[:]
+                            expectation.store_failures.clear()
+                            break
                         if len(unacked) < window:
-                            entry = spool.next_entry(topic, after_seq)
+                            entry, after_seq = spool.next_entry(
+                                topic, after_seq, expectation.sop_instance_uids
+                            )
                             if entry is not None:
                                 break
                         remaining = deadline - time.monotonic()
@@ -551,10 +721,17 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
                         return
                     if entry is not None:
                         unacked.add(entry.seq)
+                for sop_instance_uid, message in failures:
+                    send_frame(
+                        sock,
+                        MessageType.STORE_FAILED,
+                        {"sop_instance_uid": sop_instance_uid, "message": message},
+                    )
+                if failures:
+                    continue
                 if entry is None:
                     send_frame(sock, MessageType.PING, {})
                     continue
-                after_seq = entry.seq
                 try:
                     payload = open(entry.path, "rb")  # noqa: SIM115
                 except FileNotFoundError:
@@ -604,6 +781,7 @@ class FileTransmitServer:
         self.heartbeat_interval = heartbeat_interval
         self.secret = secret
         self.stopping = False
+        self.expectations = Expectations(spool.condition)
         self.acknowledged = 0
         """Files subscribers confirmed to have received (all subscriptions, this run)."""
         self._tcp = _TransmitTCPServer((host, port), _SubscriptionHandler, bind_and_activate=True)
@@ -694,13 +872,19 @@ class FileTransmitClient:
         self.connect_timeout = connect_timeout
         self.secret = secret
 
-    def subscribe(self, topic: Topic, window: int = DEFAULT_WINDOW) -> Subscription:
-        """Subscribes to ``topic`` now (before returning), so a C-MOVE may be sent next.
+    def subscribe(
+        self,
+        topic: Topic,
+        expected_sop_instance_uids: Collection[str],
+        window: int = DEFAULT_WINDOW,
+    ) -> Subscription:
+        """Subscribes to the expected instances of ``topic`` now (before returning), so a
+        C-MOVE may be sent next. The receiver accepts only instances some subscription expects.
 
         Raises:
             RetriableDicomError: when the receiver cannot be reached or refuses the topic.
         """
-        subscription = Subscription(self, topic, window)
+        subscription = Subscription(self, topic, expected_sop_instance_uids, window)
         try:
             subscription.connect()
         except (OSError, ProtocolError) as err:
@@ -714,11 +898,21 @@ class FileTransmitClient:
 class Subscription:
     """A live subscription; reconnects (and resumes) by itself when the connection drops."""
 
-    def __init__(self, client: FileTransmitClient, topic: Topic, window: int) -> None:
+    def __init__(
+        self,
+        client: FileTransmitClient,
+        topic: Topic,
+        expected_sop_instance_uids: Collection[str],
+        window: int,
+    ) -> None:
         self.client = client
         self.topic = topic
+        self.expected = sorted(set(expected_sop_instance_uids))
+        if not self.expected:
+            raise ValueError("a subscription must expect at least one SOP Instance UID")
         self.window = window
         self.epoch: str | None = None
+        self.since: float | None = None
         self.last_seq = 0
         self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self.last_error: str | None = None
@@ -736,13 +930,18 @@ class Subscription:
         )
         try:
             _set_nodelay(sock)
-            resume = {"epoch": self.epoch, "after_seq": self.last_seq} if self.epoch else None
+            resume = (
+                {"epoch": self.epoch, "after_seq": self.last_seq, "since": self.since}
+                if self.epoch
+                else None
+            )
             send_frame(
                 sock,
                 MessageType.SUBSCRIBE,
                 {
                     "version": PROTOCOL_VERSION,
                     "topic": self.topic.to_json(),
+                    "expected": self.expected,
                     "resume": resume,
                     "window": self.window,
                     "auth": topic_signature(self.client.secret, self.topic)
@@ -760,9 +959,11 @@ class Subscription:
             raise
         epoch = str(reply.header.get("epoch"))
         if self.epoch is not None and epoch != self.epoch:
-            # The receiver restarted: it replays the whole spool of the topic.
+            # The receiver restarted: it replays what arrived since this subscription began.
             self.last_seq = 0
         self.epoch = epoch
+        if self.since is None:
+            self.since = float(reply.header.get("since") or time.time())
         self.heartbeat_interval = float(
             reply.header.get("heartbeat_interval") or DEFAULT_HEARTBEAT_INTERVAL
         )
@@ -816,6 +1017,12 @@ class Subscription:
             self._last_frame_at = time.monotonic()
             if frame.type == MessageType.PING:
                 continue
+            if frame.type == MessageType.STORE_FAILED:
+                raise ReceiverStoreError(
+                    f"ADIT's receiver could not store instance "
+                    f"{frame.header.get('sop_instance_uid')} of the C-MOVE from "
+                    f"{self.topic.calling_ae_title}: {frame.header.get('message')}"
+                )
             if frame.type != MessageType.FILE:
                 self._drop_connection(f"unexpected {frame.type.name} frame")
                 continue
@@ -838,7 +1045,7 @@ class Subscription:
 
     def iter_instances(
         self,
-        expected_sop_uids: Collection[str],
+        expected_sop_uids: Collection[str] | None = None,
         inactivity_timeout: float = 60.0,
         total_timeout: float = 3600.0,
     ) -> Iterator[Dataset]:
@@ -852,7 +1059,7 @@ class Subscription:
             RetriableDicomError: when the inactivity or total timeout passes with instances
                 still missing (the message names how many).
         """
-        tracker = ArrivalTracker(expected_sop_uids)
+        tracker = ArrivalTracker(self.expected if expected_sop_uids is None else expected_sop_uids)
         total_deadline = time.monotonic() + total_timeout
         while not tracker.complete:
             now = time.monotonic()

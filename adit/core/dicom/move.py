@@ -102,7 +102,7 @@ def fetch_with_move(
     warnings = warnings if warnings is not None else []
     started = time.monotonic()
     total_deadline = started + total_timeout
-    with client.subscribe(topic) as subscription:
+    with client.subscribe(topic, tracker.expected) as subscription:
         move = _MoveInBackground(send_c_move)
         move.start()
         last_arrival = time.monotonic()

@@ -1,17 +1,28 @@
 """ADIT's receiver: a C-STORE SCP that spools pushed files and streams them to workers.
 
-A PACS answering a C-MOVE pushes the instances to the receiver's AE title. The receiver
+A PACS answering a C-MOVE pushes the instances to the receiver's AE title. Whatever the
+receiver accepts ends up at a destination, so it takes only what a worker asked for:
 
-* accepts associations only from calling AE titles of configured servers (others are rejected
-  during association negotiation with "calling AE title not recognised"), with storage SOP
-  classes and Verification in the first proposed transfer syntax it knows (nothing is
-  converted); the associations run on ADIT's own upper layer (`upper_layer.py`), one thread
-  each;
-* writes each instance to the spool (write, rename) and answers the C-STORE with
-  success only afterwards; a failed write is answered with ``0xA700`` (out of resources), so the
-  PACS counts the sub-operation as failed instead of delivered;
-* streams spooled files to subscribed workers (:mod:`adit.core.dicom.file_transmit`), and
-  removes them from the spool after the retention time.
+* An association is accepted only when it calls the receiver's own AE title ("called AE title
+  not recognised" otherwise) from the AE title of a configured server *and* from that server's
+  host (its resolved addresses; a server may opt out for PACS behind NAT). Others are rejected
+  during association negotiation ("calling AE title not recognised"). Contexts: storage SOP
+  classes and Verification, in the first proposed transfer syntax it knows (nothing is
+  converted). The associations run on ADIT's own upper layer (`upper_layer.py`).
+* An instance is accepted only while a worker's subscription expects it: the subscription of a
+  C-MOVE names the SOP Instance UIDs the source listed, before the C-MOVE is sent
+  (:class:`adit.core.dicom.file_transmit.Expectations`). A push before a move, of another study
+  or of an unlisted instance is refused with ``0x0124`` (refused: not authorized) and logged
+  with AE title, host and study UID (no patient data).
+* An instance is accepted only whole: its bytes must hold a complete data set
+  (:mod:`adit.core.dicom.completeness`) whose SOP Instance UID is the one of the C-STORE
+  request; otherwise ``0xC210`` (cannot understand).
+* It is written to the spool (write, rename, mode 0600) and the C-STORE is answered with success
+  only afterwards. A failed write is answered with ``0xA700`` (out of resources), so the PACS
+  counts the sub-operation as failed, and the subscriptions expecting the instance are told, so
+  the task fails (retriably) naming ADIT's receiver, not the PACS.
+* Spooled files are streamed to the subscriptions that expect them
+  (:mod:`adit.core.dicom.file_transmit`) and removed after the retention time.
 
 Run it with ``manage.py receiver`` (settings driven) or, without Django, with
 ``python -m adit.core.dicom.receiver --help`` (used by tests that kill the process).
@@ -21,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +50,61 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import upper_layer
 from .association import prepare_dicom_libraries
+from .completeness import check_complete
 from .config import Timeouts
-from .dimse import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, _decode_from, uid_of
+from .dimse import (
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    _decode_from,
+    uid_of,
+)
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 
 logger = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
+STATUS_NOT_AUTHORIZED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 
-AllowedAETitles = Callable[[], Iterable[str]] | Iterable[str]
+# Who may push: AE title → the addresses it may push from (None: any host). A plain collection
+# of AE titles allows each from any host. A callable is asked at every association.
+AllowedPeers = Mapping[str, Collection[str] | None] | Iterable[str]
+AllowedAETitles = Callable[[], AllowedPeers] | AllowedPeers
 
 MAX_ASSOCIATIONS = 64
 TIMEOUTS = Timeouts(connection=10, acse=60, dimse=120, network=120)
 # Rejections (result, source, diagnostic), PS3.8 9.3.4.
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
+CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+
+
+def _normalized_address(address: str) -> str:
+    """The address as the receiver compares it (IPv4-mapped IPv6 as plain IPv4)."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def _peers(allowed: AllowedPeers) -> dict[str, frozenset[str] | None]:
+    if isinstance(allowed, Mapping):
+        items = allowed.items()
+    else:
+        items = ((title, None) for title in allowed)
+    peers: dict[str, frozenset[str] | None] = {}
+    for title, hosts in items:
+        if title and title.strip():
+            peers[title.strip()] = (
+                None if hosts is None else frozenset(_normalized_address(h) for h in hosts)
+            )
+    return peers
+
 
 _STORAGE_SOP_CLASSES = frozenset(
     str(context.abstract_syntax) for context in AllStoragePresentationContexts
@@ -77,8 +127,9 @@ class Receiver:
         store_port: C-STORE SCP port (0 = any free port, see ``store_port`` after start).
         transmit_port: file transmit port (0 = any free port).
         spool_dir: where received files are kept until they expire.
-        allowed_calling_aes: AE titles allowed to push, or a callable returning them (called
-            for every association, so keep it cheap).
+        allowed_calling_aes: who may push: AE titles, or a mapping of AE title to the
+            addresses it may push from (None: any), or a callable returning either (called for
+            every association, so keep it cheap).
         host: address both servers listen on.
         retention: seconds a spooled file is kept for late subscribers.
         heartbeat_interval: seconds between heartbeats to idle subscribers.
@@ -107,9 +158,9 @@ class Receiver:
         self.retention = retention
         self.heartbeat_interval = heartbeat_interval
         if callable(allowed_calling_aes):
-            self._allowed: Callable[[], Iterable[str]] = allowed_calling_aes
+            self._allowed: Callable[[], AllowedPeers] = allowed_calling_aes
         else:
-            fixed = frozenset(allowed_calling_aes)
+            fixed = _peers(allowed_calling_aes)
             self._allowed = lambda: fixed
         self.spool: Spool | None = None
         self.transmit: FileTransmitServer | None = None
@@ -206,15 +257,35 @@ class Receiver:
                 target=self._serve, args=(sock,), name="receiver-association", daemon=True
             ).start()
 
-    def _rejection(self, request: upper_layer.AssociationRequest) -> upper_layer.Rejection | None:
+    def _rejection(
+        self, request: upper_layer.AssociationRequest, peer_address: str
+    ) -> upper_layer.Rejection | None:
+        if request.called_ae_title != self.ae_title:
+            logger.warning(
+                "Rejected an association from %r at %s: it called %r, not the receiver's AE title",
+                request.calling_ae_title,
+                peer_address,
+                request.called_ae_title,
+            )
+            return CALLED_AE_NOT_RECOGNISED
         try:
-            allowed = {title.strip() for title in self._allowed() if title and title.strip()}
+            allowed = _peers(self._allowed())
         except Exception:
             logger.exception("Looking up the allowed calling AE titles failed; rejecting")
-            allowed = set()
+            allowed = {}
         if request.calling_ae_title not in allowed:
             logger.warning(
-                "Rejected an association from %r: not a configured server", request.calling_ae_title
+                "Rejected an association from %r at %s: not a configured server",
+                request.calling_ae_title,
+                peer_address,
+            )
+            return CALLING_AE_NOT_RECOGNISED
+        hosts = allowed[request.calling_ae_title]
+        if hosts is not None and _normalized_address(peer_address) not in hosts:
+            logger.warning(
+                "Rejected an association from %r at %s: not the host configured for it",
+                request.calling_ae_title,
+                peer_address,
             )
             return CALLING_AE_NOT_RECOGNISED
         with self._active_lock:
@@ -223,8 +294,16 @@ class Receiver:
         return None
 
     def _serve(self, sock: socket.socket) -> None:
+        try:
+            peer_address = str(sock.getpeername()[0])
+        except OSError:
+            sock.close()
+            return
         negotiated = upper_layer.accept_association(
-            sock, TIMEOUTS, self._rejection, _transfer_syntax_for
+            sock,
+            TIMEOUTS,
+            lambda request: self._rejection(request, peer_address),
+            _transfer_syntax_for,
         )
         if negotiated is None:
             return
@@ -239,7 +318,7 @@ class Receiver:
                 sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
                 if command_field == upper_layer.C_STORE_RQ:
                     sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
-                    status = self._store(assoc, request.calling_ae_title, message)
+                    status = self._store(assoc, request.calling_ae_title, peer_address, message)
                     response = upper_layer.c_store_rsp(message_id, sop_class, sop_instance, status)
                 elif command_field == upper_layer.C_ECHO_RQ:
                     response = upper_layer.c_echo_rsp(message_id, sop_class)
@@ -262,10 +341,14 @@ class Receiver:
                 self._active.discard(assoc)
 
     def _store(
-        self, assoc: upper_layer.Association, calling_ae: str, message: upper_layer.Message
+        self,
+        assoc: upper_layer.Association,
+        calling_ae: str,
+        peer_address: str,
+        message: upper_layer.Message,
     ) -> int:
-        spool = self.spool
-        assert spool is not None
+        spool, transmit = self.spool, self.transmit
+        assert spool is not None and transmit is not None
         context = assoc.accepted.get(message.context_id)
         sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
         sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
@@ -274,7 +357,10 @@ class Receiver:
             if context is None or raw_dataset is None:
                 raise ValueError("no data set on an accepted presentation context")
             transfer_syntax = context.transfer_syntax
+            check_complete(raw_dataset, transfer_syntax)
             dataset = _decode_from(raw_dataset, transfer_syntax)
+            if uid_of(dataset, SOP_INSTANCE_UID) != sop_instance:
+                raise ValueError("its SOP Instance UID is not the one of the C-STORE request")
             study_uid = uid_of(dataset, STUDY_INSTANCE_UID)
             if not study_uid:
                 raise ValueError("no StudyInstanceUID")
@@ -288,6 +374,14 @@ class Receiver:
         except Exception as err:
             logger.warning("Rejecting C-STORE from %s: unreadable dataset: %s", calling_ae, err)
             return STATUS_CANNOT_UNDERSTAND
+        if not transmit.expectations.expects(topic, sop_instance):
+            logger.warning(
+                "Refused an instance of study %s from %s at %s: no C-MOVE in flight asked for it",
+                study_uid,
+                calling_ae,
+                peer_address,
+            )
+            return STATUS_NOT_AUTHORIZED
 
         meta_buffer = DicomBytesIO()
         write_file_meta_info(meta_buffer, file_meta, enforce_standard=True)
@@ -308,6 +402,9 @@ class Receiver:
             )
         except OSError as err:
             logger.error("Spooling an instance from %s failed: %s", calling_ae, err)
+            transmit.expectations.report_store_failure(
+                topic, sop_instance, f"the spool could not be written ({err.strerror or err})"
+            )
             return STATUS_OUT_OF_RESOURCES
         logger.debug("Spooled %s from %s", sop_instance, calling_ae)
         return STATUS_SUCCESS
@@ -321,16 +418,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store-port", type=int, default=11112)
     parser.add_argument("--transmit-port", type=int, default=14638)
     parser.add_argument("--spool-dir", required=True)
-    parser.add_argument("--allow", action="append", default=[], help="allowed calling AE title")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        help="allowed calling AE title, optionally with the address it pushes from: AE@address",
+    )
     parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    allowed: dict[str, Collection[str] | None] = {}
+    for entry in args.allow:
+        title, _, address = entry.partition("@")
+        allowed[title] = [address] if address else None
     receiver = Receiver(
         args.ae_title,
         args.store_port,
         args.transmit_port,
         args.spool_dir,
-        args.allow,
+        allowed,
         host=args.host,
         retention=args.retention,
     )

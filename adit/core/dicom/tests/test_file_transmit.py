@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from adit.core.dicom.errors import RetriableDicomError
 from adit.core.dicom.file_transmit import (
     MAGIC,
+    PROTOCOL_VERSION,
     FileTransmitClient,
     FileTransmitServer,
     MessageType,
@@ -159,7 +160,7 @@ def test_spool_expiry_removes_files(tmp_path: Path, study):
     assert spool.expire(now=time.time() + 61) == 1
     assert not entry.path.exists()
     assert not list((tmp_path / "files").iterdir())
-    assert spool.next_entry(topic, 0) is None
+    assert spool.next_entry(topic, 0) == (None, 0)
 
 
 def test_failed_write_publishes_nothing(tmp_path: Path, study):
@@ -198,18 +199,76 @@ def _uids(datasets) -> list[str]:
     return [ds.SOPInstanceUID for ds in datasets]
 
 
-def test_files_spooled_before_subscribing_are_delivered(server, study):
+def test_a_new_subscription_gets_only_files_spooled_after_it_began(server, study):
+    # Files of an earlier move of the study (or forged ones) must never reach a new move.
     topic = Topic(AE, study[0].StudyInstanceUID)
     for ds in study[:4]:
         _add(server.spool, topic, ds)
 
-    with _client(server).subscribe(topic) as subscription:
-        threading.Timer(0.3, lambda: [_add(server.spool, topic, ds) for ds in study[4:]]).start()
-        received = list(subscription.iter_instances(_uids(study), inactivity_timeout=5))
+    with _client(server).subscribe(topic, _uids(study)) as subscription:
+        assert subscription.receive(0.5) is None
+        threading.Timer(0.3, lambda: [_add(server.spool, topic, ds) for ds in study]).start()
+        received = list(subscription.iter_instances(inactivity_timeout=5))
 
     assert _uids(received) == _uids(study)
     assert received[-1].file_meta.TransferSyntaxUID == study[-1].file_meta.TransferSyntaxUID
     assert received[-1].PixelData == study[-1].PixelData
+
+
+def test_a_subscription_gets_only_the_instances_it_expects(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    wanted = study[:2]
+    with _client(server).subscribe(topic, _uids(wanted)) as subscription:
+        for ds in study:
+            _add(server.spool, topic, ds)
+        received = [subscription.receive(5) for _ in wanted]
+        assert subscription.receive(0.5) is None  # the others of the study never come
+    assert [file.sop_instance_uid for file in received if file] == _uids(wanted)
+
+
+def _wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_the_receiver_accepts_only_what_a_live_subscription_expects(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    other_topic = Topic("OTHER_PACS", study[0].StudyInstanceUID)
+    uid, unlisted = study[0].SOPInstanceUID, study[1].SOPInstanceUID
+    assert not server.expectations.expects(topic, uid)  # before the move
+
+    subscription = _client(server).subscribe(topic, [uid])
+    assert server.expectations.expects(topic, uid)
+    assert not server.expectations.expects(topic, unlisted)
+    assert not server.expectations.expects(other_topic, uid)
+
+    subscription.close()  # the move is over: BYE ends the expectation at once
+    assert _wait_until(lambda: not server.expectations.expects(topic, uid))
+
+
+def test_a_dropped_subscription_keeps_its_expectation_while_it_reconnects(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    uid = study[0].SOPInstanceUID
+    subscription = _client(server).subscribe(topic, [uid])
+    assert subscription._sock is not None
+    subscription._sock.close()  # no BYE: a network failure
+    subscription._sock = None
+    assert _wait_until(lambda: server.expectations._live(topic)[0].ends_at is not None)
+    assert server.expectations.expects(topic, uid)  # still accepted during the grace period
+    expectation = server.expectations._live(topic)[0]
+    expectation.ends_at = time.monotonic() - 1  # the grace period has passed
+    assert not server.expectations.expects(topic, uid)
+
+
+def test_a_store_failure_at_the_receiver_fails_the_subscription_naming_the_receiver(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    uid = study[0].SOPInstanceUID
+    with _client(server).subscribe(topic, [uid]) as subscription:
+        server.expectations.report_store_failure(topic, uid, "the spool could not be written")
+        with pytest.raises(RetriableDicomError, match="ADIT's receiver could not store instance"):
+            subscription.receive(5)
 
 
 def test_every_subscriber_of_a_topic_gets_every_file(server, study):
@@ -221,7 +280,9 @@ def test_every_subscriber_of_a_topic_gets_every_file(server, study):
         with subscription:
             results[name] = _uids(subscription.iter_instances(_uids(study), inactivity_timeout=5))
 
-    subscriptions = {name: _client(server).subscribe(topic) for name in ("one", "two")}
+    subscriptions = {
+        name: _client(server).subscribe(topic, _uids(study)) for name in ("one", "two")
+    }
     threads = [threading.Thread(target=consume, args=item) for item in subscriptions.items()]
     for thread in threads:
         thread.start()
@@ -243,9 +304,9 @@ def test_every_subscriber_of_a_topic_gets_every_file(server, study):
 
 def test_subscription_resumes_after_a_lost_connection(server, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
+    subscription = _client(server).subscribe(topic, _uids(study))
     for ds in study[:2]:
         _add(server.spool, topic, ds)
-    subscription = _client(server).subscribe(topic)
     with subscription:
         first = [subscription.receive(5), subscription.receive(5)]
         assert [f.sop_instance_uid for f in first if f] == _uids(study[:2])
@@ -267,9 +328,9 @@ def test_subscription_resumes_after_a_lost_connection(server, study):
 
 def test_incomplete_delivery_raises_with_the_missing_count(server, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
-    for ds in study[:4]:
-        _add(server.spool, topic, ds)
-    with _client(server).subscribe(topic) as subscription:
+    with _client(server).subscribe(topic, _uids(study)) as subscription:
+        for ds in study[:4]:
+            _add(server.spool, topic, ds)
         received = []
         with pytest.raises(RetriableDicomError, match="2 of 6 instances missing"):
             for ds in subscription.iter_instances(_uids(study), inactivity_timeout=1):
@@ -283,7 +344,10 @@ def test_invalid_subscription_gets_a_clear_error(server):
         sock.sendall(
             encode_frame(
                 MessageType.SUBSCRIBE,
-                {"version": 1, "topic": {"calling_ae_title": "X", "study_instance_uid": ""}},
+                {
+                    "version": PROTOCOL_VERSION,
+                    "topic": {"calling_ae_title": "X", "study_instance_uid": ""},
+                },
             )
         )
         reply = read_frame(sock)
@@ -306,8 +370,8 @@ def test_garbage_does_not_harm_the_server(server, study):
         sock.settimeout(5)
         assert sock.recv(100) == b""  # closed by the server
     topic = Topic(AE, study[0].StudyInstanceUID)
-    _add(server.spool, topic, study[0])
-    with _client(server).subscribe(topic) as subscription:
+    with _client(server).subscribe(topic, _uids(study[:1])) as subscription:
+        _add(server.spool, topic, study[0])
         assert _uids(subscription.iter_instances(_uids(study[:1]), 5)) == _uids(study[:1])
 
 
@@ -316,12 +380,14 @@ def test_subscribe_to_an_unreachable_receiver_is_retriable():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(RetriableDicomError, match=f"127.0.0.1:{port}"):
-        FileTransmitClient("127.0.0.1", port, connect_timeout=1).subscribe(Topic(AE, "1.2.3"))
+        FileTransmitClient("127.0.0.1", port, connect_timeout=1).subscribe(
+            Topic(AE, "1.2.3"), ["1.2.3.4"]
+        )
 
 
 def test_heartbeats_keep_an_idle_subscription_alive(server, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
-    with _client(server).subscribe(topic) as subscription:
+    with _client(server).subscribe(topic, _uids(study)) as subscription:
         assert subscription.receive(2.0) is None  # 4 heartbeat intervals of silence
         assert subscription.connected
         assert subscription.reconnects == 0
@@ -336,12 +402,13 @@ def test_subscriber_survives_a_receiver_restart(tmp_path: Path, study):
     first.start()
     port = first.port
     topic = Topic(AE, study[0].StudyInstanceUID)
-    for ds in study[:3]:
-        _add(first.spool, topic, ds)
+    client = FileTransmitClient("127.0.0.1", port, connect_timeout=2)
     second: FileTransmitServer | None = None
     received: list[str] = []
     try:
-        with FileTransmitClient("127.0.0.1", port, connect_timeout=2).subscribe(topic) as sub:
+        with client.subscribe(topic, _uids(study)) as sub:
+            for ds in study[:3]:
+                _add(first.spool, topic, ds)
             for ds in sub.iter_instances(_uids(study), inactivity_timeout=10):
                 received.append(ds.SOPInstanceUID)
                 if len(received) == 2:
@@ -367,15 +434,15 @@ def test_with_a_shared_secret_only_subscribers_that_know_it_get_files(tmp_path: 
     transmit.start()
     try:
         topic = Topic(AE, study[0].StudyInstanceUID)
-        for ds in study:
-            _add(transmit.spool, topic, ds)
         for wrong in (None, b"x" * 32):
             client = FileTransmitClient("127.0.0.1", transmit.port, connect_timeout=2, secret=wrong)
             with pytest.raises(RetriableDicomError, match="not authorized"):
-                client.subscribe(topic)
+                client.subscribe(topic, _uids(study))
 
         client = FileTransmitClient("127.0.0.1", transmit.port, connect_timeout=2, secret=secret)
-        with client.subscribe(topic) as subscription:
+        with client.subscribe(topic, _uids(study)) as subscription:
+            for ds in study:
+                _add(transmit.spool, topic, ds)
             received = list(subscription.iter_instances(_uids(study), inactivity_timeout=5))
         assert _uids(received) == _uids(study)
     finally:

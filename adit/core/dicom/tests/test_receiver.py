@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import RLELossless
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from adit.core.dicom.config import LocalConfig, Timeouts
 from adit.core.dicom.dimse import DimseConnector
@@ -124,7 +125,7 @@ def spooled_files(receiver: Receiver) -> list[Path]:
 def test_store_while_subscribed_delivers_every_instance_unchanged(receiver, study):
     datasets, files = study
     topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-    with client(receiver).subscribe(topic) as subscription:
+    with client(receiver).subscribe(topic, uids(datasets)) as subscription:
         sender = threading.Thread(target=storescu, args=(receiver, files))
         sender.start()
         received = list(subscription.iter_instances(uids(datasets), inactivity_timeout=15))
@@ -140,15 +141,17 @@ def test_store_while_subscribed_delivers_every_instance_unchanged(receiver, stud
     assert by_uid[datasets[0].SOPInstanceUID].PatientID == "RCV-PAT"
 
 
-def test_files_stored_before_subscribing_are_not_lost(receiver, study):
+def test_instances_pushed_while_no_move_expects_them_are_refused(receiver, study):
     datasets, files = study
-    result = storescu(receiver, files)
-    assert result.returncode == 0, result.stderr
+    result = storescu(receiver, files, SCU_AE, "-v")
+    output = result.stdout + result.stderr
+    assert "Received Store Response (Success)" not in output, output
+    assert "Received Store Response (Unknown Status: 0x124)" in output, output  # DCMTK's words
+    assert spooled_files(receiver) == []
 
     topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-    with client(receiver).subscribe(topic) as subscription:
-        received = list(subscription.iter_instances(uids(datasets), inactivity_timeout=5))
-    assert sorted(uids(received)) == sorted(uids(datasets))
+    with client(receiver).subscribe(topic, uids(datasets)) as subscription:
+        assert subscription.receive(1.0) is None  # nothing stale is replayed to a new move
 
 
 def test_two_concurrent_subscribers_both_get_complete_data(receiver, study):
@@ -160,7 +163,7 @@ def test_two_concurrent_subscribers_both_get_complete_data(receiver, study):
         with subscription:
             results[index] = uids(subscription.iter_instances(uids(datasets), 15))
 
-    subscriptions = [client(receiver).subscribe(topic) for _ in range(2)]
+    subscriptions = [client(receiver).subscribe(topic, uids(datasets)) for _ in range(2)]
     threads = [threading.Thread(target=fetch, args=(i, s)) for i, s in enumerate(subscriptions)]
     for thread in threads:
         thread.start()
@@ -176,16 +179,18 @@ def test_two_concurrent_subscribers_both_get_complete_data(receiver, study):
 
 
 def test_calling_ae_not_configured_is_rejected_at_association(receiver, allowed, study):
-    _, files = study
-    result = storescu(receiver, files[:1], calling_ae="INTRUDER")
-    assert result.returncode != 0
-    assert "calling ae title not recogni" in (result.stdout + result.stderr).lower()
-    assert spooled_files(receiver) == []
+    datasets, files = study
+    topic = Topic("INTRUDER", datasets[0].StudyInstanceUID)
+    with client(receiver).subscribe(topic, uids(datasets[:1])):
+        result = storescu(receiver, files[:1], calling_ae="INTRUDER")
+        assert result.returncode != 0
+        assert "calling ae title not recogni" in (result.stdout + result.stderr).lower()
+        assert spooled_files(receiver) == []
 
-    allowed.titles.add("INTRUDER")  # configured later: accepted without a restart
-    result = storescu(receiver, files[:1], calling_ae="INTRUDER")
-    assert result.returncode == 0, result.stderr
-    assert len(spooled_files(receiver)) == 1
+        allowed.titles.add("INTRUDER")  # configured later: accepted without a restart
+        result = storescu(receiver, files[:1], calling_ae="INTRUDER")
+        assert result.returncode == 0, result.stderr
+        assert len(spooled_files(receiver)) == 1
 
 
 def test_nobody_may_push_when_no_server_is_configured(receiver, allowed, study):
@@ -198,10 +203,13 @@ def test_nobody_may_push_when_no_server_is_configured(receiver, allowed, study):
 
 def test_success_is_answered_only_after_the_file_is_spooled(receiver, study):
     datasets, files = study
-    result = storescu(receiver, files)
+    topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+    with client(receiver).subscribe(topic, uids(datasets)):
+        result = storescu(receiver, files)
     assert result.returncode == 0, result.stderr
-    # No subscriber exists: success means the files are on disk in the spool.
+    # The subscriber read nothing: success means the files are on disk in the spool.
     stored = spooled_files(receiver)
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in stored)
     assert len(stored) == len(files)
     spooled = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored)}
     assert sorted(spooled) == sorted(uids(datasets))
@@ -216,9 +224,11 @@ def test_spool_failure_is_answered_with_a_failure_status(receiver, study):
     files_dir.write_text("not a directory: every rename into the spool fails")
 
     topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-    with client(receiver).subscribe(topic) as subscription:
+    with client(receiver).subscribe(topic, uids(datasets)) as subscription:
         result = storescu(receiver, files[:1], SCU_AE, "-v")
-        assert subscription.receive(1.0) is None  # nothing was published
+        # The worker learns that ADIT's receiver, not the PACS, failed (a retriable error).
+        with pytest.raises(RetriableDicomError, match="ADIT's receiver could not store instance"):
+            subscription.receive(5.0)
 
     output = result.stdout + result.stderr
     assert "Received Store Response (Refused: OutOfResources)" in output, output
@@ -525,19 +535,18 @@ def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path
         assert f"C-STORE port {store_port}" in line, line
         stand_in = Receiver("MANAGED_RECV", store_port, transmit_port, tmp_path, [])
         datasets, files = study
-
-        accepted = storescu(stand_in, files)
-        rejected = storescu(stand_in, files[:1], "INTRUDER")
+        topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
+        # The command requires the secret derived from SECRET_KEY (same settings here).
+        client = FileTransmitClient(LOOPBACK, transmit_port, secret=file_transmit_secret())
+        with client.subscribe(topic, uids(datasets)) as subscription:
+            accepted = storescu(stand_in, files)
+            rejected = storescu(stand_in, files[:1], "INTRUDER")
+            received = list(subscription.iter_instances(uids(datasets), 10))
 
         assert accepted.returncode == 0, accepted.stderr
         assert "calling ae title not recogni" in (rejected.stdout + rejected.stderr).lower()
         spool = tmp_path / "data" / "receiver-spool" / "files"
         assert len(list(spool.glob("*.dcm"))) == len(files)
-        topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-        # The command requires the secret derived from SECRET_KEY (same settings here).
-        client = FileTransmitClient(LOOPBACK, transmit_port, secret=file_transmit_secret())
-        with client.subscribe(topic) as subscription:
-            received = list(subscription.iter_instances(uids(datasets), 10))
         assert sorted(uids(received)) == sorted(uids(datasets))
 
         process.send_signal(signal.SIGTERM)
@@ -606,3 +615,135 @@ def test_stop_ends_an_idle_association_at_once(tmp_path, allowed):
     while assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.05)
     assert assoc.is_aborted  # the PACS learns at once that the association is gone
+
+
+# --- forged and broken pushes ---------------------------------------------------------------
+
+
+def push(
+    receiver: Receiver,
+    datasets: list[Dataset],
+    calling_ae: str,
+    called_ae: str | None = None,
+    from_address: str = LOOPBACK,
+) -> list[int] | None:
+    """Pushes like any PACS would (pynetdicom's SCU); None when the association is rejected."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    for sop_class in {ds.SOPClassUID for ds in datasets}:
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(
+        LOOPBACK,
+        receiver.store_port,
+        ae_title=called_ae or receiver.ae_title,
+        bind_address=(from_address, 0),
+    )
+    if not assoc.is_established:
+        return None
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def forged_copies(datasets: list[Dataset]) -> list[Dataset]:
+    copies = []
+    for ds in datasets:
+        forged = copy.deepcopy(ds)
+        forged.PatientName = "INJECTED^BY^ATTACKER"
+        copies.append(forged)
+    return copies
+
+
+def test_forged_pushes_never_reach_a_move(orthanc_a: OrthancInstance, tmp_path):
+    datasets = make_study("FORGE-PAT", series=(("CT", 3),), compressed_series=False)
+    other_study = make_study("FORGE-OTHER", series=(("CT", 1),), compressed_series=False)
+    orthanc_a.upload(datasets)
+    port = free_port()
+    # The PACS may push only from its own host (127.0.0.1); the forger also uses 127.0.0.2.
+    receiver = Receiver(
+        f"RECV{port}",
+        port,
+        0,
+        tmp_path / "spool",
+        {orthanc_a.ae_title: [LOOPBACK]},
+        host="0.0.0.0",
+        heartbeat_interval=1,
+    )
+    receiver.start()
+    try:
+        orthanc_a.add_modality(receiver.ae_title, receiver.ae_title, LOOPBACK, receiver.store_port)
+        forged = forged_copies(datasets)
+        study_uid = str(datasets[0].StudyInstanceUID)
+        pacs = orthanc_a.ae_title
+        # Before any move: the PACS's AE title from the PACS's host is refused all the same.
+        assert push(receiver, forged, pacs) == [0x0124] * len(forged)
+        # While a move of the study is in flight:
+        topic = Topic(pacs, study_uid)
+        with client(receiver).subscribe(topic, uids(datasets)):
+            assert push(receiver, forged, pacs, from_address="127.0.0.2") is None  # other host
+            assert push(receiver, forged, "NOT_A_PACS") is None  # unknown AE title
+            assert push(receiver, forged, pacs, called_ae="SOMEONE_ELSE") is None  # wrong called
+            assert push(receiver, other_study, pacs) == [0x0124]  # a study nobody moves
+        assert spooled_files(receiver) == []
+
+        operator = c_move_operator(orthanc_a, receiver)
+        fetched = list(operator.fetch_study("FORGE-PAT", study_uid))
+    finally:
+        receiver.stop()
+
+    assert sorted(uids(fetched)) == sorted(uids(datasets))
+    assert {str(ds.PatientName) for ds in fetched} == {str(datasets[0].PatientName)}
+
+
+def test_a_truncated_data_set_gets_a_failure_status_and_nothing_is_spooled(receiver, study):
+    from pynetdicom import build_context
+
+    from adit.core.dicom import upper_layer
+    from adit.core.dicom.dimse import _encode_for
+
+    datasets, _ = study
+    ds = datasets[0]
+    encoded = _encode_for(ds, ExplicitVRLittleEndian)
+    topic = Topic(SCU_AE, str(ds.StudyInstanceUID))
+    statuses = []
+    with client(receiver).subscribe(topic, uids(datasets)) as subscription:
+        assoc = upper_layer.Association.request(
+            LOOPBACK,
+            receiver.store_port,
+            calling_ae_title=SCU_AE,
+            called_ae_title=receiver.ae_title,
+            contexts=[build_context(ds.SOPClassUID, ExplicitVRLittleEndian)],
+            timeouts=Timeouts(connection=5, acse=10, dimse=30, network=30),
+        )
+        try:
+            context = assoc.context_for(str(ds.SOPClassUID), ExplicitVRLittleEndian)
+            assert context is not None
+            # Cut in the middle of the header and in the middle of the pixel data.
+            for message_id, cut in enumerate((len(encoded) // 3, len(encoded) - 7), start=1):
+                assoc.send_message(
+                    context.context_id,
+                    upper_layer.c_store_rq(message_id, str(ds.SOPClassUID), ds.SOPInstanceUID),
+                    encoded[:cut],
+                )
+                statuses.append(assoc.receive_message().status)
+        finally:
+            assoc.release()
+        assert subscription.receive(0.5) is None
+    assert statuses == [0xC210, 0xC210]
+    assert spooled_files(receiver) == []
+
+
+def test_an_unwritable_spool_fails_the_move_retriably_naming_adits_receiver(
+    orthanc_with_receiver, receiver
+):
+    datasets = make_study("NOSPOOL-PAT", series=(("CT", 2),))
+    orthanc_with_receiver.upload(datasets)
+    files_dir = receiver.spool_dir / "files"
+    files_dir.rename(receiver.spool_dir / "gone")
+    files_dir.write_text("not a directory: every rename into the spool fails")
+    operator = c_move_operator(orthanc_with_receiver, receiver)
+
+    with pytest.raises(RetriableDicomError, match="ADIT's receiver could not store instance"):
+        list(operator.fetch_study("NOSPOOL-PAT", str(datasets[0].StudyInstanceUID)))

@@ -1,15 +1,18 @@
 """Run ADIT's receiver: `manage.py receiver` (C-STORE SCP + file transmit server).
 
 AE title and ports come from the settings ``RECEIVER_AE_TITLE``, ``STORE_SCP_PORT`` and
-``FILE_TRANSMIT_PORT``; files are spooled under ``ADIT_DATA_DIR / "receiver-spool"``. Only the
-AE titles of configured DICOM servers may push; the list is re-read from the database every
-``--refresh`` seconds, so a newly added server can push without a restart.
+``FILE_TRANSMIT_PORT``; files are spooled under ``ADIT_DATA_DIR / "receiver-spool"``. Only
+configured DICOM servers may push, each with its AE title from its host's addresses (unless
+"C-MOVE pushes from any host" is ticked for it). The list is re-read from the database, and the
+hosts resolved again, every ``--refresh`` seconds, so a newly added server can push without a
+restart and a PACS that moved to another address is followed.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -25,17 +28,30 @@ from adit.core.dicom_config import file_transmit_secret
 logger = logging.getLogger("adit.receiver")
 
 
+def resolved_addresses(host: str) -> frozenset[str]:
+    """The addresses `host` resolves to (empty when it does not resolve)."""
+    if not host.strip():
+        return frozenset()
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as error:
+        logger.warning("Cannot resolve the host %r of a configured server: %s", host, error)
+        return frozenset()
+    return frozenset(str(info[4][0]) for info in infos)
+
+
 class ConfiguredAETitles:
-    """AE titles of the configured `DicomServer` rows, cached and refreshed in the background."""
+    """Who may push: the configured `DicomServer` rows, as AE title → addresses (None: any),
+    cached and refreshed in the background."""
 
     def __init__(self, refresh_interval: float) -> None:
         self.refresh_interval = refresh_interval
-        self._titles: frozenset[str] = frozenset()
+        self._peers: dict[str, frozenset[str] | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __call__(self) -> frozenset[str]:
-        return self._titles
+    def __call__(self) -> dict[str, frozenset[str] | None]:
+        return self._peers
 
     def load(self) -> None:
         try:
@@ -48,20 +64,21 @@ class ConfiguredAETitles:
             servers = server_model.objects.all()
             if any(field.name == "active" for field in server_model._meta.get_fields()):
                 servers = servers.filter(active=True)  # a deactivated server may not push
-            titles = frozenset(
-                title.strip()
-                for title in servers.values_list("ae_title", flat=True)
-                if title and title.strip()
-            )
+            rows = list(servers.values_list("ae_title", "host", "pushes_from_any_host"))
         except Exception:
             logger.exception("Reading the configured AE titles failed; keeping the last list")
             return
         finally:
             if threading.current_thread() is not threading.main_thread():
                 connection.close()
-        if titles != self._titles:
-            logger.info("Receiver accepts pushes from %d configured server(s)", len(titles))
-        self._titles = titles
+        peers: dict[str, frozenset[str] | None] = {}
+        for title, host, from_any_host in rows:
+            if not title or not title.strip():
+                continue
+            peers[title.strip()] = None if from_any_host else resolved_addresses(host or "")
+        if peers != self._peers:
+            logger.info("Receiver accepts pushes from %d configured server(s)", len(peers))
+        self._peers = peers
 
     def start(self) -> None:
         self.load()
