@@ -70,6 +70,7 @@ class DicomServerAdmin(admin.ModelAdmin):
                     ("patient_root_find_support", "study_root_find_support"),
                     ("patient_root_get_support", "study_root_get_support"),
                     ("patient_root_move_support", "study_root_move_support"),
+                    "pushes_from_any_host",
                     "store_scp_support",
                 ]
             },
