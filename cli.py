@@ -47,7 +47,10 @@ def database() -> Iterator[str]:
     cluster = EmbeddedPostgres(_data_dir())
     started = cluster.start()
     if started:
-        print(f"Embedded PostgreSQL started (data in {cluster.root})", flush=True)
+        print(
+            f"Embedded PostgreSQL started on 127.0.0.1:{cluster.port()} ({cluster.describe()})",
+            flush=True,
+        )
     try:
         yield cluster.url()
     finally:
@@ -298,8 +301,9 @@ def init_workspace(
 
 
 def _pg_tool(name: str) -> str:
+    """pg_dump/pg_restore: the embedded cluster's own (same version), else the one on PATH."""
     found = shutil.which(name)
-    if found:
+    if found and os.environ.get("DATABASE_URL"):
         return found
     from adit.embedded_postgres import find_bin_dir
 
