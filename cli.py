@@ -135,6 +135,20 @@ def _wait_for_health(url: str, children: ChildProcesses, timeout: float = 60.0) 
     return False
 
 
+def _report_instance_secrets() -> None:
+    """Create the secrets the environment does not set (as the settings would) and say where."""
+    from adit.instance_secrets import NAMES, instance_secrets, secrets_file
+
+    generated = [name for name in NAMES if not os.environ.get(name)]
+    if generated:
+        instance_secrets(_data_dir())
+        print(
+            f"Secrets not set in the environment ({', '.join(generated)}) are kept in "
+            f"{secrets_file(_data_dir())} (mode 600, made at the first start)",
+            flush=True,
+        )
+
+
 def _run_adit(host: str, port: int, extra_setup=None) -> None:
     stop_requested = threading.Event()
 
@@ -147,6 +161,8 @@ def _run_adit(host: str, port: int, extra_setup=None) -> None:
     with database() as database_url:
         env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
         env.setdefault("DJANGO_SETTINGS_MODULE", "adit.settings.development")
+        if env["DJANGO_SETTINGS_MODULE"] == "adit.settings.development":
+            _report_instance_secrets()
         print("Applying database migrations...", flush=True)
         _manage("migrate", "--no-input", "-v", "0", env=env)
         created = _manage("create_superuser", env=env, capture=True).stdout.strip()
@@ -276,6 +292,7 @@ SECRET_VARIABLES = [
     "DJANGO_SECRET_KEY",
     "TOKEN_AUTHENTICATION_SALT",
     "PSEUDONYM_SALT",
+    "FILE_TRANSMIT_SECRET",
     "SUPERUSER_PASSWORD",
 ]
 

@@ -534,7 +534,7 @@ def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path
         spool = tmp_path / "data" / "receiver-spool" / "files"
         assert len(list(spool.glob("*.dcm"))) == len(files)
         topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-        # The command requires the secret derived from SECRET_KEY (same settings here).
+        # The command requires the file-transmit secret (same settings and environment here).
         client = FileTransmitClient(LOOPBACK, transmit_port, secret=file_transmit_secret())
         with client.subscribe(topic) as subscription:
             received = list(subscription.iter_instances(uids(datasets), 10))
