@@ -188,11 +188,14 @@ def test_the_port_is_kept_across_a_restart_despite_time_wait(data_dir):
     cluster = EmbeddedPostgres(data_dir)
     cluster.start()
     port = cluster.port()
-    # A connection open while the server stops is closed by the server first, which leaves the
-    # server's side in TIME-WAIT on the cluster's port.
-    connection = psycopg.connect(cluster.url())
+    # A connection open while the server stops is closed by the server first; read to its end
+    # and closed in turn (no reset), it leaves the server's side in TIME-WAIT on the port.
+    client = socket.create_connection(("127.0.0.1", port))
     cluster.stop()
-    connection.close()
+    client.settimeout(10)
+    while client.recv(4096):
+        pass
+    client.close()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain_probe:
         with pytest.raises(OSError):
             plain_probe.bind(("127.0.0.1", port))  # what the old free-port check saw
