@@ -318,13 +318,12 @@ def init_workspace(
 
 
 def _pg_tool(name: str) -> str:
-    """pg_dump/pg_restore: the embedded cluster's own (same version), else the one on PATH."""
-    found = shutil.which(name)
-    if found and os.environ.get("DATABASE_URL"):
-        return found
-    from adit.embedded_postgres import find_bin_dir
+    """pg_dump/pg_restore: for the embedded cluster its own (same version), else from PATH."""
+    from adit.embedded_postgres import EmbeddedPostgres, find_bin_dir
 
-    return str(Path(find_bin_dir()) / name)
+    if not os.environ.get("DATABASE_URL"):
+        return str(EmbeddedPostgres(_data_dir()).bin_dir / name)
+    return shutil.which(name) or str(Path(find_bin_dir()) / name)
 
 
 @app.command("db-backup")

@@ -164,6 +164,16 @@ def test_as_root_the_wheel_binaries_inside_a_closed_folder_are_reached(
         cluster.stop()
 
 
+def test_as_root_without_a_private_view_a_closed_folder_gives_a_clear_error(
+    closed_folder, monkeypatch
+):
+    """Where no mount namespace can be shown to the server, the error says what to do."""
+    _require_root()
+    monkeypatch.setattr(embedded_postgres, "PRIVATE_VIEW_BASES", ())
+    with pytest.raises(EmbeddedPostgresError, match="choose an ADIT_DATA_DIR that other users"):
+        EmbeddedPostgres(closed_folder / "data").start()
+
+
 def _link_or_copy(source: str, target: str) -> None:
     try:
         os.link(source, target)
