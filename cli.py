@@ -47,7 +47,10 @@ def database() -> Iterator[str]:
     cluster = EmbeddedPostgres(_data_dir())
     started = cluster.start()
     if started:
-        print(f"Embedded PostgreSQL started (data in {cluster.root})", flush=True)
+        print(
+            f"Embedded PostgreSQL started on 127.0.0.1:{cluster.port()} ({cluster.describe()})",
+            flush=True,
+        )
     try:
         yield cluster.url()
     finally:
@@ -132,6 +135,20 @@ def _wait_for_health(url: str, children: ChildProcesses, timeout: float = 60.0) 
     return False
 
 
+def _report_instance_secrets() -> None:
+    """Create the secrets the environment does not set (as the settings would) and say where."""
+    from adit.instance_secrets import NAMES, instance_secrets, secrets_file
+
+    generated = [name for name in NAMES if not os.environ.get(name)]
+    if generated:
+        instance_secrets(_data_dir())
+        print(
+            f"Secrets not set in the environment ({', '.join(generated)}) are kept in "
+            f"{secrets_file(_data_dir())} (mode 600, made at the first start)",
+            flush=True,
+        )
+
+
 def _run_adit(host: str, port: int, extra_setup=None) -> None:
     stop_requested = threading.Event()
 
@@ -144,6 +161,8 @@ def _run_adit(host: str, port: int, extra_setup=None) -> None:
     with database() as database_url:
         env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
         env.setdefault("DJANGO_SETTINGS_MODULE", "adit.settings.development")
+        if env["DJANGO_SETTINGS_MODULE"] == "adit.settings.development":
+            _report_instance_secrets()
         print("Applying database migrations...", flush=True)
         _manage("migrate", "--no-input", "-v", "0", env=env)
         created = _manage("create_superuser", env=env, capture=True).stdout.strip()
@@ -273,6 +292,7 @@ SECRET_VARIABLES = [
     "DJANGO_SECRET_KEY",
     "TOKEN_AUTHENTICATION_SALT",
     "PSEUDONYM_SALT",
+    "FILE_TRANSMIT_SECRET",
     "SUPERUSER_PASSWORD",
 ]
 
@@ -298,12 +318,12 @@ def init_workspace(
 
 
 def _pg_tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    from adit.embedded_postgres import find_bin_dir
+    """pg_dump/pg_restore: for the embedded cluster its own (same version), else from PATH."""
+    from adit.embedded_postgres import EmbeddedPostgres, find_bin_dir
 
-    return str(Path(find_bin_dir()) / name)
+    if not os.environ.get("DATABASE_URL"):
+        return str(EmbeddedPostgres(_data_dir()).bin_dir / name)
+    return shutil.which(name) or str(Path(find_bin_dir()) / name)
 
 
 @app.command("db-backup")

@@ -21,9 +21,10 @@ def local_config() -> LocalConfig:
 def file_transmit_secret() -> bytes:
     """The secret workers prove to the receiver before it streams images to them.
 
-    Derived from SECRET_KEY, so every process configured like this ADIT shares it and nobody
-    else can subscribe to received images.
+    Derived from FILE_TRANSMIT_SECRET, or from SECRET_KEY when that is not set (production
+    requires a secret SECRET_KEY), so every process configured like this ADIT shares it and
+    nobody else can subscribe to received images. Development settings generate
+    FILE_TRANSMIT_SECRET per installation (adit.instance_secrets).
     """
-    return hmac.new(
-        settings.SECRET_KEY.encode(), b"adit-file-transmit-subscription", hashlib.sha256
-    ).digest()
+    key = settings.FILE_TRANSMIT_SECRET or settings.SECRET_KEY
+    return hmac.new(key.encode(), b"adit-file-transmit-subscription", hashlib.sha256).digest()

@@ -1,6 +1,22 @@
-"""Settings for the test suite (pytest)."""
+"""Settings for the test suite (pytest).
 
-from .development import *  # noqa: F403
+Tests use fixed secrets that are public and only good for a throwaway test database. They are
+put into the environment before the development settings read it, so nothing is generated into
+the data folder, and the workers, receivers and servers the tests start (which inherit the
+environment, sometimes with another ADIT_DATA_DIR) share them.
+"""
+
+import os
+
+for _name, _value in {
+    "DJANGO_SECRET_KEY": "test-only-secret-key",
+    "TOKEN_AUTHENTICATION_SALT": "test-only-token-salt",
+    "PSEUDONYM_SALT": "test-only-pseudonym-salt",
+    "FILE_TRANSMIT_SECRET": "test-only-file-transmit-secret",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from .development import *  # noqa: E402, F403
 
 DEBUG = False
 INSTALLED_APPS = [*INSTALLED_APPS, "adit.example_app"]  # noqa: F405

@@ -77,9 +77,10 @@ Client side::
 Authentication
     When the server is given a shared ``secret``, a ``SUBSCRIBE`` must carry ``"auth"``:
     the hex HMAC-SHA256 of the topic's canonical JSON under that secret; otherwise it gets
-    ``ERROR`` and the connection is closed. ADIT derives the secret from ``SECRET_KEY``, so only
-    processes configured like ADIT can read received images. The channel itself is plain TCP
-    (not encrypted): keep it on a private network.
+    ``ERROR`` and the connection is closed. ADIT derives the secret from
+    ``FILE_TRANSMIT_SECRET`` (else ``SECRET_KEY``), so only processes configured like ADIT can
+    read received images. The channel itself is plain TCP (not encrypted): keep it on a private
+    network.
 """
 
 from __future__ import annotations

@@ -536,7 +536,7 @@ def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path
         stand_in = Receiver("MANAGED_RECV", store_port, transmit_port, tmp_path, [])
         datasets, files = study
         topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
-        # The command requires the secret derived from SECRET_KEY (same settings here).
+        # The command requires the file-transmit secret (same settings and environment here).
         client = FileTransmitClient(LOOPBACK, transmit_port, secret=file_transmit_secret())
         with client.subscribe(topic, uids(datasets)) as subscription:
             accepted = storescu(stand_in, files)
