@@ -74,7 +74,11 @@ AllowedPeers = Mapping[str, Collection[str] | None] | Iterable[str]
 AllowedAETitles = Callable[[], AllowedPeers] | AllowedPeers
 
 MAX_ASSOCIATIONS = 64
-TIMEOUTS = Timeouts(connection=10, acse=60, dimse=120, network=120)
+# Connections still negotiating (each holds a thread until its ARTIM deadline); more are
+# closed at once, so a flood of idle connections cannot exhaust the receiver.
+MAX_PENDING_NEGOTIATIONS = 16
+# acse is also the ARTIM deadline for a connection to ask for an association.
+TIMEOUTS = Timeouts(connection=10, acse=30, dimse=120, network=120)
 # Rejections (result, source, diagnostic), PS3.8 9.3.4.
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
@@ -169,6 +173,7 @@ class Receiver:
         self._active_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._janitor: threading.Thread | None = None
+        self._negotiating = threading.BoundedSemaphore(MAX_PENDING_NEGOTIATIONS)
 
     @property
     def store_port(self) -> int:
@@ -250,9 +255,17 @@ class Receiver:
         assert listener is not None
         while not self._stop_event.is_set():
             try:
-                sock, _ = listener.accept()
+                sock, address = listener.accept()
             except OSError:
                 return  # closed by stop()
+            if not self._negotiating.acquire(blocking=False):
+                logger.warning(
+                    "Closed a connection from %s: %d others are still negotiating",
+                    address[0],
+                    MAX_PENDING_NEGOTIATIONS,
+                )
+                sock.close()
+                continue
             threading.Thread(
                 target=self._serve, args=(sock,), name="receiver-association", daemon=True
             ).start()
@@ -298,13 +311,17 @@ class Receiver:
             peer_address = str(sock.getpeername()[0])
         except OSError:
             sock.close()
+            self._negotiating.release()
             return
-        negotiated = upper_layer.accept_association(
-            sock,
-            TIMEOUTS,
-            lambda request: self._rejection(request, peer_address),
-            _transfer_syntax_for,
-        )
+        try:
+            negotiated = upper_layer.accept_association(
+                sock,
+                TIMEOUTS,
+                lambda request: self._rejection(request, peer_address),
+                _transfer_syntax_for,
+            )
+        finally:
+            self._negotiating.release()
         if negotiated is None:
             return
         assoc, request = negotiated

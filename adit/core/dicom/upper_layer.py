@@ -87,6 +87,11 @@ UNLIMITED_PEER_FRAGMENT = 1024 * 1024
 SEND_BATCH_BYTES = 1024 * 1024
 # Size of the read buffer in front of the socket: many small PDUs per `recv()`.
 READ_BUFFER_BYTES = 256 * 1024
+# The largest A-ASSOCIATE-RQ/AC/RJ ADIT reads. 128 presentation contexts with a dozen transfer
+# syntaxes each take about 50 KB; anything near this cap is not a real peer.
+MAX_ASSOCIATION_PDU = 256 * 1024
+# A-RELEASE and A-ABORT PDUs carry 4 bytes; a little room for peers that pad.
+MAX_SMALL_PDU = 1024
 
 _PDU_HEADER = struct.Struct(">BBI")
 _PDV_HEADER = struct.Struct(">IBB")
@@ -96,6 +101,10 @@ _RELEASE_RQ = _PDU_HEADER.pack(A_RELEASE_RQ_PDU, 0, 4) + bytes(4)
 _RELEASE_RP = _PDU_HEADER.pack(A_RELEASE_RP_PDU, 0, 4) + bytes(4)
 # Source 0 = DICOM UL service-user (ADIT), reason 0 = not specified.
 _ABORT = _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes(4)
+
+
+def _abort_pdu(source: int, reason: int) -> bytes:
+    return _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes((0, 0, source, reason))
 
 
 class UpperLayerError(Exception):
@@ -294,10 +303,33 @@ def _read_exactly(reader, length: int) -> bytes:
     return data
 
 
+class PduTooLarge(UpperLayerError):
+    """A peer announced a PDU longer than ADIT accepts for its type (nothing was read of it)."""
+
+
+def _max_pdu_body(pdu_type: int) -> int:
+    if pdu_type == P_DATA_TF_PDU:
+        # ADIT's Maximum Length Received bounds the variable field of a P-DATA-TF (PS3.8 D.1).
+        return MAX_PDU_RECEIVE
+    if pdu_type in (A_ASSOCIATE_RQ_PDU, A_ASSOCIATE_AC_PDU, A_ASSOCIATE_RJ_PDU):
+        return MAX_ASSOCIATION_PDU
+    return MAX_SMALL_PDU
+
+
 def _read_pdu(reader) -> tuple[int, bytes, bytes]:
-    """(PDU type, header, body) of the next PDU."""
+    """(PDU type, header, body) of the next PDU.
+
+    The announced length is checked against the limit of the PDU's type before anything is
+    read or allocated, so a peer cannot make ADIT hold more than that per connection.
+    """
     header = _read_exactly(reader, 6)
     pdu_type, _, length = _PDU_HEADER.unpack(header)
+    limit = _max_pdu_body(pdu_type)
+    if length > limit:
+        raise PduTooLarge(
+            f"a PDU of type 0x{pdu_type:02X} announced {length} bytes, more than the {limit} "
+            "ADIT accepts"
+        )
     return pdu_type, header, _read_exactly(reader, length)
 
 
@@ -484,6 +516,10 @@ class Association:
         except (OSError, ValueError) as error:  # ValueError: reader closed by abort()
             self.close()
             raise UpperLayerError(_describe_os_error(error)) from error
+        except PduTooLarge as error:
+            # Invalid PDU parameter value, from the service provider (PS3.8 9.3.8).
+            self.abort(source=2, reason=6)
+            raise UpperLayerError(f"protocol error: {error}") from error
         except UpperLayerError:
             self.close()
             raise
@@ -536,13 +572,18 @@ class Association:
         finally:
             self.close()
 
-    def abort(self) -> None:
-        """Sends A-ABORT (if no other thread is sending) and closes; safe from any thread."""
+    def abort(self, source: int = 0, reason: int = 0) -> None:
+        """Sends A-ABORT (if no other thread is sending) and closes; safe from any thread.
+
+        `source` 0 is ADIT as the service user (then `reason` must be 0), 2 ADIT's upper layer
+        as the service provider with a PS3.8 9.3.8 reason (e.g. 6: invalid PDU parameter).
+        """
         if self._closed:
             return
         if self._send_lock.acquire(blocking=False):
             try:
-                self._send_quietly(_ABORT, locked=True)
+                pdu = _ABORT if not source else _abort_pdu(source, reason)
+                self._send_quietly(pdu, locked=True)
             finally:
                 self._send_lock.release()
         self.close()
@@ -617,11 +658,20 @@ def accept_association(
     did not ask properly.
     """
     reader = None
+    # ARTIM as a deadline (PS3.8 9.1.5): the socket timeout bounds each read only, so a peer
+    # trickling a byte at a time would hold the connection forever without this timer.
+    artim = threading.Timer(timeouts.acse, _shut_down_quietly, args=(sock,))
+    artim.daemon = True
+    artim.start()
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeouts.acse)
         reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-        pdu_type, header, body = _read_pdu(reader)
+        try:
+            pdu_type, header, body = _read_pdu(reader)
+        except PduTooLarge:
+            sock.sendall(_abort_pdu(2, 6))
+            raise
         if pdu_type != A_ASSOCIATE_RQ_PDU:
             sock.sendall(_ABORT)
             raise UpperLayerError(f"PDU 0x{pdu_type:02X} instead of an association request")
@@ -669,9 +719,11 @@ def accept_association(
         answer_pdu = A_ASSOCIATE_AC()
         answer_pdu.from_primitive(answer)
         sock.sendall(answer_pdu.encode())
-    except (OSError, ValueError, UpperLayerError, AttributeError, struct.error):
+    except (OSError, ValueError, UpperLayerError, AttributeError, struct.error, MemoryError):
         _close_quietly(sock, reader)
         return None
+    finally:
+        artim.cancel()
     association = Association(sock, reader, accepted, asked.maximum_length_received or 0, timeouts)
     return association, request
 
@@ -682,6 +734,13 @@ def _describe_os_error(error: BaseException) -> str:
     if isinstance(error, ValueError):
         return "the association was closed"
     return f"connection lost ({error})"
+
+
+def _shut_down_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _close_quietly(sock: socket.socket, reader) -> None:

@@ -747,3 +747,130 @@ def test_an_unwritable_spool_fails_the_move_retriably_naming_adits_receiver(
 
     with pytest.raises(RetriableDicomError, match="ADIT's receiver could not store instance"):
         list(operator.fetch_study("NOSPOOL-PAT", str(datasets[0].StudyInstanceUID)))
+
+
+# --- hostile peers (raw bytes) --------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def read_until_closed(sock, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def echo_works(receiver: Receiver) -> bool:
+    echoscu = require_binary("echoscu")
+    result = subprocess.run(
+        [echoscu, "-aet", SCU_AE, "-aec", receiver.ae_title, LOOPBACK, str(receiver.store_port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=peer_environment(),
+    )
+    return result.returncode == 0
+
+
+def test_pdus_announcing_a_gigabyte_are_aborted_without_reading_them(receiver):
+    import socket
+    import struct
+
+    before = rss_bytes()
+    answers = []
+    for _ in range(3):
+        with socket.create_connection((LOOPBACK, receiver.store_port)) as sock:
+            # A-ASSOCIATE-RQ announcing 1 GiB, then a trickle of bytes.
+            sock.sendall(struct.pack(">BBI", 0x01, 0, 1024**3) + b"\x00" * 1000)
+            answers.append(read_until_closed(sock, 5))
+    grown = rss_bytes() - before
+
+    # Each got A-ABORT (source 2: service provider, reason 6: invalid PDU parameter value).
+    assert answers == [bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6))] * 3
+    assert grown < 64 * 1024**2, f"the receiver grew by {grown / 1024**2:.0f} MB"
+    assert echo_works(receiver)
+
+
+def test_an_oversized_p_data_tf_is_answered_with_an_abort(receiver):
+    import struct
+
+    from pynetdicom import build_context
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from adit.core.dicom import upper_layer
+
+    assoc = upper_layer.Association.request(
+        LOOPBACK,
+        receiver.store_port,
+        calling_ae_title=SCU_AE,
+        called_ae_title=receiver.ae_title,
+        contexts=[build_context(Verification, ExplicitVRLittleEndian)],
+        timeouts=Timeouts(connection=5, acse=10, dimse=30, network=30),
+    )
+    sock = assoc._socket
+    try:
+        # A P-DATA-TF one byte longer than the 1 MiB maximum length the receiver announced.
+        length = upper_layer.MAX_PDU_RECEIVE + 1
+        sock.sendall(struct.pack(">BBI", 0x04, 0, length) + b"\x00" * 4096)
+        answer = read_until_closed(sock, 5)
+    finally:
+        assoc.close()
+    assert answer == bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6))
+    assert echo_works(receiver)
+
+
+def test_a_peer_trickling_its_request_is_cut_off_at_the_artim_deadline(receiver, monkeypatch):
+    import socket
+
+    from adit.core.dicom import receiver as receiver_module
+
+    monkeypatch.setattr(
+        receiver_module, "TIMEOUTS", Timeouts(connection=5, acse=1, dimse=30, network=30)
+    )
+    with socket.create_connection((LOOPBACK, receiver.store_port)) as sock:
+        sock.sendall(b"\x01\x00\x00\x00\x00\xff")  # A-ASSOCIATE-RQ of 255 bytes, never sent
+        started = time.monotonic()
+        closed = False
+        for _ in range(20):  # a byte every 0.25 s would beat a per-read timeout of 1 s
+            time.sleep(0.25)
+            try:
+                sock.sendall(b"\x00")
+            except OSError:
+                closed = True
+                break
+            if time.monotonic() - started > 4:
+                break
+        if not closed:
+            closed = read_until_closed(sock, 1) == b""
+        elapsed = time.monotonic() - started
+    assert closed
+    assert elapsed < 3, f"held for {elapsed:.1f} s"
+
+
+def test_a_flood_of_idle_connections_cannot_lock_the_receiver_out(receiver):
+    import socket
+
+    from adit.core.dicom import receiver as receiver_module
+
+    limit = receiver_module.MAX_PENDING_NEGOTIATIONS
+    idle = [socket.create_connection((LOOPBACK, receiver.store_port)) for _ in range(limit + 4)]
+    try:
+        time.sleep(0.5)
+        # The connections beyond the limit were closed at once, without a thread each.
+        closed = sum(1 for sock in idle[limit:] if read_until_closed(sock, 1) == b"")
+        assert closed == 4
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)  # the receiver notices the closed idle connections
+    assert echo_works(receiver)
