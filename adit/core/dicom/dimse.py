@@ -55,7 +55,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from . import upper_layer
+from . import statuses, upper_layer
 from .association import hold_reactor, prepare_dicom_libraries
 from .config import LocalConfig, ServerConfig
 from .errors import DicomError, RetriableDicomError
@@ -439,10 +439,7 @@ class DimseConnector:
             count = 0
             while True:
                 message = assoc.receive_message()
-                if message.command_field != upper_layer.C_FIND_RSP:
-                    raise RetriableDicomError(
-                        f"C-FIND on {self.server}: unexpected message 0x{message.command_field:04X}"
-                    )
+                self._check_response("C-FIND", assoc, message, upper_layer.C_FIND_RSP, 1)
                 status = message.status
                 if status in _PENDING:
                     if message.data is None:
@@ -453,10 +450,16 @@ class DimseConnector:
                         release = self._cancel_find(assoc, context)
                         return
                     continue
-                if status in (0x0000, 0xFE00):
+                if statuses.category(status) in (statuses.SUCCESS, statuses.CANCEL):
                     release = True
                     return
-                text = f"C-FIND on {self.server}: failed with status 0x{status:04X}"
+                if statuses.category(status) == statuses.WARNING:
+                    self.warnings.append(
+                        f"C-FIND on {self.server}: ended with {statuses.describe('C-FIND', status)}"
+                    )
+                    release = True
+                    return
+                text = f"C-FIND on {self.server}: failed with {statuses.describe('C-FIND', status)}"
                 if _is_out_of_resources(status):
                     raise RetriableDicomError(text)
                 raise DicomError(text)
@@ -481,6 +484,30 @@ class DimseConnector:
         except upper_layer.UpperLayerError:
             logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
             return False
+
+    def _check_response(
+        self,
+        operation: str,
+        assoc: upper_layer.Association,
+        message: upper_layer.Message,
+        command_field: int,
+        message_id: int,
+    ) -> None:
+        """A response must be the one asked for: its command, the request's message ID and a
+        Status. A missing Status is not success (it used to read as 0x0000)."""
+        problem = None
+        if message.command_field != command_field:
+            problem = f"unexpected message 0x{message.command_field:04X}"
+        elif message.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO) != message_id:
+            problem = (
+                f"an answer to message {message.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO)}, "
+                f"not to the request {message_id}"
+            )
+        elif upper_layer.STATUS not in message.command:
+            problem = "an answer without a Status"
+        if problem is not None:
+            assoc.abort()
+            raise RetriableDicomError(f"{operation} on {self.server}: {problem}")
 
     # --- associations of ADIT's own upper layer (bulk C-GET and C-STORE) -------------------
 
@@ -575,10 +602,7 @@ class DimseConnector:
                     if ds is not None:
                         yield ds
                     continue
-                if command_field != upper_layer.C_GET_RSP:
-                    raise RetriableDicomError(
-                        f"C-GET on {self.server}: unexpected message 0x{command_field:04X}"
-                    )
+                self._check_response("C-GET", assoc, message, upper_layer.C_GET_RSP, 1)
                 failed_uids: list[str] = []
                 if message.data is not None and message.status not in _PENDING:
                     failed_uids = _failed_sop_instance_uids(assoc, message)
@@ -662,10 +686,10 @@ class DimseConnector:
         if status in _PENDING:
             return False
         result.failed_sop_instance_uids = failed_uids
-        if status in (0x0000, 0xB000, 0xFE00):
-            return True
+        if statuses.category(status) in (statuses.SUCCESS, statuses.WARNING, statuses.CANCEL):
+            return True  # a warning (B000) means some sub-operations failed: counted above
         message = (
-            f"{operation} on {self.server}: failed with status 0x{status:04X} "
+            f"{operation} on {self.server}: failed with {statuses.describe(operation, status)} "
             f"({result.completed} completed, {result.failed} failed sub-operations)"
         )
         if _is_out_of_resources(status):
@@ -895,15 +919,21 @@ class DimseConnector:
                 f"(command 0x{response.command_field:04X})"
             )
         status = response.status
-        if status == 0x0000:
+        kind = statuses.category(status)
+        if kind == statuses.SUCCESS:
             result.stored += 1
             return status
-        if status in (0xB000, 0xB007, 0xB006):
+        if kind == statuses.WARNING:  # stored, with a warning the task log names
             result.stored += 1
-            result.warnings.append(f"C-STORE on {self.server}: warning 0x{status:04X} for {uid}")
+            result.warnings.append(
+                f"C-STORE on {self.server}: stored {uid} with "
+                f"{statuses.describe('C-STORE', status)}"
+            )
             return status
         result.failed_sop_instance_uids.append(uid)
-        result.warnings.append(f"C-STORE on {self.server}: status 0x{status:04X} for {uid}")
+        result.warnings.append(
+            f"C-STORE on {self.server}: {uid} refused with {statuses.describe('C-STORE', status)}"
+        )
         return None
 
     def _encoded_for_store(

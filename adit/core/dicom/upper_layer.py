@@ -17,6 +17,7 @@ pushes C-MOVEd studies to). C-ECHO and C-MOVE requests stay on pynetdicom.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -36,6 +37,8 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from .config import Timeouts
+
+logger = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
@@ -419,7 +422,7 @@ class Association:
         except BaseException:
             _close_quietly(sock, reader)
             raise
-        proposed = {context.context_id: str(context.abstract_syntax) for context in contexts}
+        proposed = {context.context_id: context for context in contexts}
         accepted: dict[int, AcceptedContext] = {}
         for result in primitive.presentation_context_definition_results_list:
             context_id = result.context_id
@@ -429,8 +432,20 @@ class Association:
                 and context_id in proposed
                 and result.transfer_syntax
             ):
+                syntax = str(result.transfer_syntax[0])
+                asked = proposed[context_id]
+                if syntax not in {str(ts) for ts in asked.transfer_syntax}:
+                    # Accepting a syntax that was never proposed is a peer's error; the context
+                    # is treated as refused rather than read in a syntax nobody agreed on.
+                    logger.warning(
+                        "Association with %s: context %d accepted in %s, which was not proposed",
+                        called_ae_title,
+                        context_id,
+                        syntax,
+                    )
+                    continue
                 accepted[context_id] = AcceptedContext(
-                    context_id, proposed[context_id], str(result.transfer_syntax[0])
+                    context_id, str(asked.abstract_syntax), syntax
                 )
         association = cls(sock, reader, accepted, primitive.maximum_length_received or 0, timeouts)
         return association
@@ -488,10 +503,23 @@ class Association:
         data_parts: list[memoryview] = []
         command: dict[int, bytes] | None = None
         context_id = 0
+        message_context: int | None = None
         while True:
             if not self._fragments:
                 self._read_p_data()
             fragment_context, control, fragment = self._fragments.popleft()
+            # PS3.8 9.3.5.1: only accepted contexts, and one context for all of a message's
+            # fragments (else a data set would be read in another context's transfer syntax).
+            if fragment_context not in self.accepted:
+                raise self._protocol_error(
+                    f"a PDV on presentation context {fragment_context}, which is not accepted"
+                )
+            if message_context is None:
+                message_context = fragment_context
+            elif fragment_context != message_context:
+                raise self._protocol_error(
+                    "the fragments of one message arrived on different presentation contexts"
+                )
             if control & 0x01:
                 if command is not None:
                     raise self._protocol_error("a command fragment arrived inside a data set")

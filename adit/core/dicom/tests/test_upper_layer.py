@@ -632,7 +632,7 @@ def test_store_on_two_associations_reports_instances_the_server_refused(
     assert refused <= set(recorder.sent_instances)  # the server refused them, not ADIT
     held = strict_orthanc.study_instance_uids(study[0].StudyInstanceUID)
     assert held == {ds.SOPInstanceUID for ds in study} - refused
-    assert all(f"for {uid}" in " ".join(connector.warnings) for uid in refused)
+    assert all(f"{uid} refused with 0x" in " ".join(connector.warnings) for uid in refused)
 
 
 # --- 6. C-FIND with a limit ends with C-CANCEL ----------------------------------------------

@@ -1,0 +1,204 @@
+"""What a peer answers ADIT, checked the way PS3.7 and PS3.8 say (a scripted raw peer).
+
+Each test scripts the bytes a PACS sends back; ADIT must take a status by its category
+(pynetdicom's tables), never read a missing Status as success, match Message ID Being Responded
+To, accept data only on accepted contexts and one context per message, and put fragmented
+command sets and several PDVs per PDU together.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from adit.core.dicom import upper_layer
+from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
+from adit.core.dicom.dimse import DimseConnector
+from adit.core.dicom.errors import RetriableDicomError
+from adit.core.dicom.query import QueryDataset
+from adit.core.dicom.testing.scripted_peer import command_pdu, p_data_tf, scripted_scp
+from adit.core.dicom.testing.synthetic import make_study
+
+LOCAL = LocalConfig(
+    calling_ae_title="ADIT_TEST", timeouts=Timeouts(connection=5, acse=5, dimse=5, network=5)
+)
+US, UI = upper_layer._us_element, upper_layer._uid_element
+
+
+def connector(port: int) -> DimseConnector:
+    server = ServerConfig(
+        name="Scripted",
+        ae_title="SCRIPTED",
+        host="127.0.0.1",
+        port=port,
+        study_root_find_support=True,
+        study_root_get_support=True,
+        store_scp_support=True,
+    )
+    return DimseConnector(server, LOCAL)
+
+
+def instances(count: int = 1):
+    study = make_study("SCRIPT-PAT", series=(("CT", count),), compressed_series=False)
+    for ds in study:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return study
+
+
+def store_rsp(
+    request: upper_layer.Message, status: int | None, message_id: int | None = None
+) -> bytes:
+    elements = [
+        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+        US(upper_layer.COMMAND_FIELD, upper_layer.C_STORE_RSP),
+        US(
+            upper_layer.MESSAGE_ID_BEING_RESPONDED_TO,
+            request.us(upper_layer.MESSAGE_ID) if message_id is None else message_id,
+        ),
+        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+    ]
+    if status is not None:
+        elements.append(US(upper_layer.STATUS, status))
+    elements.append(
+        UI(upper_layer.AFFECTED_SOP_INSTANCE_UID, request.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID))
+    )
+    return upper_layer._command_set(*elements)
+
+
+# --- C-STORE statuses by category ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status, stored, warned",
+    [
+        (0x0000, True, False),
+        (0x0001, True, True),
+        (0xB000, True, True),
+        (0xB007, True, True),
+        (0x0107, True, True),
+        (0x0116, True, True),
+        (0xA700, False, False),
+        (0xC000, False, False),
+        (0x0124, False, False),
+        (0xFF00, False, False),  # pending is no answer to a C-STORE
+        (0xFF01, False, False),
+    ],
+    ids=lambda value: f"{value:04X}" if isinstance(value, int) and value > 1 else None,
+)
+def test_c_store_status_is_taken_by_its_category(status, stored, warned):
+    def script(assoc, request):
+        return command_pdu(request.context_id, store_rsp(request, status))
+
+    with scripted_scp(script) as (_, port):
+        store = connector(port)
+        if stored:
+            result = store.send_c_store(instances())
+            assert result.stored == 1
+            assert bool(store.warnings) == warned
+            if warned:
+                assert f"0x{status:04X} (Warning" in store.warnings[0]
+        else:
+            with pytest.raises(RetriableDicomError, match="1 of 1 instances failed"):
+                store.send_c_store(instances())
+
+
+def test_a_c_store_answer_without_status_is_not_success():
+    def script(assoc, request):
+        return command_pdu(request.context_id, store_rsp(request, None))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match="answer"):
+        connector(port).send_c_store(instances())
+
+
+def test_a_c_store_answer_to_another_message_is_refused():
+    def script(assoc, request):
+        return command_pdu(request.context_id, store_rsp(request, 0x0000, message_id=999))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match="answer"):
+        connector(port).send_c_store(instances())
+
+
+def test_a_fragmented_command_set_in_several_pdvs_of_one_pdu_is_understood():
+    def script(assoc, request):
+        command = store_rsp(request, 0x0000)
+        thirds = [command[:10], command[10:30], command[30:]]
+        return p_data_tf(
+            (request.context_id, 0x01, thirds[0]),
+            (request.context_id, 0x01, thirds[1]),
+            (request.context_id, 0x03, thirds[2]),
+        )
+
+    with scripted_scp(script) as (_, port):
+        assert connector(port).send_c_store(instances(3)).stored == 3
+
+
+def test_a_message_spread_over_two_contexts_aborts_the_association():
+    def script(assoc, request):
+        command = store_rsp(request, 0x0000)
+        other = next(c for c in assoc.accepted if c != request.context_id)
+        return p_data_tf((request.context_id, 0x01, command[:10]), (other, 0x03, command[10:]))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match="context"):
+        connector(port).send_c_store(iter(instances()))  # an iterator: many contexts proposed
+
+
+def test_a_pdv_on_a_context_that_was_never_accepted_aborts_the_association():
+    def script(assoc, request):
+        return command_pdu(255, store_rsp(request, 0x0000))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match="context"):
+        connector(port).send_c_store(instances())
+
+
+# --- C-FIND -------------------------------------------------------------------------------
+
+
+def find_rsp(request: upper_layer.Message, status: int | None, message_id: int = 1) -> bytes:
+    elements = [
+        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+        US(upper_layer.COMMAND_FIELD, upper_layer.C_FIND_RSP),
+        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+    ]
+    if status is not None:
+        elements.append(US(upper_layer.STATUS, status))
+    return upper_layer._command_set(*elements)
+
+
+def study_query() -> QueryDataset:
+    return QueryDataset.create(QueryRetrieveLevel="STUDY", PatientID="SCRIPT-PAT")
+
+
+@pytest.mark.parametrize(
+    "answer, problem",
+    [
+        ({"status": None}, "answer without a Status"),
+        ({"status": 0x0000, "message_id": 7}, "not to the request 1"),
+    ],
+    ids=["missing status", "wrong message id"],
+)
+def test_a_malformed_c_find_answer_is_an_error_not_an_empty_result(answer, problem):
+    def script(assoc, request):
+        return command_pdu(request.context_id, find_rsp(request, **answer))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match=problem):
+        list(connector(port).send_c_find(study_query()))
+
+
+@pytest.mark.parametrize(
+    "status, outcome",
+    [(0x0000, "done"), (0xFE00, "done"), (0xB000, "warning"), (0xA700, "retriable")],
+    ids=["success", "cancel", "warning", "out of resources"],
+)
+def test_c_find_final_status_is_taken_by_its_category(status, outcome):
+    def script(assoc, request):
+        return command_pdu(request.context_id, find_rsp(request, status))
+
+    with scripted_scp(script) as (_, port):
+        find = connector(port)
+        if outcome == "retriable":
+            with pytest.raises(RetriableDicomError, match="0xA700"):
+                list(find.send_c_find(study_query()))
+            return
+        assert list(find.send_c_find(study_query())) == []
+        assert bool(find.warnings) == (outcome == "warning")
