@@ -274,6 +274,8 @@ class DimseConnector:
         ae.dimse_timeout = timeouts.dimse
         ae.network_timeout = timeouts.network
         ae.maximum_pdu_size = 0
+        ae.implementation_class_uid = upper_layer.IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = upper_layer.IMPLEMENTATION_VERSION_NAME
         return ae
 
     def _associate(

@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -39,6 +38,11 @@ from pynetdicom.presentation import PresentationContext
 from .config import Timeouts
 
 logger = logging.getLogger(__name__)
+
+# ADIT's own Implementation Class UID (PS3.7 D.3.3.2): a UUID-derived root (PS3.5 B.2), so a
+# PACS's logs and conformance checks see ADIT, not the library it borrows codecs from.
+IMPLEMENTATION_CLASS_UID = "2.25.269294046679469573575990716202793018445"
+IMPLEMENTATION_VERSION_NAME = "ADIT_0_1"  # at most 16 characters
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
@@ -269,9 +273,9 @@ def _own_user_information() -> list:
     maximum_length = MaximumLengthNotification()
     maximum_length.maximum_length_received = MAX_PDU_RECEIVE
     implementation_uid = ImplementationClassUIDNotification()
-    implementation_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    implementation_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     implementation_version = ImplementationVersionNameNotification()
-    implementation_version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+    implementation_version.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     return [maximum_length, implementation_uid, implementation_version]
 
 

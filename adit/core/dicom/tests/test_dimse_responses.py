@@ -202,3 +202,46 @@ def test_c_find_final_status_is_taken_by_its_category(status, outcome):
             return
         assert list(find.send_c_find(study_query())) == []
         assert bool(find.warnings) == (outcome == "warning")
+
+
+# --- ADIT names itself ----------------------------------------------------------------------
+
+
+def test_adit_announces_its_own_implementation_class_uid_and_version_name():
+    import socket
+    import struct
+    import threading
+
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    requests: list = []
+
+    def capture() -> None:
+        for _ in range(2):
+            sock, _ = listener.accept()
+            with sock:
+                header = sock.recv(6, socket.MSG_WAITALL)
+                length = struct.unpack(">I", header[2:])[0]
+                body = sock.recv(length, socket.MSG_WAITALL)
+                pdu = A_ASSOCIATE_RQ()
+                pdu.decode(header + body)
+                requests.append(pdu.to_primitive())
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    with pytest.raises(RetriableDicomError):  # ADIT's own upper layer (C-STORE)
+        connector(port).send_c_store(instances())
+    with pytest.raises(RetriableDicomError):  # pynetdicom's association (C-ECHO)
+        connector(port).send_c_echo()
+    thread.join(10)
+    listener.close()
+
+    assert len(requests) == 2
+    for request in requests:
+        items = {type(item).__name__: item for item in request.user_information}
+        uid = items["ImplementationClassUIDNotification"].implementation_class_uid
+        name = items["ImplementationVersionNameNotification"].implementation_version_name
+        assert uid == upper_layer.IMPLEMENTATION_CLASS_UID and uid.startswith("2.25.")
+        assert name in ("ADIT_0_1", b"ADIT_0_1")
