@@ -162,6 +162,40 @@ def storage_contexts(reserved: int = 0) -> list[PresentationContext]:
     return contexts
 
 
+def storage_contexts_for(
+    sop_classes: Iterable[str], reserved: int = 0
+) -> list[PresentationContext]:
+    """Storage contexts for the SOP classes a study holds first, then the broad default set.
+
+    A C-GET can only deliver instances of SOP classes it proposed; a fixed list silently lost
+    every instance of any other class. Each listed class gets the contexts of the main image
+    classes (uncompressed, and each compressed syntax on its own, so the PACS never has to
+    convert); the default set fills what room is left of the 128 contexts (PS3.8 9.3.2.2).
+    """
+    limit = MAX_PRESENTATION_CONTEXTS - reserved
+    wanted = list(dict.fromkeys(str(sop_class) for sop_class in sop_classes if sop_class))
+    contexts = [
+        build_context(sop_class, list(group))
+        for sop_class in wanted
+        for group in MAIN_TRANSFER_SYNTAX_GROUPS
+    ]
+    if len(contexts) > limit:  # very many classes: one context each, every syntax offered
+        all_syntaxes = UNCOMPRESSED_TRANSFER_SYNTAXES + COMPRESSED_TRANSFER_SYNTAXES
+        contexts = [build_context(sop_class, list(all_syntaxes)) for sop_class in wanted]
+        if len(contexts) > limit:
+            raise DicomError(
+                f"the study holds {len(wanted)} SOP classes; one association can propose "
+                f"at most {limit}"
+            )
+    listed = set(wanted)
+    for context in storage_contexts(reserved):
+        if len(contexts) >= limit:
+            break
+        if str(context.abstract_syntax) not in listed:
+            contexts.append(context)
+    return contexts
+
+
 def exact_storage_contexts(datasets: Sequence[Dataset]) -> list[PresentationContext] | None:
     """One context per (SOP class, transfer syntax) found in `datasets`, or None if > 128."""
     pairs: dict[tuple[str, str], None] = {}
@@ -556,8 +590,11 @@ class DimseConnector:
 
     # --- C-GET ------------------------------------------------------------------------------
 
-    def send_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
+    def send_c_get(self, query: QueryDataset, sop_classes: Iterable[str] = ()) -> Iterator[Dataset]:
         """Retrieves instances with C-GET and yields each as it arrives (file meta attached).
+
+        `sop_classes`: the SOP classes the matching instances have (from an IMAGE-level
+        C-FIND), proposed first (`storage_contexts_for`).
 
         Runs on the consumer's thread: each C-STORE sub-operation is acknowledged as soon as
         its instance is decoded, then the instance is yielded; while the consumer works on it,
@@ -573,7 +610,7 @@ class DimseConnector:
             self.server.patient_root_get_support,
         )
         query_model = str(_GET_MODELS[model])
-        storage = storage_contexts(reserved=1)
+        storage = storage_contexts_for(sop_classes, reserved=1)
         contexts = [build_context(query_model), *storage]
         assoc = self._open_bulk_association("C-GET", contexts, _unique_abstract(storage))
         result = RetrieveResult()
@@ -1073,7 +1110,12 @@ def _decode_from(encoded: bytes, transfer_syntax: str) -> Dataset:
 def _failed_sop_instance_uids(
     assoc: upper_layer.Association, message: upper_layer.Message
 ) -> list[str]:
-    """Failed SOP Instance UID List of a final C-GET response's identifier, if readable."""
+    """Failed SOP Instance UID List of a final C-GET response's identifier (or, as Orthanc
+    sends it, of its command set), if readable."""
+    in_command = message.command.get(0x00080058)
+    if in_command:
+        text = in_command.rstrip(b"\0 ").decode("ascii", "replace")
+        return [uid for uid in text.split("\\") if uid]
     context = assoc.accepted.get(message.context_id)
     if context is None or message.data is None:
         return []

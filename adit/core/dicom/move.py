@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -78,6 +78,7 @@ def fetch_with_move(
     total_timeout: float = 3600.0,
     settle_timeout: float = 5.0,
     warnings: list[str] | None = None,
+    sop_classes: Mapping[str, str] | None = None,
 ) -> Iterator[Dataset]:
     """Subscribes to ``topic``, then runs ``send_c_move`` and yields the expected instances.
 
@@ -91,6 +92,7 @@ def fetch_with_move(
         total_timeout: give up after this long in all (including the caller's time per item).
         settle_timeout: after the C-MOVE failed, wait this long for stragglers, then give up.
         warnings: messages for the task log are appended here.
+        sop_classes: SOP Class UID per expected instance, to name what is missing.
 
     Raises:
         RetriableDicomError: instances are missing (the message says how many of how many), or
@@ -118,6 +120,7 @@ def fetch_with_move(
                     None if subscription.connected else subscription.last_error,
                     now,
                     total_deadline,
+                    sop_classes,
                 )
             received = subscription.receive(min(_POLL, deadline - now))
             if received is None or not tracker.wanted(received.sop_instance_uid):
@@ -158,6 +161,7 @@ def _incomplete(
     connection_error: str | None,
     now: float,
     total_deadline: float,
+    sop_classes: Mapping[str, str] | None = None,
 ) -> DicomError:
     error = move.error
     if (
@@ -180,6 +184,11 @@ def _incomplete(
         details.append("C-MOVE still running")
     if connection_error:
         details.append(f"receiver connection: {connection_error}")
+    if sop_classes:
+        from .operator import missing_by_sop_class
+
+        missing = tracker.expected - tracker.received
+        details.append(f"missing: {missing_by_sop_class(missing, dict(sop_classes))}")
     result = tracker.incomplete_error(reason, "; ".join(details) or None)
     if isinstance(error, Exception):
         result.__cause__ = error
@@ -226,4 +235,5 @@ class ReceiverMoveFetcher:
             total_timeout=self.total_timeout,
             settle_timeout=self.settle_timeout,
             warnings=request.warnings,
+            sop_classes=request.sop_classes,
         )

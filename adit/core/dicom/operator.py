@@ -34,7 +34,7 @@ from pydicom import Dataset
 
 from .config import LocalConfig, ServerConfig
 from .dicomweb import DicomWebConnector
-from .dimse import DimseConnector, RetrieveResult
+from .dimse import SOP_INSTANCE_UID, DimseConnector, RetrieveResult, uid_of
 from .errors import DicomError, RetriableDicomError
 from .query import (
     QueryDataset,
@@ -94,6 +94,8 @@ class MoveRequest:
     """Every instance the source listed; the fetch is complete when all arrived."""
     send_c_move: Callable[[], RetrieveResult]
     """Issues the C-MOVE to `local.receiver_ae_title`; blocks until the PACS reports the end."""
+    sop_classes: dict[str, str] = field(default_factory=dict)
+    """SOP Class UID of each listed instance (where the source said), to name what is missing."""
     warnings: list[str] = field(default_factory=list)
     """Append warnings for the task log here (shared with the operator)."""
 
@@ -330,7 +332,7 @@ class DicomOperator:
         if dimse is not None and (
             server.study_root_get_support or (server.patient_root_get_support and patient_ok)
         ):
-            methods.append(("C-GET", lambda: dimse.send_c_get(query)))
+            methods.append(("C-GET", lambda: self._fetch_with_c_get(query)))
         fetcher = self.move_fetcher or _default_move_fetcher
         if (
             dimse is not None
@@ -369,10 +371,55 @@ class DicomOperator:
                     raise
                 self.warnings.append(f"{name} failed ({error}); trying {methods[index + 1][0]}")
 
+    def _fetch_with_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
+        """C-GET of what the source lists, proposing the SOP classes it holds; every listed
+        instance arrives or the fetch fails naming what did not (and its SOP classes)."""
+        assert self.dimse is not None
+        listing = self._listing_if_possible(query)
+        received: set[str] = set()
+        failure: DicomError | None = None
+        try:
+            for ds in self.dimse.send_c_get(query, sop_classes=set(listing.values())):
+                received.add(uid_of(ds, SOP_INSTANCE_UID))
+                yield ds
+        except DicomError as error:
+            if not received or not set(listing) - received:
+                raise
+            failure = error  # some arrived: say which did not, and of which SOP classes
+        missing = set(listing) - received
+        if missing:
+            because = f": {failure}" if failure is not None else ""
+            raise RetriableDicomError(
+                f"C-GET from {self.server}: {len(missing)} of {len(listing)} instances the "
+                f"source lists did not arrive ({missing_by_sop_class(missing, listing)})"
+                f"{because}"
+            ) from failure
+
+    def _listing_if_possible(self, query: QueryDataset) -> dict[str, str]:
+        """SOP Instance UID → SOP Class UID of what the source lists; empty when it cannot say
+        (no C-FIND at IMAGE level), and then completeness is only what the C-GET reports."""
+        if not self._can_c_find(QueryDataset.create(QueryRetrieveLevel="IMAGE")):
+            self.warnings.append(
+                f"C-GET from {self.server}: the source answers no IMAGE-level C-FIND, so "
+                "completeness rests on the C-GET's own counts"
+            )
+            return {}
+        try:
+            return self._source_listing(query)
+        except RetriableDicomError:
+            raise
+        except DicomError as error:
+            self.warnings.append(
+                f"C-GET from {self.server}: could not list the instances ({error}); "
+                "completeness rests on the C-GET's own counts"
+            )
+            return {}
+
     def _fetch_with_c_move(self, query: QueryDataset, fetcher: MoveFetcher) -> Iterator[Dataset]:
         assert self.dimse is not None
         dimse = self.dimse
-        expected = frozenset(self._expected_sop_instance_uids(query))
+        listing = self._source_listing(query)
+        expected = frozenset(listing)
         if not expected:
             self.warnings.append(f"C-MOVE from {self.server}: the source lists no instances")
             return iter(())
@@ -382,14 +429,17 @@ class DicomOperator:
             local=self.local,
             query=move_query,
             expected_sop_instance_uids=expected,
+            sop_classes=listing,
             send_c_move=lambda: dimse.send_c_move(move_query, self.local.receiver_ae_title),
             warnings=self.warnings,
         )
         return fetcher(request)
 
-    def _expected_sop_instance_uids(self, query: QueryDataset) -> set[str]:
+    def _source_listing(self, query: QueryDataset) -> dict[str, str]:
+        """SOP Instance UID → SOP Class UID ('' if not said) of every instance the query
+        matches, as the source lists them (IMAGE-level C-FIND per series)."""
         if query.level == "IMAGE":
-            return {query.get_str("SOPInstanceUID")}
+            return {query.get_str("SOPInstanceUID"): query.get_str("SOPClassUID")}
         patient_id = query.get_str("PatientID") or None
         study_uid = query.get_str("StudyInstanceUID")
         if query.level == "SERIES":
@@ -402,7 +452,7 @@ class DicomOperator:
                 SeriesInstanceUID=None,
             )
             series_uids = [s.SeriesInstanceUID for s in self.find_series(series_query)]
-        uids: set[str] = set()
+        listing: dict[str, str] = {}
         for series_uid in series_uids:
             image_query = QueryDataset.create(
                 QueryRetrieveLevel="IMAGE",
@@ -411,8 +461,10 @@ class DicomOperator:
                 SeriesInstanceUID=series_uid,
                 SOPInstanceUID=None,
             )
-            uids.update(r.SOPInstanceUID for r in self.find_images(image_query) if r.SOPInstanceUID)
-        return uids
+            for found in self.find_images(image_query):
+                if found.SOPInstanceUID:
+                    listing[found.SOPInstanceUID] = found.SOPClassUID or ""
+        return listing
 
     def move_study(
         self, patient_id: str, study_uid: str, destination_ae_title: str
@@ -559,3 +611,21 @@ def _limited(results: Iterable[ResultDataset], limit: int | None) -> Iterator[Re
         close = getattr(iterator, "close", None)
         if close is not None:
             close()  # ends an open C-FIND association at once
+
+
+def missing_by_sop_class(missing: Iterable[str], sop_classes: dict[str, str]) -> str:
+    """'2 of SOP class 1.2.3 (Its Name), 1 of an unlisted class' for a task log."""
+    from collections import Counter
+
+    from pydicom.uid import UID
+
+    counts = Counter(sop_classes.get(uid, "") for uid in missing)
+    parts = []
+    for sop_class, count in counts.most_common():
+        if not sop_class:
+            parts.append(f"{count} of a SOP class the source did not name")
+            continue
+        name = UID(sop_class).name
+        label = f"{sop_class} ({name})" if name and name != sop_class else sop_class
+        parts.append(f"{count} of SOP class {label}")
+    return ", ".join(parts)

@@ -250,7 +250,13 @@ def c_cancel_rq(message_id_being_responded_to: int) -> bytes:
 
 
 def decode_command(encoded: bytes) -> dict[int, bytes]:
-    """The elements of an encoded command set by element number (values as raw bytes)."""
+    """The elements of an encoded command set by element number (values as raw bytes).
+
+    Elements of other groups are kept under their whole tag (``group << 16 | element``, which
+    no command element number reaches): Orthanc puts the Failed SOP Instance UID List (0008,0058)
+    of a final C-GET response into the command set instead of an identifier, and ADIT would
+    rather read it there than refuse the answer.
+    """
     elements: dict[int, bytes] = {}
     offset, end = 0, len(encoded)
     while offset < end:
@@ -258,9 +264,12 @@ def decode_command(encoded: bytes) -> dict[int, bytes]:
             raise UpperLayerError("truncated command set")
         group, element, length = _ELEMENT_HEADER.unpack_from(encoded, offset)
         offset += 8
-        if group != 0x0000 or offset + length > end:
-            raise UpperLayerError(f"invalid command set element ({group:04X},{element:04X})")
-        elements[element] = encoded[offset : offset + length]
+        if offset + length > end:
+            raise UpperLayerError(
+                f"command set element ({group:04X},{element:04X}) runs past the command set"
+            )
+        key = element if group == 0x0000 else (group << 16) | element
+        elements[key] = encoded[offset : offset + length]
         offset += length
     return elements
 

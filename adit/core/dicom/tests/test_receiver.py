@@ -874,3 +874,78 @@ def test_a_flood_of_idle_connections_cannot_lock_the_receiver_out(receiver):
             sock.close()
     time.sleep(0.3)  # the receiver notices the closed idle connections
     assert echo_works(receiver)
+
+
+# --- completeness: SOP classes outside the default list -------------------------------------
+
+# A standard storage class that is not among the contexts C-GET proposes by default.
+OPHTHALMIC_TOMOGRAPHY = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
+# A private storage class no default list can know.
+PRIVATE_STORAGE = "1.3.6.1.4.1.9590.100.1.2.987654321"
+
+
+def study_with_classes(patient_id: str, *sop_classes: str) -> list[Dataset]:
+    datasets = make_study(patient_id, series=(("CT", 3),), compressed_series=False)
+    for ds, sop_class in zip(datasets[1:], sop_classes, strict=False):
+        ds.SOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+    return datasets
+
+
+def test_c_get_fetches_instances_of_sop_classes_outside_the_default_list(orthanc_a):
+    from adit.core.dicom.dimse import storage_contexts
+
+    default_classes = {str(context.abstract_syntax) for context in storage_contexts()}
+    assert OPHTHALMIC_TOMOGRAPHY not in default_classes
+    datasets = study_with_classes("RARE-GET", OPHTHALMIC_TOMOGRAPHY, PRIVATE_STORAGE)
+    orthanc_a.upload(datasets)
+    local = LocalConfig(
+        calling_ae_title="ADIT_TEST", timeouts=Timeouts(connection=5, acse=10, dimse=60)
+    )
+    operator = DicomOperator(orthanc_a.server_config(), local)
+
+    try:
+        fetched = list(operator.fetch_study("RARE-GET", str(datasets[0].StudyInstanceUID)))
+    except RetriableDicomError as error:  # allowed only when it names the class it lost
+        assert PRIVATE_STORAGE in str(error), error
+        return
+    assert sorted(uids(fetched)) == sorted(uids(datasets))
+    assert {str(ds.SOPClassUID) for ds in fetched} >= {OPHTHALMIC_TOMOGRAPHY, PRIVATE_STORAGE}
+
+
+def test_c_move_fetches_instances_of_rare_storage_classes(orthanc_with_receiver, receiver):
+    datasets = study_with_classes("RARE-MOVE", OPHTHALMIC_TOMOGRAPHY)
+    orthanc_with_receiver.upload(datasets)
+    operator = c_move_operator(orthanc_with_receiver, receiver)
+
+    fetched = list(operator.fetch_study("RARE-MOVE", str(datasets[0].StudyInstanceUID)))
+
+    assert sorted(uids(fetched)) == sorted(uids(datasets))
+
+
+def test_an_instance_c_get_cannot_deliver_fails_the_fetch_naming_its_sop_class(
+    orthanc_a, monkeypatch
+):
+    from adit.core.dicom import dimse
+
+    datasets = study_with_classes("LOST-GET", OPHTHALMIC_TOMOGRAPHY)
+    orthanc_a.upload(datasets)
+    # As if the association could not carry the class (e.g. a peer that refused its context).
+    original = dimse.storage_contexts_for
+    monkeypatch.setattr(
+        dimse,
+        "storage_contexts_for",
+        lambda classes, reserved=0: original(
+            [c for c in classes if c != OPHTHALMIC_TOMOGRAPHY], reserved
+        ),
+    )
+    local = LocalConfig(
+        calling_ae_title="ADIT_TEST", timeouts=Timeouts(connection=5, acse=10, dimse=60)
+    )
+    operator = DicomOperator(orthanc_a.server_config(), local)
+
+    with pytest.raises(RetriableDicomError) as caught:
+        list(operator.fetch_study("LOST-GET", str(datasets[0].StudyInstanceUID)))
+    message = str(caught.value)
+    assert "of 3 instances the source lists did not arrive" in message
+    assert OPHTHALMIC_TOMOGRAPHY in message and "Ophthalmic Tomography" in message

@@ -435,10 +435,14 @@ def test_decode_command_rejects_every_truncation(encoded):
             upper_layer.decode_command(encoded[:cut])
 
 
-def test_decode_command_rejects_elements_outside_the_command_group():
-    data_element = struct.pack("<HHI", 0x0008, 0x0018, 4) + b"1.2\0"
-    with pytest.raises(upper_layer.UpperLayerError, match="0008,0018"):
-        upper_layer.decode_command(upper_layer.c_cancel_rq(1) + data_element)
+def test_decode_command_keeps_elements_of_other_groups_under_their_whole_tag():
+    # Orthanc puts a final C-GET response's Failed SOP Instance UID List into the command set.
+    data_element = struct.pack("<HHI", 0x0008, 0x0058, 4) + b"1.2\0"
+    command = upper_layer.decode_command(upper_layer.c_cancel_rq(1) + data_element)
+    assert command[0x00080058] == b"1.2\0"
+    assert 0x0058 not in command  # never mistaken for a command element
+    with pytest.raises(upper_layer.UpperLayerError, match="0008,0058"):
+        upper_layer.decode_command(upper_layer.c_cancel_rq(1) + data_element[:-1])
 
 
 def test_rejection_is_permanent_only_for_the_permanent_reasons():
