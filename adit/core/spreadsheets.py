@@ -10,7 +10,12 @@ Both batch apps read their uploads with `read_sheet` and validate the rows in th
 * Every cell is read as text and trimmed: leading zeros typed as text are kept, numbers come
   back without a trailing ``.0``, Excel date cells become ``YYYY-MM-DD``.
 * Completely empty rows are skipped; each row remembers its spreadsheet line (header = line 1).
-* File size and row count are limited.
+* File size and row count are limited, and so is what reading may cost whatever the file
+  claims (`ReadLimits`: unpacked sizes, zip ratio, rows, cells, time); an .xlsx is checked
+  entry by entry and streamed through expat once before openpyxl (read-only, defusedxml) reads
+  it, so a bomb of a few hundred KB is refused in well under a second, naming the limit.
+  Reading runs in the request's own thread (Django under ASGI gives each sync request one),
+  never on the event loop.
 
 Exports (`xlsx_bytes`, `csv_bytes`) write every cell as text: an .xlsx has string cells only
 (no ``<f>`` element), a .csv quotes every field, and a value that a spreadsheet program would
