@@ -5,6 +5,9 @@ StudyInstanceUID, SeriesInstanceUID, Pseudonym); the batch transfer parser ignor
 so the file can be uploaded there unchanged. With failures included, every row that found
 nothing or failed appears too, with its input line, status and reason, so the sheet can be
 fixed and run again.
+
+Every cell is written by `adit.core.spreadsheets` as inert text (formula prefixes quoted, xlsx
+string cells): pseudonyms and descriptions come from users and PACS servers.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Client → server: JSON ``{"action": "query" | "transfer" | "cancel", <form fiel
 "selected_studies": [...]}``. Server → client: JSON envelopes whose ``html`` is a
 server-rendered fragment: ``form`` (the form's fields, with errors), ``started`` (spinner with
 Cancel), ``rows`` (table rows, in arrival order; the page sorts them in), ``done`` (summary or
-result-limit hint), ``error``, ``canceled``, ``job`` (link to the created job).
+result-limit hint), ``error``, ``canceled``, ``job`` (link to the created job). A query ends
+with exactly one ``done`` or ``error`` (both stop the spinner), whatever goes wrong on the
+server; a row's identifiers go into its links as encoded query parameters, so no PatientID
+from a PACS can break the stream.
 
 Everything is per connection: each message invalidates the running query (its operator is
 aborted at the PACS and late results are dropped), and the user's permission and node access
@@ -153,6 +156,28 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         )
 
     async def _pump(
+        self, message_id, operator, queue, server_id, options, limit, can_download
+    ) -> None:
+        """Sends results as they arrive and always ends the query with ``done`` or ``error``.
+
+        Whatever fails here (a value from the PACS that a page cannot show, a bug) is logged
+        and reported to the client as an error: the query never ends silently with the
+        spinner still turning.
+        """
+        try:
+            await self._pump_rows(
+                message_id, operator, queue, server_id, options, limit, can_download
+            )
+        except Exception as error:  # noqa: BLE001 — reported to the user, logged for us
+            operator.abort()
+            if message_id != self.message_id:
+                return
+            logger.error("Selective transfer live query failed", exc_info=error)
+            if self.operator is operator:
+                self.operator = None
+            await self._send("error", html=self._alert("danger", query_error_message(error)))
+
+    async def _pump_rows(
         self, message_id, operator, queue, server_id, options, limit, can_download
     ) -> None:
         """Sends results as they arrive; rows that came together go in one message."""

@@ -30,7 +30,6 @@ from adit.core.dicom.writer import encode_instance, instance_relative_path
 from adit.core.models import DicomNode, DicomServer
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
-    validate_no_wildcards,
     validate_uid,
 )
 
@@ -64,18 +63,29 @@ def _text(status: int, message: str) -> HttpResponse:
     return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
-def _validate(patient_id: str, study_uid: str, params) -> dict | str:
-    """The cleaned parameters, or a message naming what is wrong."""
+def _validate(params) -> dict | str:
+    """The cleaned parameters, or a message naming what is wrong.
+
+    The PatientID is taken as the PACS has it: ``*`` and ``?`` are allowed (the study UID is
+    what identifies the study; the DICOM layer leaves such a PatientID out of the fetch).
+    """
+    patient_id = params.get("patient_id", "")
+    study_uid = params.get("study_uid", "").strip()
+    if not patient_id:
+        return "Patient ID: the parameter patient_id is missing."
+    if len(patient_id) > 64:
+        return "Patient ID: at most 64 characters are allowed."
     try:
-        validate_no_wildcards(patient_id)
         validate_no_backslash_or_control_characters(patient_id)
     except ValidationError as error:
         return f"Patient ID: {' '.join(error.messages)}"
+    if not study_uid:
+        return "Study Instance UID: the parameter study_uid is missing."
     try:
         validate_uid(study_uid)
     except ValidationError as error:
         return f"Study Instance UID: {' '.join(error.messages)}"
-    options = {}
+    options = {"patient_id": patient_id, "study_uid": study_uid}
     for name in ("pseudonym", "trial_protocol_id", "trial_protocol_name"):
         value = params.get(name, "").strip()
         label = name.replace("_", " ").capitalize()
@@ -108,8 +118,9 @@ def _check_access(user, server_id: int) -> tuple[DicomServer | None, str, bool]:
 
 
 async def download_study(
-    request: HttpRequest, server_id: int, patient_id: str, study_uid: str
+    request: HttpRequest, server_id: int
 ) -> HttpResponse | StreamingHttpResponse:
+    """The study named by the query parameters ``patient_id`` and ``study_uid``."""
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
@@ -118,9 +129,10 @@ async def download_study(
         return _text(403, "You may not download studies (permission can_download_study).")
     if server is None:
         return _text(404, "The server is unknown or your active group may not query it.")
-    options = _validate(patient_id, study_uid, request.GET)
+    options = _validate(request.GET)
     if isinstance(options, str):
         return _text(400, options)
+    patient_id, study_uid = options["patient_id"], options["study_uid"]
     if not options["pseudonym"] and not may_skip_pseudonym:
         return _text(
             400, "A pseudonym is required: your group may only download pseudonymized data."

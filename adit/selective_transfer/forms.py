@@ -111,8 +111,9 @@ def parse_selected_study(key: str) -> SelectedStudy:
     patient_id, separator, study_uid = key.partition("\\")
     if not separator or not patient_id or not study_uid:
         raise ValidationError(f"The selected study {key!r} is malformed.")
+    # The PatientID is the PACS's own (it may hold "/", "%", "#", even "*" or "?"); the study
+    # UID identifies the study, and the DICOM layer leaves a PatientID with wildcards out.
     try:
-        validate_no_wildcards(patient_id)
         validate_no_backslash_or_control_characters(patient_id)
         validate_uid(study_uid)
     except ValidationError as error:

@@ -74,13 +74,16 @@ def study_row(result: ResultDataset) -> StudyRow:
 
 
 def download_url(server_id: int, row: StudyRow, options: dict) -> str:
-    """The direct download link of a study, with the transfer options as query parameters."""
-    path = reverse(
-        "selective_transfer:download_study",
-        kwargs={"server_id": server_id, "patient_id": row.patient_id, "study_uid": row.study_uid},
-    )
-    params = {key: value for key, value in options.items() if value}
-    return f"{path}?{urlencode(params)}" if params else path
+    """The direct download link of a study.
+
+    The identifiers and the transfer options are encoded query parameters: a PatientID from a
+    PACS may hold any character (``a/b``, ``%``, ``#``, ``?``), which a path segment could not
+    carry (``reverse()`` refused ``/`` and broke the live query).
+    """
+    path = reverse("selective_transfer:download_study", kwargs={"server_id": server_id})
+    params = {"patient_id": row.patient_id, "study_uid": row.study_uid}
+    params.update((key, value) for key, value in options.items() if value)
+    return f"{path}?{urlencode(params)}"
 
 
 def query_error_message(error: BaseException) -> str:

@@ -11,7 +11,9 @@ app_name = "selective_transfer"
 urlpatterns = [
     path("", job_create, name="job_create"),
     path(
-        "download/servers/<int:server_id>/patients/<str:patient_id>/studies/<str:study_uid>/",
+        # The PatientID and StudyInstanceUID come from a PACS and may hold any character ("/",
+        # "%", "#", "?"): they travel as encoded query parameters, never as path segments.
+        "download/servers/<int:server_id>/study/",
         download_study,
         name="download_study",
     ),

@@ -39,6 +39,7 @@ from .errors import DicomError, RetriableDicomError
 from .query import (
     QueryDataset,
     ResultDataset,
+    has_wildcards,
     matches_wildcard,
     parse_date,
 )
@@ -297,7 +298,9 @@ class DicomOperator:
     def fetch_study(self, patient_id: str, study_uid: str) -> Iterator[Dataset]:
         """Yields every instance of a study, one at a time as it arrives."""
         query = QueryDataset.create(
-            QueryRetrieveLevel="STUDY", PatientID=patient_id or None, StudyInstanceUID=study_uid
+            QueryRetrieveLevel="STUDY",
+            PatientID=_patient_key(patient_id),
+            StudyInstanceUID=study_uid,
         )
         return self._fetch(query)
 
@@ -305,7 +308,7 @@ class DicomOperator:
         """Yields every instance of a series, one at a time as it arrives."""
         query = QueryDataset.create(
             QueryRetrieveLevel="SERIES",
-            PatientID=patient_id or None,
+            PatientID=_patient_key(patient_id),
             StudyInstanceUID=study_uid,
             SeriesInstanceUID=series_uid,
         )
@@ -317,7 +320,7 @@ class DicomOperator:
         """Yields the one instance."""
         query = QueryDataset.create(
             QueryRetrieveLevel="IMAGE",
-            PatientID=patient_id or None,
+            PatientID=_patient_key(patient_id),
             StudyInstanceUID=study_uid,
             SeriesInstanceUID=series_uid,
             SOPInstanceUID=image_uid,
@@ -473,7 +476,9 @@ class DicomOperator:
         if self.dimse is None:
             raise DicomError(f"C-MOVE on {self.server}: no DIMSE configured")
         query = QueryDataset.create(
-            QueryRetrieveLevel="STUDY", PatientID=patient_id or None, StudyInstanceUID=study_uid
+            QueryRetrieveLevel="STUDY",
+            PatientID=_patient_key(patient_id),
+            StudyInstanceUID=study_uid,
         )
         return self.dimse.send_c_move(query, destination_ae_title)
 
@@ -495,6 +500,18 @@ class DicomOperator:
         if self.dicomweb is not None and self.server.dicomweb_stow_support:
             return self.dicomweb.send_stow_rs(instances).stored
         raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")
+
+
+def _patient_key(patient_id: str) -> str | None:
+    """The PatientID to send along with the UIDs of a fetch, or None to leave it out.
+
+    The UIDs identify what is fetched; the PatientID only narrows it. A PatientID a PACS holds
+    may contain ``*`` or ``?``, and DICOM has no way to escape them: sent as it is it would be a
+    pattern, so it is left out (the study UID alone is unique).
+    """
+    if not patient_id or has_wildcards(patient_id):
+        return None
+    return patient_id
 
 
 # --- client-side filtering ------------------------------------------------------------------

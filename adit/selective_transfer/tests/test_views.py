@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from urllib.parse import parse_qs
 
 import pydicom
 import pytest
@@ -157,15 +158,18 @@ def test_transfer_rules(client, researcher, researchers):
     )
     assert "A pseudonym is required" in form_errors(response)["pseudonym"]
 
-    # Nothing selected; too many selected; a forged selection with a wildcard.
+    # Nothing selected; too many selected; a forged selection with a control character or a
+    # bad UID. (A PatientID with "*" or "?" is fine: PACS hold such IDs, the UID is the key.)
     common = dict(source=server.pk, destination=server.pk, patient_id="P1", pseudonym="X")
     response = post(client, action="transfer", **common)
     assert "Select at least one study" in form_errors(response)["__all__"]
     many = [f"P1\\1.2.{n}" for n in range(11)]
     response = client.post(PAGE, {**common, "action": "transfer", "selected_studies": many})
     assert "at most 10 may be transferred" in form_errors(response)["__all__"]
-    response = post(client, action="transfer", selected_studies="P*\\1.2.3", **common)
-    assert "Wildcards" in form_errors(response)["__all__"]
+    response = post(client, action="transfer", selected_studies="P\x07\\1.2.3", **common)
+    assert "Control characters are not allowed" in form_errors(response)["__all__"]
+    response = post(client, action="transfer", selected_studies="P1\\1.2.*", **common)
+    assert "is invalid" in form_errors(response)["__all__"]
     assert not SelectiveTransferJob.objects.exists()
 
     # The archive password is dropped for a server destination, kept for a folder.
@@ -263,6 +267,29 @@ def test_fallback_query_stops_at_the_result_limit(client, researcher, orthanc_a,
 
 
 @pytest.mark.peers
+def test_fallback_query_shows_any_patient_id_with_a_download_link(
+    client, researcher, orthanc_a, node_a
+):
+    tag = "ST-ANY-" + make_study("x")[0].StudyInstanceUID[-8:]
+    patient_ids = [f"{tag}a/b", f"{tag}a%b", f"{tag}a#b", f"{tag}a?b"]
+    for patient_id in patient_ids:
+        orthanc_a.upload(make_study(patient_id, series=(("CT", 1),)))
+    client.force_login(researcher)
+
+    response = post(client, source=node_a.pk, patient_id=f"{tag}*", action="query")
+
+    assert response.status_code == 200
+    rows = response.context["outcome"].rows
+    assert sorted(row.patient_id for row in rows) == sorted(patient_ids)
+    for row in rows:
+        path, _, query = row.download_url.partition("?")
+        assert path == f"/selective-transfer/download/servers/{node_a.pk}/study/"
+        params = parse_qs(query)
+        assert params["patient_id"] == [row.patient_id]
+        assert params["study_uid"] == [row.study_uid]
+
+
+@pytest.mark.peers
 def test_unreachable_server_is_a_readable_error(client, researcher, researchers):
     from adit.core.dicom.testing.peers import free_port
 
@@ -284,11 +311,8 @@ def test_unreachable_server_is_a_readable_error(client, researcher, researchers)
 def _download_url(server, patient_id, study_uid, **params):
     from urllib.parse import urlencode
 
-    url = reverse(
-        "selective_transfer:download_study",
-        kwargs={"server_id": server.pk, "patient_id": patient_id, "study_uid": study_uid},
-    )
-    return f"{url}?{urlencode(params)}"
+    url = reverse("selective_transfer:download_study", kwargs={"server_id": server.pk})
+    return f"{url}?{urlencode({'patient_id': patient_id, 'study_uid': study_uid, **params})}"
 
 
 @pytest.mark.peers
@@ -327,9 +351,22 @@ def test_download_access_rules(client, researcher, researchers, orthanc_a, node_
     response = client.get(_download_url(node_a, "P1", "1.2.3"))
     assert response.status_code == 400
     assert b"pseudonym is required" in response.content
-    # Bad identifiers.
-    assert client.get(_download_url(node_a, "P*", "1.2.3", pseudonym="X")).status_code == 400
-    assert client.get(_download_url(node_a, "P1", "1.2.x", pseudonym="X")).status_code == 400
+    # Bad or missing identifiers, named in the answer.
+    response = client.get(_download_url(node_a, "P\\1", "1.2.3", pseudonym="X"))
+    assert (response.status_code, response.content) == (
+        400,
+        b"Patient ID: Backslashes are not allowed.",
+    )
+    response = client.get(_download_url(node_a, "P1", "1.2.x", pseudonym="X"))
+    assert response.status_code == 400 and response.content.startswith(b"Study Instance UID:")
+    url = reverse("selective_transfer:download_study", kwargs={"server_id": node_a.pk})
+    response = client.get(url, {"study_uid": "1.2.3", "pseudonym": "X"})
+    assert (response.status_code, response.content) == (
+        400,
+        b"Patient ID: the parameter patient_id is missing.",
+    )
+    response = client.get(url, {"patient_id": "P1", "pseudonym": "X"})
+    assert response.status_code == 400 and b"study_uid is missing" in response.content
     # A server the group may not query.
     foreign = DicomServerFactory()
     assert client.get(_download_url(foreign, "P1", "1.2.3", pseudonym="X")).status_code == 404

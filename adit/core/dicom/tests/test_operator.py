@@ -110,6 +110,28 @@ def test_fetch_prefers_c_get(orthanc_a, study_on_orthanc_a, local_config, monkey
     assert (get_calls, wado_calls) == (["send_c_get"], [])
 
 
+def test_fetch_leaves_out_a_patient_id_with_wildcards(orthanc_a, local_config, monkeypatch):
+    """DICOM cannot escape * or ?: such a PatientID (legal at a PACS) would be a pattern, so
+    the fetch identifies the study by its UID alone; an ordinary PatientID is sent."""
+    sent = []
+    original = DimseConnector.send_c_get
+
+    def recording(self, query, *args, **kwargs):
+        sent.append(query.get_str("PatientID"))
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(DimseConnector, "send_c_get", recording)
+    operator = DicomOperator(orthanc_a.server_config(), local_config)
+    for patient_id in (new_patient_id("A?B"), new_patient_id("A*B"), new_patient_id("A/B%#")):
+        study = make_study(patient_id, series=(("CT", 2),), compressed_series=False)
+        orthanc_a.upload(study)
+        received = list(operator.fetch_study(patient_id, study[0].StudyInstanceUID))
+        assert {ds.SOPInstanceUID for ds in received} == {ds.SOPInstanceUID for ds in study}
+        assert {ds.PatientID for ds in received} == {patient_id}
+    assert sent[0] == sent[1] == ""
+    assert sent[2].startswith("A/B%#")
+
+
 def test_fetch_falls_back_to_wado(orthanc_a, study_on_orthanc_a, local_config):
     first = study_on_orthanc_a[0]
     operator = DicomOperator(orthanc_a.server_config(**DIMSE_OFF), local_config)
