@@ -97,7 +97,8 @@ class CountingProxy:
         really held beside another overlaps it far longer than `grace`.
         """
         with self.lock:
-            spans = [(start, end - grace) for start, end in self.spans]
+            # Each connection still counts itself however short it was.
+            spans = [(start, max(start + 1e-6, end - grace)) for start, end in self.spans]
         points = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
         most = current = 0
         for _, change in points:
