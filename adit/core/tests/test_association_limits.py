@@ -139,14 +139,24 @@ def tasks_ran_at_once(job) -> bool:
     )
 
 
-def run_until_finished(job, workers: int, log_dir: Path, timeout: float = 180) -> None:
-    """Runs `workers` dicom worker processes until the job reaches a final status."""
-    running = [start_worker("dicom", log_path=log_dir / f"worker{n}.log") for n in range(workers)]
+def run_until_finished(make_job, workers: int, log_dir: Path, timeout: float = 180):
+    """Starts `workers` dicom worker processes, submits the job `make_job()` creates once all
+    of them wait for work (so they can take its tasks side by side), and runs them until the
+    job reaches a final status; returns the job."""
+    logs = [log_dir / f"worker{n}.log" for n in range(workers)]
+    running = [start_worker("dicom", log_path=log) for log in logs]
     try:
+        wait_for(
+            lambda: all(log.exists() and "started" in log.read_text() for log in logs),
+            60,
+            "every worker to start",
+        )
+        job = make_job()
         wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, timeout, "the job to finish")
     finally:
         for worker in running:
             stop_worker(worker)
+    return job
 
 
 def proxied_server(orthanc, name: str, proxy: CountingProxy, max_associations: int):
@@ -173,12 +183,15 @@ def test_two_workers_never_open_two_associations_to_a_server_limited_to_one(
         # DIMSE only, through the proxy: every association to the source is counted.
         source = proxied_server(orthanc_a, "Orthanc A (proxied)", proxy, max_associations=1)
         destination = orthanc_server(orthanc_b, "Orthanc B")
-        job = create_transfer_job(
-            source,
-            destination,
-            [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+        job = run_until_finished(
+            lambda: create_transfer_job(
+                source,
+                destination,
+                [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+            ),
+            workers=2,
+            log_dir=tmp_path,
         )
-        run_until_finished(job, workers=2, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
@@ -201,12 +214,15 @@ def test_two_workers_store_on_one_association_to_a_destination_limited_to_one(
     studies = [make_study(unique_id(), series=(("CT", 12), ("MR", 12))) for _ in range(3)]
     orthanc_a.upload(ds for study in studies for ds in study)
     with CountingProxy(orthanc_b.dicom_port) as proxy:
-        job = create_transfer_job(
-            orthanc_server(orthanc_a, "Orthanc A"),
-            proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=1),
-            [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+        job = run_until_finished(
+            lambda: create_transfer_job(
+                orthanc_server(orthanc_a, "Orthanc A"),
+                proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=1),
+                [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies],
+            ),
+            workers=2,
+            log_dir=tmp_path,
         )
-        run_until_finished(job, workers=2, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
@@ -223,12 +239,15 @@ def test_a_task_stores_side_by_side_when_the_destination_has_free_slots(
     study = make_study(unique_id(), series=(("CT", 30), ("MR", 30)))
     orthanc_a.upload(study)
     with CountingProxy(orthanc_b.dicom_port) as proxy:
-        job = create_transfer_job(
-            orthanc_server(orthanc_a, "Orthanc A"),
-            proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=4),
-            [TaskSpec(str(study[0].PatientID), study_uid_of(study))],
+        job = run_until_finished(
+            lambda: create_transfer_job(
+                orthanc_server(orthanc_a, "Orthanc A"),
+                proxied_server(orthanc_b, "Orthanc B (proxied)", proxy, max_associations=4),
+                [TaskSpec(str(study[0].PatientID), study_uid_of(study))],
+            ),
+            workers=1,
+            log_dir=tmp_path,
         )
-        run_until_finished(job, workers=1, log_dir=tmp_path)
 
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS, task_report(job)
