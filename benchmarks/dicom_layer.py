@@ -124,7 +124,9 @@ class Bench:
 
     def upload_study(self) -> None:
         print(f"Generating a synthetic study of {self.n_instances} instances...", flush=True)
-        study = make_large_study(self.n_instances, patient_id=PATIENT_ID, rows=self.rows)
+        study = make_large_study(
+            self.n_instances, patient_id=PATIENT_ID, rows=self.rows, columns=self.rows
+        )
         self.study_uid = str(study[0].StudyInstanceUID)
         source = self.orthanc_a.server_config()
         started = time.perf_counter()

@@ -134,7 +134,9 @@ class Bench:
         from adit.core.dicom.testing.synthetic import make_large_study
 
         print(f"Storing a synthetic study of {self.n_instances} instances into A ...", flush=True)
-        study = make_large_study(self.n_instances, patient_id=PATIENT_ID, rows=self.rows)
+        study = make_large_study(
+            self.n_instances, patient_id=PATIENT_ID, rows=self.rows, columns=self.rows
+        )
         self.study_uid = str(study[0].StudyInstanceUID)
         config = self.orthanc_a.server_config()
         DimseConnector(config, LocalConfig(calling_ae_title="ADIT_BENCH")).send_c_store(study)
