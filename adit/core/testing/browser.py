@@ -120,7 +120,9 @@ def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
 
 @pytest.fixture
 def browser_context_args() -> dict[str, Any]:
-    return {"viewport": {"width": 1280, "height": 800}}
+    # ADIT_BROWSER_WIDTH=390 runs the browser tests at phone width (for screenshot reviews).
+    width = int(os.environ.get("ADIT_BROWSER_WIDTH", "1280"))
+    return {"viewport": {"width": width, "height": 800}}
 
 
 @pytest.fixture
