@@ -8,14 +8,13 @@ of raising, so that the caller can show every outcome side by side.
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 
 import requests
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from adit.core.dicom.config import ServerConfig
+from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
+from adit.core.dicom.dimse import DimseConnector
+from adit.core.dicom.errors import DicomError
 
 logger = logging.getLogger(__name__)
 
@@ -34,76 +33,28 @@ class CheckResult:
         return f"{self.service} {'succeeded' if self.ok else 'failed'}: {self.detail}"
 
 
-def _set_tcp_nodelay(event: evt.Event) -> None:
-    # Without TCP_NODELAY every DIMSE round trip waits for Nagle/delayed-ACK (~40 ms).
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def c_echo(
     config: ServerConfig, calling_ae_title: str, timeout: float = DEFAULT_TIMEOUT
 ) -> CheckResult:
-    """Send one C-ECHO to the server's DIMSE address."""
+    """Send one C-ECHO to the server's DIMSE address (on the same stack transfers use)."""
     service = "C-ECHO"
     if not config.supports_dimse:
         return CheckResult(service, False, "no DIMSE address (AE title, host, port) configured")
     address = f"{config.ae_title}@{config.host}:{config.port}"
-
-    ae = AE(ae_title=calling_ae_title)
-    ae.add_requested_context(Verification)
-    ae.connection_timeout = timeout
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
+    local = LocalConfig(
+        calling_ae_title=calling_ae_title,
+        timeouts=Timeouts(connection=timeout, acse=timeout, dimse=timeout, network=timeout),
+    )
     try:
-        assoc = ae.associate(
-            config.host,
-            config.port,
-            ae_title=config.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _set_tcp_nodelay)],
-        )
-    except Exception as err:  # e.g. an unresolvable host name
-        return CheckResult(service, False, f"could not connect to {address}: {err}")
-
-    try:
-        if assoc.is_rejected:
-            reason = _rejection_reason(assoc)
-            return CheckResult(service, False, f"association rejected by {address}: {reason}")
-        if not assoc.is_established:
-            return CheckResult(
-                service,
-                False,
-                f"no association with {address} (connection refused, aborted or timed out)",
-            )
-        status = assoc.send_c_echo()
-        if not status:
-            return CheckResult(service, False, f"no response from {address} within {timeout:g} s")
-        code = int(getattr(status, "Status", -1))
-        if code != 0x0000:
-            return CheckResult(service, False, f"{address} answered with status 0x{code:04X}")
-        return CheckResult(service, True, f"{address} answered")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        ae.shutdown()
-
-
-def _rejection_reason(assoc) -> str:
-    primitive = assoc.acceptor.primitive
-    if primitive is None:
-        return "no reason given"
-    reasons = {
-        (1, 1): "no reason given",
-        (1, 2): "application context not supported",
-        (1, 3): "calling AE title not recognized",
-        (1, 7): "called AE title not recognized",
-        (2, 2): "protocol version not supported",
-        (3, 1): "temporary congestion",
-        (3, 2): "local limit exceeded",
-    }
-    reason = reasons.get((primitive.result_source, primitive.diagnostic))
-    return reason or f"source {primitive.result_source}, reason {primitive.diagnostic}"
+        DimseConnector(config, local).send_c_echo()
+    except DicomError as error:
+        # The connector's messages start with "C-ECHO on <server>: "; the check names the
+        # address instead, which is what an administrator compares with the PACS's settings.
+        reason = str(error).removeprefix(f"C-ECHO on {config}: ")
+        return CheckResult(service, False, f"{address}: {reason}")
+    except Exception as error:  # e.g. an unresolvable host name
+        return CheckResult(service, False, f"could not connect to {address}: {error}")
+    return CheckResult(service, True, f"{address} answered")
 
 
 def qido_url(config: ServerConfig) -> str:

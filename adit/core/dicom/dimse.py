@@ -1,10 +1,11 @@
 """DIMSE connector: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
 
-C-FIND, C-GET and C-STORE, the operations with one message per match or instance, run on
-ADIT's own requestor upper layer (`upper_layer.py`); C-ECHO and C-MOVE on pynetdicom. One
-association per operation (never one per instance; C-STORE may use several side by side).
-Every socket has TCP_NODELAY set (for pynetdicom an `EVT_CONN_OPEN` handler), because Nagle's
-algorithm together with delayed ACKs stalls each small DIMSE exchange by ~40 ms.
+Every operation runs on ADIT's own requestor upper layer (`upper_layer.py`); pynetdicom lends
+only its PDU codecs, presentation contexts and data set encoding. A C-MOVE is the C-FIND loop
+with sub-operation counts; a C-ECHO one request and one answer. One association per operation
+(never one per instance; C-STORE may use several side by side). Every socket has TCP_NODELAY
+set, because Nagle's algorithm together with delayed ACKs stalls each small DIMSE exchange by
+~40 ms.
 
 Errors: transient failures (connection refused, association rejected-transient or aborted,
 "out of resources" statuses A7xx, timeouts) raise `RetriableDicomError`; permanent ones (AE
@@ -17,7 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import queue
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +41,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, build_context, evt
-from pynetdicom.association import Association
+from pynetdicom import build_context
 from pynetdicom.dsutils import create_file_meta, decode, encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -56,8 +55,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from . import statuses, upper_layer
-from .association import hold_reactor, prepare_dicom_libraries
-from .config import LocalConfig, ServerConfig
+from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
 from .errors import DicomError, RetriableDicomError
 from .query import QueryDataset, ResultDataset
 
@@ -219,28 +217,6 @@ def _transfer_syntax_of(ds: Dataset) -> str:
         return ImplicitVRLittleEndian
 
 
-def _abort_association(assoc: Association) -> None:
-    """Aborts and wakes a thread blocked on the next DIMSE message.
-
-    pynetdicom's response loops wait for the DIMSE timeout after a local abort; an empty item
-    in the message queue ends that wait at once (the loops treat it as "no response").
-    """
-    if assoc.is_established:
-        assoc.abort()
-    try:
-        assoc.dimse.msg_queue.put((None, None))
-    except AttributeError:
-        pass
-
-
-def _set_tcp_nodelay(event: evt.Event) -> None:
-    try:
-        sock = event.assoc.dul.socket.socket  # type: ignore[union-attr]
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
-    except (AttributeError, OSError):  # socket already gone; nothing to tune then
-        pass
-
-
 @dataclass
 class RetrieveResult:
     """Sub-operation counts of a C-GET or C-MOVE."""
@@ -295,96 +271,16 @@ class DimseConnector:
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         # Open associations, so that abort() from another thread can end them all.
-        self._active: list[Association | upper_layer.Association] = []
+        self._active: list[upper_layer.Association] = []
         self._aborted = threading.Event()
 
     # --- association handling ---------------------------------------------------------------
 
-    def _make_ae(self) -> AE:
-        ae = AE(ae_title=self.local.calling_ae_title)
-        timeouts = self.local.timeouts
-        ae.connection_timeout = timeouts.connection
-        ae.acse_timeout = timeouts.acse
-        ae.dimse_timeout = timeouts.dimse
-        ae.network_timeout = timeouts.network
-        ae.maximum_pdu_size = 0
-        ae.implementation_class_uid = upper_layer.IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = upper_layer.IMPLEMENTATION_VERSION_NAME
-        return ae
-
-    def _associate(
-        self,
-        operation: str,
-        contexts: list[PresentationContext],
-        ext_neg: list | None = None,
-        handlers: list | None = None,
-    ) -> Association:
-        if self._aborted.is_set():
-            raise DicomError(f"{operation} on {self.server}: connector was aborted")
-        ae = self._make_ae()
-        ae.requested_contexts = contexts
-        rejection: dict = {}
-
-        def capture_rejection(event: evt.Event) -> None:
-            primitive = event.primitive
-            if getattr(primitive, "result", None) in (0x01, 0x02):
-                rejection.update(
-                    result=primitive.result,
-                    source=primitive.result_source,
-                    diagnostic=primitive.diagnostic,
-                    text=f"{primitive.result_str}, {primitive.source_str}, {primitive.reason_str}",
-                )
-
-        evt_handlers = [
-            (evt.EVT_CONN_OPEN, _set_tcp_nodelay),
-            (evt.EVT_CONN_OPEN, hold_reactor),
-            (evt.EVT_ACSE_RECV, capture_rejection),
-            *(handlers or []),
-        ]
-        prepare_dicom_libraries()
-        assoc = ae.associate(
-            self.server.host,
-            self.server.port,
-            ae_title=self.server.ae_title,
-            ext_neg=ext_neg,
-            evt_handlers=evt_handlers,
-            max_pdu=0,
-        )
-        if assoc.is_established:
-            with self._lock:
-                self._active.append(assoc)
-            if self._aborted.is_set():  # abort() came while we were connecting
-                assoc.abort()
-                raise DicomError(f"{operation} on {self.server}: connector was aborted")
-            return assoc
-        where = f"{operation} on {self.server}"
-        if assoc.is_rejected:
-            # Permanent rejection because of an unknown AE or an unsupported application
-            # context is a configuration error; anything else (transient, congestion) may pass.
-            permanent = rejection.get("result") == 0x01 and (
-                rejection.get("source") == 1 and rejection.get("diagnostic") in (2, 3, 7)
-            )
-            message = f"{where}: association rejected ({rejection.get('text', 'no details')})"
-            raise DicomError(message) if permanent else RetriableDicomError(message)
-        if assoc.is_aborted:
-            if not assoc.accepted_contexts and assoc.rejected_contexts:
-                raise DicomError(f"{where}: the server accepted none of the proposed contexts")
-            raise RetriableDicomError(f"{where}: association aborted while connecting")
-        raise RetriableDicomError(
-            f"{where}: could not connect to {self.server.host}:{self.server.port}"
-        )
-
-    def _finish(self, assoc: Association | upper_layer.Association, release: bool = True) -> None:
+    def _finish(self, assoc: upper_layer.Association, release: bool = True) -> None:
         with self._lock:
             if assoc in self._active:
                 self._active.remove(assoc)
-        if isinstance(assoc, upper_layer.Association):
-            assoc.release() if release else assoc.abort()
-        elif assoc.is_established:
-            if release:
-                assoc.release()
-            else:
-                assoc.abort()
+        assoc.release() if release else assoc.abort()
 
     def abort(self) -> None:
         """Aborts the ongoing operation (thread-safe); later operations are refused."""
@@ -392,35 +288,32 @@ class DimseConnector:
         with self._lock:
             active = list(self._active)
         for assoc in active:
-            if isinstance(assoc, upper_layer.Association):
-                assoc.abort()
-            else:
-                _abort_association(assoc)
+            assoc.abort()
 
     @property
     def aborted(self) -> bool:
         return self._aborted.is_set()
 
-    def _check_status(self, operation: str, status: Dataset | None) -> int:
-        if status is None or "Status" not in status:
-            if self.aborted:
-                return -1
-            raise RetriableDicomError(
-                f"{operation} on {self.server}: no response (timeout or connection lost)"
-            )
-        return int(status.Status)
-
     # --- C-ECHO -----------------------------------------------------------------------------
 
     def send_c_echo(self) -> None:
         """Verifies that the server answers (raises otherwise)."""
-        assoc = self._associate("C-ECHO", [build_context(Verification)])
+        assoc = self._open_bulk_association("C-ECHO", [build_context(Verification)])
+        release = False
         try:
-            status = self._check_status("C-ECHO", assoc.send_c_echo())
-            if status != 0x0000:
-                raise DicomError(f"C-ECHO on {self.server}: status 0x{status:04X}")
+            context = assoc.contexts_for(Verification)[0]
+            assoc.send_message(context.context_id, upper_layer.c_echo_rq(1, Verification))
+            message = assoc.receive_message()
+            self._check_response("C-ECHO", assoc, message, upper_layer.C_ECHO_RSP, 1)
+            release = True
+            if message.status != 0x0000:
+                raise DicomError(
+                    f"C-ECHO on {self.server}: {statuses.describe('C-ECHO', message.status)}"
+                )
+        except upper_layer.UpperLayerError as error:
+            raise RetriableDicomError(f"C-ECHO on {self.server}: {error}") from error
         finally:
-            self._finish(assoc)
+            self._finish(assoc, release=release)
 
     # --- model selection --------------------------------------------------------------------
 
@@ -686,30 +579,6 @@ class DimseConnector:
         remember_received_encoding(ds, transfer_syntax, message.data)
         return ds, 0x0000
 
-    def _collect_retrieve(self, operation: str, responses: Iterable) -> RetrieveResult:
-        """Follows pynetdicom's C-MOVE responses to the final one."""
-        result = RetrieveResult()
-        for status_ds, identifier in responses:
-            status = self._check_status(operation, status_ds)
-            if status == -1:
-                return result
-            failed_uids: list[str] = []
-            if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
-                failed = identifier.FailedSOPInstanceUIDList
-                failed = [failed] if isinstance(failed, str) else list(failed or [])
-                failed_uids = [str(uid) for uid in failed]
-            if self._take_retrieve_response(
-                operation,
-                result,
-                status,
-                int(getattr(status_ds, "NumberOfCompletedSuboperations", 0) or 0),
-                int(getattr(status_ds, "NumberOfFailedSuboperations", 0) or 0),
-                int(getattr(status_ds, "NumberOfWarningSuboperations", 0) or 0),
-                failed_uids,
-            ):
-                return result
-        raise RetriableDicomError(f"{operation} on {self.server}: no final response")
-
     def _take_retrieve_response(
         self,
         operation: str,
@@ -755,22 +624,49 @@ class DimseConnector:
     # --- C-MOVE -----------------------------------------------------------------------------
 
     def send_c_move(self, query: QueryDataset, destination_ae_title: str) -> RetrieveResult:
-        """Asks the server to send the matching instances to `destination_ae_title`."""
+        """Asks the server to send the matching instances to `destination_ae_title`.
+
+        The C-FIND loop again, with sub-operation counts: pending responses report progress,
+        the final one the outcome and the Failed SOP Instance UID List. An abort from another
+        thread ends the wait at once and returns what was counted so far.
+        """
         model = self._retrieve_model(
             "C-MOVE",
             query,
             self.server.study_root_move_support,
             self.server.patient_root_move_support,
         )
-        query_model = _MOVE_MODELS[model]
-        assoc = self._associate("C-MOVE", [build_context(query_model)])
+        query_model = str(_MOVE_MODELS[model])
+        assoc = self._open_bulk_association("C-MOVE", [build_context(query_model)])
+        result = RetrieveResult()
         release = False
         try:
-            result = self._collect_retrieve(
-                "C-MOVE", assoc.send_c_move(query.dataset, destination_ae_title, query_model)
+            context = assoc.contexts_for(query_model)[0]
+            assoc.send_message(
+                context.context_id,
+                upper_layer.c_move_rq(1, query_model, destination_ae_title),
+                _encode_for(query.dataset, context.transfer_syntax),
             )
+            while True:
+                message = assoc.receive_message()
+                self._check_response("C-MOVE", assoc, message, upper_layer.C_MOVE_RSP, 1)
+                failed_uids: list[str] = []
+                if message.status not in _PENDING:
+                    failed_uids = _failed_sop_instance_uids(assoc, message)
+                if self._take_retrieve_response(
+                    "C-MOVE",
+                    result,
+                    message.status,
+                    message.us(upper_layer.COMPLETED_SUBOPERATIONS),
+                    message.us(upper_layer.FAILED_SUBOPERATIONS),
+                    message.us(upper_layer.WARNING_SUBOPERATIONS),
+                    failed_uids,
+                ):
+                    break
             release = True
-        except (OSError, RuntimeError) as error:
+        except upper_layer.UpperLayerError as error:
+            if self.aborted:
+                return result
             raise RetriableDicomError(f"C-MOVE on {self.server}: {error}") from error
         finally:
             self._finish(assoc, release=release)

@@ -49,9 +49,8 @@ from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import upper_layer
-from .association import prepare_dicom_libraries
 from .completeness import check_complete
-from .config import Timeouts
+from .config import Timeouts, prepare_dicom_libraries
 from .dimse import (
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,

@@ -1,4 +1,4 @@
-"""ADIT's own DICOM upper layer (PS3.8) for C-FIND, C-GET and C-STORE, and the receiver.
+"""ADIT's own DICOM upper layer (PS3.8): every DIMSE service ADIT uses, and the receiver.
 
 Relaying a study is two long runs of small messages: C-STORE requests arriving on a C-GET
 association and C-STORE requests leaving on another one; a C-FIND answers with one message per
@@ -12,7 +12,8 @@ unpacked with `struct`, data sets stay bytes, and there is no helper thread and 
 The association's negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by
 pynetdicom's PDU classes. `Association.request()` opens an association as the requestor;
 `accept_association()` answers one as the acceptor (the receiver's C-STORE SCP, which a PACS
-pushes C-MOVEd studies to). C-ECHO and C-MOVE requests stay on pynetdicom.
+pushes C-MOVEd studies to). C-ECHO and C-MOVE run on it too, so
+ADIT has one network stack and patches nothing inside pynetdicom.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ C_FIND_RQ = 0x0020
 C_FIND_RSP = 0x8020
 C_GET_RQ = 0x0010
 C_GET_RSP = 0x8010
+C_MOVE_RQ = 0x0021
+C_MOVE_RSP = 0x8021
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
 C_CANCEL_RQ = 0x0FFF
@@ -76,6 +79,7 @@ AFFECTED_SOP_CLASS_UID = 0x0002
 COMMAND_FIELD = 0x0100
 MESSAGE_ID = 0x0110
 MESSAGE_ID_BEING_RESPONDED_TO = 0x0120
+MOVE_DESTINATION = 0x0600
 PRIORITY = 0x0700
 COMMAND_DATA_SET_TYPE = 0x0800
 STATUS = 0x0900
@@ -137,6 +141,27 @@ class AssociationRejected(UpperLayerError):
         return self.result == 0x01 and self.source == 0x01 and self.diagnostic in (2, 3, 7)
 
 
+# PS3.8 Table 9-21: A-ASSOCIATE-RJ result, source and reason/diag.
+_REJECTION_RESULTS = {1: "rejected-permanent", 2: "rejected-transient"}
+_REJECTION_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given (by the service provider, ACSE)",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+
+
+def rejection_text(result: int, source: int, diagnostic: int) -> str:
+    """An A-ASSOCIATE-RJ in the words of PS3.8 Table 9-21."""
+    outcome = _REJECTION_RESULTS.get(result, f"result {result}")
+    reason = _REJECTION_REASONS.get((source, diagnostic), f"source {source}, reason {diagnostic}")
+    return f"{outcome}: {reason}"
+
+
 @dataclass(frozen=True)
 class AcceptedContext:
     context_id: int
@@ -176,6 +201,13 @@ def _uid_element(element: int, uid: str) -> bytes:
     value = uid.encode("ascii")
     if len(value) % 2:
         value += b"\0"
+    return _ELEMENT_HEADER.pack(0, element, len(value)) + value
+
+
+def _ae_element(element: int, ae_title: str) -> bytes:
+    value = ae_title.encode("ascii")
+    if len(value) % 2:
+        value += b" "  # AE values are padded with a space (PS3.5 6.2)
     return _ELEMENT_HEADER.pack(0, element, len(value)) + value
 
 
@@ -228,6 +260,26 @@ def _retrieve_or_find_rq(command_field: int, message_id: int, sop_class_uid: str
         _us_element(MESSAGE_ID, message_id),
         _us_element(PRIORITY, PRIORITY_MEDIUM),
         _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
+    )
+
+
+def c_move_rq(message_id: int, sop_class_uid: str, move_destination: str) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_MOVE_RQ),
+        _us_element(MESSAGE_ID, message_id),
+        _ae_element(MOVE_DESTINATION, move_destination),
+        _us_element(PRIORITY, PRIORITY_MEDIUM),
+        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
+    )
+
+
+def c_echo_rq(message_id: int, sop_class_uid: str) -> bytes:
+    return _command_set(
+        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        _us_element(COMMAND_FIELD, C_ECHO_RQ),
+        _us_element(MESSAGE_ID, message_id),
+        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
     )
 
 
@@ -418,12 +470,11 @@ class Association:
                 rejection = A_ASSOCIATE_RJ()
                 rejection.decode(header + body)
                 primitive = rejection.to_primitive()
-                text = f"{primitive.result_str}, {primitive.source_str}, {primitive.reason_str}"
+                result = int(primitive.result or 0)
+                source = int(primitive.result_source or 0)
+                diagnostic = int(getattr(primitive.diagnostic, "value", primitive.diagnostic) or 0)
                 raise AssociationRejected(
-                    int(primitive.result or 0),
-                    int(primitive.result_source or 0),
-                    int(getattr(primitive.diagnostic, "value", primitive.diagnostic) or 0),
-                    text,
+                    result, source, diagnostic, rejection_text(result, source, diagnostic)
                 )
             if pdu_type == A_ABORT_PDU:
                 raise UpperLayerError(_abort_text(body))

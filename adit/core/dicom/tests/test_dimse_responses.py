@@ -9,12 +9,13 @@ command sets and several PDVs per PDU together.
 from __future__ import annotations
 
 import pytest
+from pydicom import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
 from adit.core.dicom import upper_layer
 from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
-from adit.core.dicom.dimse import DimseConnector
-from adit.core.dicom.errors import RetriableDicomError
+from adit.core.dicom.dimse import DimseConnector, _encode_for
+from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing.scripted_peer import command_pdu, p_data_tf, scripted_scp
 from adit.core.dicom.testing.synthetic import make_study
@@ -204,6 +205,190 @@ def test_c_find_final_status_is_taken_by_its_category(status, outcome):
         assert bool(find.warnings) == (outcome == "warning")
 
 
+# --- C-MOVE: the C-FIND loop with sub-operation counts -------------------------------------
+
+
+def move_rsp(
+    request: upper_layer.Message,
+    status: int | None,
+    completed: int = 0,
+    failed: int = 0,
+    warning: int = 0,
+    remaining: int | None = None,
+    message_id: int = 1,
+) -> bytes:
+    elements = [
+        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+        US(upper_layer.COMMAND_FIELD, upper_layer.C_MOVE_RSP),
+        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+    ]
+    if status is not None:
+        elements.append(US(upper_layer.STATUS, status))
+    if remaining is not None:
+        elements.append(US(upper_layer.REMAINING_SUBOPERATIONS, remaining))
+    elements += [
+        US(upper_layer.COMPLETED_SUBOPERATIONS, completed),
+        US(upper_layer.FAILED_SUBOPERATIONS, failed),
+        US(upper_layer.WARNING_SUBOPERATIONS, warning),
+    ]
+    return upper_layer._command_set(*elements)
+
+
+def move_connector(port: int) -> DimseConnector:
+    server = ServerConfig(
+        name="Scripted",
+        ae_title="SCRIPTED",
+        host="127.0.0.1",
+        port=port,
+        study_root_move_support=True,
+    )
+    return DimseConnector(server, LOCAL)
+
+
+def move_query() -> QueryDataset:
+    return QueryDataset.create(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.3.4")
+
+
+def test_c_move_names_the_move_destination_and_follows_pending_responses_to_the_end():
+    seen: list[tuple[int, str]] = []
+
+    def script(assoc, request):
+        destination = request.command[upper_layer.MOVE_DESTINATION].decode().strip()
+        seen.append((request.command_field, destination))
+        return b"".join(
+            command_pdu(request.context_id, answer)
+            for answer in (
+                move_rsp(request, 0xFF00, completed=1, remaining=2),
+                move_rsp(request, 0xFF00, completed=2, remaining=1),
+                move_rsp(request, 0x0000, completed=3),
+            )
+        )
+
+    with scripted_scp(script) as (_, port):
+        move = move_connector(port)
+        result = move.send_c_move(move_query(), "ADIT_RECV")
+    assert seen == [(upper_layer.C_MOVE_RQ, "ADIT_RECV")]
+    assert (result.completed, result.failed, result.warning) == (3, 0, 0)
+    assert move.warnings == []
+
+
+@pytest.mark.parametrize(
+    "status, counts, outcome",
+    [
+        (0x0000, (5, 0, 0), "done"),
+        (0xFE00, (2, 0, 0), "done"),
+        (0xB000, (4, 1, 0), "warning"),
+        (0xA701, (0, 0, 0), "retriable"),
+        (0xA702, (0, 0, 0), "retriable"),
+        (0xA801, (0, 0, 0), "move destination unknown"),
+        (0xA900, (0, 0, 0), "failed"),
+        (0xC000, (0, 0, 0), "failed"),
+    ],
+    ids=["success", "cancel", "warning", "A701", "A702", "A801", "A900", "C000"],
+)
+def test_c_move_final_status_is_taken_by_its_category(status, counts, outcome):
+    completed, failed, warning = counts
+
+    def script(assoc, request):
+        return command_pdu(
+            request.context_id, move_rsp(request, status, completed, failed, warning)
+        )
+
+    with scripted_scp(script) as (_, port):
+        move = move_connector(port)
+        if outcome == "retriable":
+            with pytest.raises(RetriableDicomError, match=f"0x{status:04X}"):
+                move.send_c_move(move_query(), "ADIT_RECV")
+        elif outcome == "move destination unknown":
+            with pytest.raises(DicomError, match=outcome):
+                move.send_c_move(move_query(), "ADIT_RECV")
+        elif outcome == "failed":
+            with pytest.raises(DicomError, match=f"0x{status:04X}") as raised:
+                move.send_c_move(move_query(), "ADIT_RECV")
+            assert not isinstance(raised.value, RetriableDicomError)
+        else:
+            result = move.send_c_move(move_query(), "ADIT_RECV")
+            assert (result.completed, result.failed) == (completed, failed)
+            assert bool(move.warnings) == (outcome == "warning")
+
+
+@pytest.mark.parametrize(
+    "answer, problem",
+    [
+        ({"status": None}, "answer without a Status"),
+        ({"status": 0x0000, "message_id": 9}, "not to the request 1"),
+    ],
+    ids=["missing status", "wrong message id"],
+)
+def test_a_malformed_c_move_answer_is_an_error_not_a_success(answer, problem):
+    def script(assoc, request):
+        return command_pdu(request.context_id, move_rsp(request, completed=3, **answer))
+
+    with scripted_scp(script) as (_, port), pytest.raises(RetriableDicomError, match=problem):
+        move_connector(port).send_c_move(move_query(), "ADIT_RECV")
+
+
+def test_c_move_reads_the_failed_sop_instance_uid_list_of_the_final_response():
+    def script(assoc, request):
+        command = move_rsp(request, 0xB000, completed=1, failed=2)
+        # The identifier of a final response carries the Failed SOP Instance UID List.
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = ["1.2.3.4.1", "1.2.3.4.2"]
+        data = _encode_for(identifier, ImplicitVRLittleEndian)
+        command = command.replace(
+            US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+            US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.DATA_SET_PRESENT),
+        )
+        return command_pdu(request.context_id, command) + p_data_tf(
+            (request.context_id, 0x02, data)
+        )
+
+    with scripted_scp(script) as (_, port):
+        move = move_connector(port)
+        result = move.send_c_move(move_query(), "ADIT_RECV")
+    assert result.failed_sop_instance_uids == ["1.2.3.4.1", "1.2.3.4.2"]
+    assert "2 failed" in move.warnings[0]
+
+
+# --- C-ECHO ---------------------------------------------------------------------------------
+
+
+def echo_rsp(request: upper_layer.Message, status: int | None, message_id: int = 1) -> bytes:
+    elements = [
+        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+        US(upper_layer.COMMAND_FIELD, upper_layer.C_ECHO_RSP),
+        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+    ]
+    if status is not None:
+        elements.append(US(upper_layer.STATUS, status))
+    return upper_layer._command_set(*elements)
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ({"status": 0x0000}, None),
+        ({"status": 0x0110}, "0x0110"),
+        ({"status": None}, "answer without a Status"),
+        ({"status": 0x0000, "message_id": 2}, "not to the request 1"),
+    ],
+    ids=["success", "processing failure", "missing status", "wrong message id"],
+)
+def test_c_echo_answer_is_checked_like_any_other(answer, error):
+    def script(assoc, request):
+        assert request.command_field == upper_layer.C_ECHO_RQ
+        return command_pdu(request.context_id, echo_rsp(request, **answer))
+
+    with scripted_scp(script) as (_, port):
+        if error is None:
+            connector(port).send_c_echo()
+        else:
+            with pytest.raises(DicomError, match=error):
+                connector(port).send_c_echo()
+
+
 # --- ADIT names itself ----------------------------------------------------------------------
 
 
@@ -233,7 +418,7 @@ def test_adit_announces_its_own_implementation_class_uid_and_version_name():
     thread.start()
     with pytest.raises(RetriableDicomError):  # ADIT's own upper layer (C-STORE)
         connector(port).send_c_store(instances())
-    with pytest.raises(RetriableDicomError):  # pynetdicom's association (C-ECHO)
+    with pytest.raises(RetriableDicomError):  # C-ECHO, on the same upper layer
         connector(port).send_c_echo()
     thread.join(10)
     listener.close()

@@ -516,12 +516,14 @@ def test_wrong_called_ae_title_is_a_permanent_rejection(strict_orthanc, local_co
         "C-FIND": lambda: list(connector.send_c_find(study_query(study))),
         "C-GET": lambda: list(connector.send_c_get(study_query(study))),
         "C-STORE": lambda: connector.send_c_store(study),
+        "C-MOVE": lambda: connector.send_c_move(study_query(study), "NOBODY"),
+        "C-ECHO": connector.send_c_echo,
     }
     for operation, call in operations.items():
         with pytest.raises(DicomError, match=rf"{operation} on STRICT \(NOT_STRICT\)") as info:
             call()
         assert not isinstance(info.value, RetriableDicomError), operation
-        assert "rejected" in str(info.value) and "Called AE title" in str(info.value)
+        assert "rejected-permanent: called AE title not recognized" in str(info.value)
 
     with pytest.raises(upper_layer.AssociationRejected) as rejection:
         upper_layer.Association.request(
