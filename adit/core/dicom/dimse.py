@@ -513,6 +513,13 @@ class DimseConnector:
             if not get_contexts:
                 raise DicomError(f"C-GET on {self.server}: the server refused the C-GET model")
             get_context = get_contexts[0]
+            unreceivable = _storage_classes_unreceivable(assoc, sop_classes)
+            if unreceivable:
+                raise DicomError(
+                    f"C-GET on {self.server}: the server will not send instances of "
+                    f"{', '.join(unreceivable)} on this association (presentation context or "
+                    "SCP role refused), so the study cannot be retrieved completely with C-GET"
+                )
             identifier = _encode_for(query.dataset, get_context.transfer_syntax)
             assoc.send_message(
                 get_context.context_id, upper_layer.c_get_rq(1, query_model), identifier
@@ -1023,6 +1030,26 @@ def _failed_sop_instance_uids(
     if failed is None:
         return []
     return [str(failed)] if isinstance(failed, str) else [str(uid) for uid in failed]
+
+
+def _storage_classes_unreceivable(
+    assoc: upper_layer.Association, sop_classes: Iterable[str]
+) -> list[str]:
+    """The SOP classes of the study that a C-GET association cannot bring (named for a log).
+
+    A class needs an accepted storage context and, where the acceptor answered the role
+    selection at all, the SCP role for ADIT (PS3.7 D.3.3.4). An acceptor that answers no role
+    item does not support the negotiation; many such PACS still send, so ADIT tries, and the
+    completeness check against the source's listing catches what does not come.
+    """
+    accepted = {context.abstract_syntax for context in assoc.accepted.values()}
+    granted = assoc.scp_role_answer
+    unreceivable = []
+    for uid in sorted({str(uid) for uid in sop_classes if uid}):
+        if uid not in accepted or (granted is not None and uid not in granted):
+            name = UID(uid).name
+            unreceivable.append(f"SOP class {uid}" + (f" ({name})" if name != uid else ""))
+    return unreceivable
 
 
 def _decompressed(ds: Dataset) -> Dataset:

@@ -407,11 +407,37 @@ def _abort_text(body: bytes) -> str:
     return f"association aborted by {who} (source {source}, reason {reason})"
 
 
+def _scp_roles_granted(
+    acceptance: A_ASSOCIATE, requested: Iterable[str]
+) -> frozenset[str] | None:
+    """The SOP classes for which the acceptor took ADIT's offer to act as SCP (PS3.7 D.3.3.4).
+
+    None when the acceptor answered no role selection item at all: it does not support the
+    negotiation, and what it will do is up to it (see `DimseConnector.send_c_get`).
+    """
+    requested = {str(uid) for uid in requested}
+    items = [
+        item
+        for item in acceptance.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    ]
+    if not items:
+        return None
+    return frozenset(
+        str(item.sop_class_uid)
+        for item in items
+        if item.scp_role and str(item.sop_class_uid) in requested
+    )
+
+
 class Association:
     """An established association on which ADIT is the requestor.
 
     Not thread-safe except `abort()`, which any thread may call to end it at once.
+    `scp_role_answer`: see `_scp_roles_granted`.
     """
+
+    scp_role_answer: frozenset[str] | None = None
 
     def __init__(
         self,
@@ -512,6 +538,7 @@ class Association:
                     context_id, str(asked.abstract_syntax), syntax
                 )
         association = cls(sock, reader, accepted, primitive.maximum_length_received or 0, timeouts)
+        association.scp_role_answer = _scp_roles_granted(primitive, scp_role_sop_classes)
         return association
 
     # --- contexts ---------------------------------------------------------------------------
@@ -741,13 +768,16 @@ def accept_association(
     timeouts: Timeouts,
     reject: Callable[[AssociationRequest], Rejection | None],
     transfer_syntax_for: Callable[[str, list[str]], str | None],
+    requestor_may_be_scp: Callable[[str], bool] = lambda sop_class_uid: False,
 ) -> tuple[Association, AssociationRequest] | None:
     """Negotiates an association a peer asks for on `sock`, as the acceptor.
 
     `reject` decides on the whole association (None: go on); `transfer_syntax_for(abstract
     syntax, proposed transfer syntaxes)` picks the syntax of each proposed context (None:
-    the context is refused). Returns None (the connection closed) when the peer was rejected or
-    did not ask properly.
+    the context is refused). Each SCP/SCU role selection item of the request is answered
+    (PS3.7 D.3.3.4): the requestor keeps the SCU role it asked for, and the SCP role only where
+    `requestor_may_be_scp(SOP class)` says so (the receiver never sends, so: never). Returns
+    None (the connection closed) when the peer was rejected or did not ask properly.
     """
     reader = None
     # ARTIM as a deadline (PS3.8 9.1.5): the socket timeout bounds each read only, so a peer
@@ -807,7 +837,9 @@ def accept_association(
         answer.called_ae_title = asked.called_ae_title
         answer.result = 0x00
         answer.presentation_context_definition_results_list = results
-        answer.user_information = _own_user_information()
+        answer.user_information = _own_user_information() + _role_answers(
+            asked, requestor_may_be_scp
+        )
         answer_pdu = A_ASSOCIATE_AC()
         answer_pdu.from_primitive(answer)
         sock.sendall(answer_pdu.encode())
@@ -818,6 +850,24 @@ def accept_association(
         artim.cancel()
     association = Association(sock, reader, accepted, asked.maximum_length_received or 0, timeouts)
     return association, request
+
+
+def _role_answers(
+    asked: A_ASSOCIATE, requestor_may_be_scp: Callable[[str], bool]
+) -> list[SCP_SCU_RoleSelectionNegotiation]:
+    answers = []
+    for item in asked.user_information:
+        if not isinstance(item, SCP_SCU_RoleSelectionNegotiation) or not item.sop_class_uid:
+            continue
+        answer = SCP_SCU_RoleSelectionNegotiation()
+        answer.sop_class_uid = item.sop_class_uid
+        answer.scu_role = bool(item.scu_role)
+        answer.scp_role = bool(item.scp_role) and requestor_may_be_scp(str(item.sop_class_uid))
+        if answer.scu_role or answer.scp_role:
+            answers.append(answer)
+        # else: no item, so the default roles apply (requestor SCU only), which is the answer;
+        # pynetdicom's codec cannot write an item that refuses both roles.
+    return answers
 
 
 def _describe_os_error(error: BaseException) -> str:

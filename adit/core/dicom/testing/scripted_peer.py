@@ -36,9 +36,13 @@ def command_pdu(context_id: int, command: bytes) -> bytes:
 
 
 @contextmanager
-def scripted_scp(script: Script, ae_title: str = "SCRIPTED") -> Iterator[tuple[str, int]]:
+def scripted_scp(
+    script: Script, ae_title: str = "SCRIPTED", scp_role_refused_for: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, int]]:
     """Serves associations on a free loopback port; each request is answered by `script`.
 
+    The requestor's offers to act as SCP (for C-GET) are accepted except for the SOP classes
+    in `scp_role_refused_for`.
     Yields (AE title, port). Stops listening when the block ends.
     """
     listener = socket.create_server(("127.0.0.1", 0))
@@ -51,6 +55,7 @@ def scripted_scp(script: Script, ae_title: str = "SCRIPTED") -> Iterator[tuple[s
             Timeouts(connection=5, acse=5, dimse=10, network=10),
             lambda request: None,
             lambda abstract_syntax, proposed: proposed[0] if proposed else None,
+            lambda sop_class_uid: sop_class_uid not in scp_role_refused_for,
         )
         if negotiated is None:
             return

@@ -430,3 +430,46 @@ def test_adit_announces_its_own_implementation_class_uid_and_version_name():
         name = items["ImplementationVersionNameNotification"].implementation_version_name
         assert uid == upper_layer.IMPLEMENTATION_CLASS_UID and uid.startswith("2.25.")
         assert name in ("ADIT_0_1", b"ADIT_0_1")
+
+
+# --- C-GET: the SCP/SCU role selection answer is honoured -----------------------------------
+
+
+def get_rsp(request: upper_layer.Message, status: int) -> bytes:
+    return upper_layer._command_set(
+        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
+        US(upper_layer.COMMAND_FIELD, upper_layer.C_GET_RSP),
+        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, 1),
+        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+        US(upper_layer.STATUS, status),
+        US(upper_layer.COMPLETED_SUBOPERATIONS, 0),
+        US(upper_layer.FAILED_SUBOPERATIONS, 0),
+        US(upper_layer.WARNING_SUBOPERATIONS, 0),
+    )
+
+
+def get_query() -> QueryDataset:
+    return QueryDataset.create(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.3.4")
+
+
+@pytest.mark.parametrize("grants_scp_role", [True, False], ids=["granted", "refused"])
+def test_c_get_honours_the_scp_role_answer(grants_scp_role):
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    requests: list[int] = []
+
+    def script(assoc, request):
+        requests.append(request.command_field)
+        return command_pdu(request.context_id, get_rsp(request, 0x0000))
+
+    refused = frozenset() if grants_scp_role else {ct}
+    with scripted_scp(script, scp_role_refused_for=frozenset(refused)) as (_, port):
+        get = connector(port)
+        if grants_scp_role:
+            assert list(get.send_c_get(get_query(), sop_classes=[ct])) == []
+            assert requests == [upper_layer.C_GET_RQ]
+            return
+        with pytest.raises(DicomError, match=rf"{ct} \(CT Image Storage\)") as raised:
+            list(get.send_c_get(get_query(), sop_classes=[ct]))
+    assert "SCP role refused" in str(raised.value)
+    assert not isinstance(raised.value, RetriableDicomError)  # C-MOVE may do it instead
+    assert requests == []  # nothing was asked for that could not arrive

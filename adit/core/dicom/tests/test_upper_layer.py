@@ -759,3 +759,21 @@ def test_abort_during_store_on_two_associations_returns(strict_orthanc, local_co
     assert wait_for_no_store_threads() == []
     with pytest.raises(DicomError, match="aborted"):
         connector.send_c_store(study[:1])
+
+
+@peers
+def test_orthanc_answers_the_scp_role_selection_for_c_get(orthanc_a, local_config):
+    """ADIT's requestor reads the role answer of a real PACS (PS3.7 D.3.3.4)."""
+    assoc = upper_layer.Association.request(
+        LOOPBACK,
+        orthanc_a.dicom_port,
+        calling_ae_title=local_config.calling_ae_title,
+        called_ae_title=orthanc_a.ae_title,
+        contexts=[build_context(GET_MODEL), build_context(CTImageStorage)],
+        timeouts=local_config.timeouts,
+        scp_role_sop_classes=[CTImageStorage],
+    )
+    try:
+        assert assoc.scp_role_answer == frozenset({CTImageStorage})
+    finally:
+        assoc.release()
