@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pydicom import Dataset
 
@@ -376,19 +376,37 @@ class DicomOperator:
 
     def _fetch_with_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
         """C-GET of what the source lists, proposing the SOP classes it holds; every listed
-        instance arrives or the fetch fails naming what did not (and its SOP classes)."""
+        instance arrives or the fetch fails naming what did not (and its SOP classes).
+
+        The IMAGE-level listing costs a PACS about as much as the C-GET itself (Orthanc opens
+        every instance to answer it). When the PACS names the study's SOP classes at STUDY
+        level (SOP Classes in Study, one quick answer), the listing runs on a second
+        association beside the C-GET and is only compared at the end; otherwise it comes first,
+        because the C-GET must know which classes to propose.
+        """
         assert self.dimse is not None
-        listing = self._listing_if_possible(query)
+        sop_classes = self._sop_classes_in_study(query)
+        background: _InBackground[dict[str, str]] | None = None
+        listing: dict[str, str] = {}
+        if sop_classes is None:
+            listing = self._listing_if_possible(query)
+            sop_classes = set(listing.values())
+        else:
+            background = _InBackground("source-listing", lambda: self._listing_if_possible(query))
         received: set[str] = set()
         failure: DicomError | None = None
         try:
-            for ds in self.dimse.send_c_get(query, sop_classes=set(listing.values())):
+            for ds in self.dimse.send_c_get(query, sop_classes=sop_classes):
                 received.add(uid_of(ds, SOP_INSTANCE_UID))
                 yield ds
         except DicomError as error:
-            if not received or not set(listing) - received:
-                raise
-            failure = error  # some arrived: say which did not, and of which SOP classes
+            failure = error
+        if background is not None:
+            if failure is not None and not received:
+                raise failure  # another method may take over; the listing ends on its own
+            listing = background.result()
+        if failure is not None and (not received or not set(listing) - received):
+            raise failure
         missing = set(listing) - received
         if missing:
             because = f": {failure}" if failure is not None else ""
@@ -397,6 +415,33 @@ class DicomOperator:
                 f"source lists did not arrive ({missing_by_sop_class(missing, listing)})"
                 f"{because}"
             ) from failure
+
+    def _sop_classes_in_study(self, query: QueryDataset) -> set[str] | None:
+        """The SOP classes the PACS says the study holds (STUDY-level C-FIND), None if unsaid."""
+        assert self.dimse is not None
+        if query.level == "IMAGE":
+            return None  # its listing is the query itself
+        study_query = QueryDataset.from_dict(
+            {
+                "QueryRetrieveLevel": "STUDY",
+                "PatientID": query.get_str("PatientID") or None,
+                "StudyInstanceUID": query.get_str("StudyInstanceUID"),
+                "SOPClassesInStudy": None,
+            }
+        )
+        if not self._can_c_find(study_query):
+            return None
+        try:
+            results = list(self.dimse.send_c_find(study_query, limit_results=2))
+        except DicomError:
+            return None  # the listing, done first, will tell
+        if len(results) != 1:
+            return None
+        value = results[0].dataset.get("SOPClassesInStudy")
+        if value is None:
+            return None
+        values = value.split("\\") if isinstance(value, str) else list(value)
+        return {str(uid).strip() for uid in values if str(uid).strip()} or None
 
     def _listing_if_possible(self, query: QueryDataset) -> dict[str, str]:
         """SOP Instance UID → SOP Class UID of what the source lists; empty when it cannot say
@@ -500,6 +545,32 @@ class DicomOperator:
         if self.dicomweb is not None and self.server.dicomweb_stow_support:
             return self.dicomweb.send_stow_rs(instances).stored
         raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")
+
+
+T = TypeVar("T")
+
+
+class _InBackground(Generic[T]):
+    """Runs `work` on a daemon thread; `result()` waits for it and returns or re-raises."""
+
+    def __init__(self, name: str, work: Callable[[], T]) -> None:
+        self._work = work
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work()
+        except BaseException as error:  # handed to the caller of result()
+            self._error = error
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
 
 
 def _patient_key(patient_id: str) -> str | None:
