@@ -45,7 +45,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
 from adit.core.dicom.dimse import DimseConnector
-from adit.core.dicom.errors import DicomError
+from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.receiver import Receiver
 from adit.core.dicom.testing import raw_pdus
@@ -564,3 +564,58 @@ def test_mutated_pdus_at_the_requestor(
     # The mutations reached ADIT's checks: many cases failed with ADIT's own errors.
     assert findings.outcomes.get("dicom error", 0) > cases // 4, findings.outcomes
     assert elapsed < 60, f"{cases} cases took {elapsed:.0f} s"
+
+
+# --- what the fuzz run found, one case each ---------------------------------------------------
+
+
+def with_unknown_first_item(pdu: bytes) -> bytes:
+    """An A-ASSOCIATE PDU whose first item (the application context) has type 0x00."""
+    offset = raw_pdus.ASSOCIATE_ITEMS_OFFSET
+    return pdu[:offset] + b"\x00" + pdu[offset + 1 :]
+
+
+@pytest.mark.xfail(strict=True, reason=RECEIVER_NEGOTIATION_BUG)
+def test_an_undecodable_association_request_is_aborted(tmp_path, thread_crashes):
+    receiver = Receiver("FUZZ_RECV", 0, 0, tmp_path / "spool", {PUSHER_AE: None}, host=LOOPBACK)
+    receiver.start()
+    try:
+        request = receiver_scripts(receiver.ae_title)[0][0]
+        ended, answers = play_at_receiver(receiver.store_port, [with_unknown_first_item(request)])
+    finally:
+        receiver.stop()
+    assert thread_crashes == []
+    assert ended, "the receiver left the connection open"
+    assert pdu_types(answers) == [0x07]  # PS3.8 9.2, AA-1: an invalid PDU is answered A-ABORT
+
+
+@pytest.mark.xfail(strict=True, reason=RECEIVER_DATA_BUG)
+@pytest.mark.parametrize("message", [0, 1], ids=["C-ECHO-RQ", "C-STORE-RQ"])
+def test_a_request_with_a_non_ascii_uid_is_answered_not_a_crash(message, tmp_path, thread_crashes):
+    receiver = Receiver("FUZZ_RECV", 0, 0, tmp_path / "spool", {PUSHER_AE: None}, host=LOOPBACK)
+    receiver.start()
+    try:
+        script = receiver_scripts(receiver.ae_title)[message]
+        command = bytearray(script[1])
+        uid_at = command.find(b"1.2.840.10008.")
+        command[uid_at + 2] = 0xC3  # "1.\xc3.840...": not even ASCII
+        ended, answers = play_at_receiver(
+            receiver.store_port, [script[0], bytes(command), *script[2:]]
+        )
+    finally:
+        receiver.stop()
+    assert thread_crashes == []
+    assert ended
+    # Answered with a failure status, or the association aborted: either way, not silence.
+    assert pdu_types(answers)[1:2] in ([0x04], [0x07]), pdu_types(answers)
+
+
+@pytest.mark.xfail(strict=True, reason=REQUESTOR_NEGOTIATION_BUG)
+def test_an_undecodable_association_answer_is_a_retriable_dicom_error(fuzzing_pacs):
+    def plan(request: bytes) -> list[bytes]:
+        answers = raw_pdus.whole_exchange(request, "C-FIND", GET_INSTANCES)
+        return [with_unknown_first_item(answers[0])]
+
+    fuzzing_pacs.plan = plan
+    with pytest.raises(RetriableDicomError, match="C-FIND on Fuzzing PACS"):
+        list(OPERATIONS["C-FIND"](connector(fuzzing_pacs.port)))
