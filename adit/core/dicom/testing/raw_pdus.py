@@ -20,8 +20,10 @@ from __future__ import annotations
 import random
 import socket
 import struct
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom import Dataset
@@ -186,11 +188,12 @@ def merged(pdus: Iterable[bytes]) -> bytes:
 def fragmented_command(pdus: list[bytes], pieces: int = 3) -> list[bytes]:
     """The message of `pdus` with its command set cut into `pieces` PDVs in PDUs of their own.
 
-    The first PDU must hold the whole command set in one PDV (as `dimse_pdus` makes it).
+    The first PDV of the first PDU must hold the whole command set (as `dimse_pdus` makes it);
+    other PDVs of that PDU (data, when it was `merged`) follow in a PDU of their own.
     """
     first = pdus[0]
     length, context_id, control = struct.unpack_from(">IBB", first, 6)
-    assert control & 0x03 == 0x03, "the first PDU must carry the last command fragment"
+    assert control & 0x03 == 0x03, "the first PDV must carry the whole command set"
     command = first[12 : 10 + length]
     step = -(-len(command) // pieces)
     fragments = [command[start : start + step] for start in range(0, len(command), step)]
@@ -198,7 +201,44 @@ def fragmented_command(pdus: list[bytes], pieces: int = 3) -> list[bytes]:
     for index, fragment in enumerate(fragments):
         last = index == len(fragments) - 1
         out.append(_p_data_tf([(context_id, bytes((0x03 if last else 0x01,)) + fragment)]))
+    rest_of_first = first[10 + length :]
+    if rest_of_first:
+        out.append(struct.pack(">BBI", 0x04, 0, len(rest_of_first)) + rest_of_first)
     return out + pdus[1:]
+
+
+def reframed(pdus: list[bytes], pieces: int = 3) -> list[bytes]:
+    """A message with its command set in `pieces` PDUs and all of its data set's fragments as
+    several PDVs of one PDU (both allowed by PS3.8 9.3.5 and Annex E)."""
+    fragmented = fragmented_command(pdus, pieces)
+    command = [pdu for pdu in fragmented if pdu[11] & 0x01]  # control header of the first PDV
+    data = [pdu for pdu in fragmented if not pdu[11] & 0x01]
+    return command + ([merged(data)] if data else [])
+
+
+def command_value(pdus: Iterable[bytes], element: int) -> bytes | None:
+    """The value of command element (0000,`element`) of a message's P-DATA-TF PDUs."""
+    command = b""
+    for pdu in pdus:
+        offset = 6
+        while offset + 6 <= len(pdu):
+            length, _, control = struct.unpack_from(">IBB", pdu, offset)
+            if control & 0x01:
+                command += pdu[offset + 6 : offset + 4 + length]
+            offset += 4 + length
+    offset = 0
+    while offset + 8 <= len(command):
+        group, number, length = struct.unpack_from("<HHI", command, offset)
+        if (group, number) == (0x0000, element):
+            return command[offset + 8 : offset + 8 + length]
+        offset += 8 + length
+    return None
+
+
+def status_of(pdus: Iterable[bytes]) -> int | None:
+    """The Status (0000,0900) of a response message, None when it has none."""
+    value = command_value(pdus, 0x0900)
+    return None if value is None else int.from_bytes(value[:2], "little")
 
 
 def _p_data_tf(pdvs: Iterable[tuple[int, bytes]]) -> bytes:
@@ -340,6 +380,116 @@ def read_pdu(sock: socket.socket, limit: int = 1024 * 1024) -> bytes | None:
     if body is None:
         return None
     return header + body
+
+
+def read_until(sock: socket.socket, pdu_type: int) -> list[bytes]:
+    """The PDUs from `sock` up to and including the first of `pdu_type` (fewer at the end of
+    the stream)."""
+    pdus = []
+    while (pdu := read_pdu(sock)) is not None:
+        pdus.append(pdu)
+        if pdu[0] == pdu_type:
+            break
+    return pdus
+
+
+def read_message(sock: socket.socket) -> list[bytes]:
+    """The P-DATA-TF PDUs of the next whole DIMSE message: up to the last command fragment
+    when its Command Data Set Type says no data set follows, else up to the last data fragment
+    (a request ADIT sends: C-FIND-RQ, C-GET-RQ, C-STORE-RQ, C-STORE-RSP, C-CANCEL-RQ)."""
+    pdus = []
+    command = b""
+    while (pdu := read_pdu(sock)) is not None:
+        pdus.append(pdu)
+        if pdu[0] != 0x04:
+            break
+        offset = 6
+        while offset + 6 <= len(pdu):
+            length, _, control = struct.unpack_from(">IBB", pdu, offset)
+            value = pdu[offset + 6 : offset + 4 + length]
+            offset += 4 + length
+            if control & 0x01:
+                command += value
+                if control & 0x02 and _no_data_set(command):
+                    return pdus
+            elif control & 0x02:
+                return pdus
+    return pdus
+
+
+def _no_data_set(command: bytes) -> bool:
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHI", command, offset)
+        if (group, element) == (0x0000, 0x0800):
+            return command[offset + 8 : offset + 10] == b"\x01\x01"
+        offset += 8 + length
+    return False
+
+
+@dataclass
+class RawPeer:
+    """A peer listening on a loopback port that runs `handler` on one connection.
+
+    `result()` waits for the handler and returns what it returned (or raises what it raised).
+    """
+
+    port: int
+    _done: threading.Event = field(default_factory=threading.Event)
+    _outcome: list = field(default_factory=list)
+
+    def result(self, timeout: float = 10.0):
+        if not self._done.wait(timeout):
+            raise TimeoutError("the raw peer's handler did not finish")
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
+
+
+@contextmanager
+def raw_peer(handler: Callable[[socket.socket], object], timeout: float = 5.0) -> Iterator[RawPeer]:
+    """Serves one connection on a free loopback port with `handler(socket)` (on a thread; the
+    socket has `timeout` set and is closed after the handler)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = RawPeer(listener.getsockname()[1])
+
+    def serve() -> None:
+        value, error = None, None
+        try:
+            sock, _ = listener.accept()
+            with sock:
+                sock.settimeout(timeout)
+                value = handler(sock)
+        except BaseException as raised:  # handed to result()
+            error = raised
+        peer._outcome[:] = [value, error]
+        peer._done.set()
+
+    thread = threading.Thread(target=serve, name="raw-peer", daemon=True)
+    thread.start()
+    try:
+        yield peer
+    finally:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        listener.close()
+        thread.join(timeout + 1)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool | None:
+    """True when the peer closed `sock` within `seconds` (what it still sent is dropped), None
+    when it sent a PDU instead, False when it stayed silent and open."""
+    sock.settimeout(seconds)
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True if not data else None
 
 
 def _recv_exactly(sock: socket.socket, length: int) -> bytes | None:

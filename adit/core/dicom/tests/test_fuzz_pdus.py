@@ -618,4 +618,4 @@ def test_an_undecodable_association_answer_is_a_retriable_dicom_error(fuzzing_pa
 
     fuzzing_pacs.plan = plan
     with pytest.raises(RetriableDicomError, match="C-FIND on Fuzzing PACS"):
-        list(OPERATIONS["C-FIND"](connector(fuzzing_pacs.port)))
+        OPERATIONS["C-FIND"](connector(fuzzing_pacs.port))
