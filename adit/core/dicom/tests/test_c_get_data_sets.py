@@ -8,6 +8,7 @@ must not be handed on, and must not let the retrieve end as if it were complete.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -73,7 +74,7 @@ def test_a_truncated_instance_in_a_c_get_is_refused_and_not_handed_on():
         name="Raw PACS", ae_title="RAW_PACS", host=LOOPBACK, study_root_get_support=True
     )
     with raw_pdus.raw_peer(handler) as pacs:
-        dimse = DimseConnector(ServerConfig(**{**server.__dict__, "port": pacs.port}), LOCAL)
+        dimse = DimseConnector(dataclasses.replace(server, port=pacs.port), LOCAL)
         query = QueryDataset.create(
             QueryRetrieveLevel="STUDY", StudyInstanceUID=str(truncated.StudyInstanceUID)
         )
