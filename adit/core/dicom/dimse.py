@@ -55,6 +55,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from . import statuses, upper_layer
+from .completeness import check_complete
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
 from .errors import DicomError, RetriableDicomError
 from .query import QueryDataset, ResultDataset
@@ -573,15 +574,24 @@ class DimseConnector:
             logger.warning("C-GET on %s: instance on an unknown context received", self.server)
             return None, 0xC210
         transfer_syntax = context.transfer_syntax
+        sop_instance_uid = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
         try:
+            # The same structural walk as the receiver's: a data set cut short (e.g. inside
+            # Pixel Data) is refused, not passed on with short pixel data.
+            check_complete(message.data, transfer_syntax)
             ds = _decode_from(message.data, transfer_syntax)
             ds.file_meta = create_file_meta(
                 sop_class_uid=UID(message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
                 sop_instance_uid=UID(message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)),
                 transfer_syntax=UID(transfer_syntax),
             )
-        except Exception:
+        except Exception as error:
             logger.warning("C-GET on %s: undecodable instance received", self.server)
+            # The PACS's final counts do not know ADIT refused it; the task log must.
+            self.warnings.append(
+                f"C-GET on {self.server}: instance {sop_instance_uid} refused "
+                f"(cannot be decoded: {error})"
+            )
             return None, 0xC210
         remember_received_encoding(ds, transfer_syntax, message.data)
         return ds, 0x0000

@@ -351,6 +351,13 @@ class Receiver:
             pass
         except upper_layer.UpperLayerError as error:
             logger.info("Association from %s ended: %s", request.calling_ae_title, error)
+        except Exception:  # a request nobody foresaw must not kill the thread silently
+            logger.warning(
+                "Aborting an association from %s: unexpected error",
+                request.calling_ae_title,
+                exc_info=True,
+            )
+            assoc.abort()
         finally:
             assoc.close()
             with self._active_lock:

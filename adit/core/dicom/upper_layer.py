@@ -198,7 +198,8 @@ class Message:
 
 
 def _uid_element(element: int, uid: str) -> bytes:
-    value = uid.encode("ascii")
+    # A UID echoed from a peer's request may hold anything; it is answered mangled, not crashed on.
+    value = uid.encode("ascii", "replace")
     if len(value) % 2:
         value += b"\0"
     return _ELEMENT_HEADER.pack(0, element, len(value)) + value
@@ -407,9 +408,7 @@ def _abort_text(body: bytes) -> str:
     return f"association aborted by {who} (source {source}, reason {reason})"
 
 
-def _scp_roles_granted(
-    acceptance: A_ASSOCIATE, requested: Iterable[str]
-) -> frozenset[str] | None:
+def _scp_roles_granted(acceptance: A_ASSOCIATE, requested: Iterable[str]) -> frozenset[str] | None:
     """The SOP classes for which the acceptor took ADIT's offer to act as SCP (PS3.7 D.3.3.4).
 
     None when the acceptor answered no role selection item at all: it does not support the
@@ -494,8 +493,11 @@ class Association:
             pdu_type, header, body = _read_pdu(reader)
             if pdu_type == A_ASSOCIATE_RJ_PDU:
                 rejection = A_ASSOCIATE_RJ()
-                rejection.decode(header + body)
-                primitive = rejection.to_primitive()
+                try:
+                    rejection.decode(header + body)
+                    primitive = rejection.to_primitive()
+                except Exception as error:  # pynetdicom's codec raises many kinds
+                    raise UpperLayerError(f"malformed A-ASSOCIATE-RJ ({error!r})") from error
                 result = int(primitive.result or 0)
                 source = int(primitive.result_source or 0)
                 diagnostic = int(getattr(primitive.diagnostic, "value", primitive.diagnostic) or 0)
@@ -507,8 +509,11 @@ class Association:
             if pdu_type != A_ASSOCIATE_AC_PDU:
                 raise UpperLayerError(f"unexpected PDU 0x{pdu_type:02X} instead of an answer")
             acceptance = A_ASSOCIATE_AC()
-            acceptance.decode(header + body)
-            primitive = acceptance.to_primitive()
+            try:
+                acceptance.decode(header + body)
+                primitive = acceptance.to_primitive()
+            except Exception as error:  # pynetdicom's codec raises many kinds
+                raise UpperLayerError(f"malformed A-ASSOCIATE-AC ({error!r})") from error
         except BaseException:
             _close_quietly(sock, reader)
             raise
@@ -683,8 +688,10 @@ class Association:
                 if pdu_type in (A_RELEASE_RP_PDU, A_ABORT_PDU):
                     break
                 if pdu_type == A_RELEASE_RQ_PDU:  # release collision (PS3.8 7.2.2)
+                    # As requestor (Sta9 → Sta11): answer, then still wait for the acceptor's
+                    # A-RELEASE-RP, or the acceptor sees the connection drop as an abort.
                     self._send_quietly(_RELEASE_RP)
-                    break
+                    continue
                 # Late P-DATA (e.g. an answer to a cancelled request) is dropped.
         except (OSError, ValueError, UpperLayerError):
             pass
@@ -843,7 +850,16 @@ def accept_association(
         answer_pdu = A_ASSOCIATE_AC()
         answer_pdu.from_primitive(answer)
         sock.sendall(answer_pdu.encode())
-    except (OSError, ValueError, UpperLayerError, AttributeError, struct.error, MemoryError):
+    except PduTooLarge:
+        _close_quietly(sock, reader)  # A-ABORT (2, 6) was sent above
+        return None
+    except Exception:
+        # Whatever a malformed request makes pynetdicom's codec raise (AssertionError,
+        # KeyError, struct.error, ...): the peer gets an A-ABORT, never a silent hang.
+        try:
+            sock.sendall(_abort_pdu(2, 0))
+        except OSError:
+            pass
         _close_quietly(sock, reader)
         return None
     finally:

@@ -236,24 +236,6 @@ NEGOTIATION, DATA_TRANSFER = (0, 0), (1, None)
 # a thousand cases each waiting for its timeout.
 PROBLEMS_TO_REPORT = 3
 
-RECEIVER_NEGOTIATION_BUG = (
-    "upper_layer.accept_association catches only OSError/ValueError/UpperLayerError/"
-    "AttributeError/struct.error/MemoryError around pynetdicom's A_ASSOCIATE_RQ decode, which "
-    "also raises AssertionError and KeyError on malformed items: the receiver thread dies and "
-    "the connection is left open, without an A-ABORT"
-)
-RECEIVER_DATA_BUG = (
-    "Receiver._serve answers with upper_layer.c_echo_rsp/c_store_rsp built from the request's "
-    "UIDs; a non-ASCII byte in the Affected SOP Class/Instance UID makes _uid_element raise "
-    "UnicodeEncodeError, which escapes _serve: the thread dies with no answer and no A-ABORT"
-)
-REQUESTOR_NEGOTIATION_BUG = (
-    "upper_layer.Association.request lets the exceptions of pynetdicom's A_ASSOCIATE_AC/RJ "
-    "decode (AssertionError, struct.error, KeyError, ValueError, AttributeError) escape, and "
-    "DimseConnector._open_bulk_association catches only AssociationRejected/UpperLayerError/"
-    "OSError: a malformed A-ASSOCIATE-AC raises e.g. AssertionError, not RetriableDicomError"
-)
-
 
 @pytest.mark.parametrize(
     "phase, cases",
@@ -262,13 +244,11 @@ REQUESTOR_NEGOTIATION_BUG = (
             NEGOTIATION,
             CASES // 2,
             id="negotiation",
-            marks=pytest.mark.xfail(strict=True, reason=RECEIVER_NEGOTIATION_BUG),
         ),
         pytest.param(
             DATA_TRANSFER,
             CASES,
             id="data transfer",
-            marks=pytest.mark.xfail(strict=True, reason=RECEIVER_DATA_BUG),
         ),
     ],
 )
@@ -487,7 +467,6 @@ def run_operation(operation: str, port: int, watchdog: Watchdog) -> tuple[str, i
             NEGOTIATION,
             CASES // 2,
             id="negotiation",
-            marks=pytest.mark.xfail(strict=True, reason=REQUESTOR_NEGOTIATION_BUG),
         ),
         pytest.param(DATA_TRANSFER, CASES, id="data transfer"),
     ],
@@ -578,7 +557,6 @@ def with_unknown_first_item(pdu: bytes) -> bytes:
     return pdu[:offset] + b"\x00" + pdu[offset + 1 :]
 
 
-@pytest.mark.xfail(strict=True, reason=RECEIVER_NEGOTIATION_BUG)
 def test_an_undecodable_association_request_is_aborted(tmp_path, thread_crashes):
     receiver = Receiver("FUZZ_RECV", 0, 0, tmp_path / "spool", {PUSHER_AE: None}, host=LOOPBACK)
     receiver.start()
@@ -592,7 +570,6 @@ def test_an_undecodable_association_request_is_aborted(tmp_path, thread_crashes)
     assert pdu_types(answers) == [0x07]  # PS3.8 9.2, AA-1: an invalid PDU is answered A-ABORT
 
 
-@pytest.mark.xfail(strict=True, reason=RECEIVER_DATA_BUG)
 @pytest.mark.parametrize("message", [0, 1], ids=["C-ECHO-RQ", "C-STORE-RQ"])
 def test_a_request_with_a_non_ascii_uid_is_answered_not_a_crash(message, tmp_path, thread_crashes):
     receiver = Receiver("FUZZ_RECV", 0, 0, tmp_path / "spool", {PUSHER_AE: None}, host=LOOPBACK)
@@ -613,7 +590,6 @@ def test_a_request_with_a_non_ascii_uid_is_answered_not_a_crash(message, tmp_pat
     assert pdu_types(answers)[1:2] in ([0x04], [0x07]), pdu_types(answers)
 
 
-@pytest.mark.xfail(strict=True, reason=REQUESTOR_NEGOTIATION_BUG)
 def test_an_undecodable_association_answer_is_a_retriable_dicom_error(fuzzing_pacs):
     def plan(request: bytes) -> list[bytes]:
         answers = raw_pdus.whole_exchange(request, "C-FIND", GET_INSTANCES)

@@ -152,14 +152,6 @@ def test_a_release_collision_still_ends_the_operation_normally(operation):
     assert collision.closed_after_it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "upper_layer.Association.release closes the connection right after answering the "
-        "peer's A-RELEASE-RQ in a release collision; PS3.8 9.2 (Sta11) has the requestor wait "
-        "for the acceptor's A-RELEASE-RP first, else the acceptor sees its association aborted"
-    ),
-)
 def test_in_a_release_collision_adit_waits_for_the_acceptors_release_response():
     datasets = instances("COLLIDE-WAIT")
     with raw_pdus.raw_peer(colliding_pacs("C-FIND", datasets)) as pacs:
