@@ -1,6 +1,6 @@
 """DIMSE connector: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
 
-Every operation runs on ADIT's own requestor upper layer (`upper_layer.py`); pynetdicom lends
+Every operation runs on ADIT's own requestor upper layer (`net/`); pynetdicom lends
 only its PDU codecs, presentation contexts and data set encoding. A C-MOVE is the C-FIND loop
 with sub-operation counts; a C-ECHO one request and one answer. One association per operation
 (never one per instance; C-STORE may use several side by side). Every socket has TCP_NODELAY
@@ -54,10 +54,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from . import statuses, upper_layer
 from .completeness import check_complete
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
 from .errors import DicomError, RetriableDicomError
+from .net import association, commands, errors, statuses
 from .query import QueryDataset, ResultDataset
 
 logger = logging.getLogger(__name__)
@@ -272,12 +272,12 @@ class DimseConnector:
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         # Open associations, so that abort() from another thread can end them all.
-        self._active: list[upper_layer.Association] = []
+        self._active: list[association.Association] = []
         self._aborted = threading.Event()
 
     # --- association handling ---------------------------------------------------------------
 
-    def _finish(self, assoc: upper_layer.Association, release: bool = True) -> None:
+    def _finish(self, assoc: association.Association, release: bool = True) -> None:
         with self._lock:
             if assoc in self._active:
                 self._active.remove(assoc)
@@ -303,15 +303,15 @@ class DimseConnector:
         release = False
         try:
             context = assoc.contexts_for(Verification)[0]
-            assoc.send_message(context.context_id, upper_layer.c_echo_rq(1, Verification))
+            assoc.send_message(context.context_id, commands.c_echo_rq(1, Verification))
             message = assoc.receive_message()
-            self._check_response("C-ECHO", assoc, message, upper_layer.C_ECHO_RSP, 1)
+            self._check_response("C-ECHO", assoc, message, commands.C_ECHO_RSP, 1)
             release = True
             if message.status != 0x0000:
                 raise DicomError(
                     f"C-ECHO on {self.server}: {statuses.describe('C-ECHO', message.status)}"
                 )
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             raise RetriableDicomError(f"C-ECHO on {self.server}: {error}") from error
         finally:
             self._finish(assoc, release=release)
@@ -363,13 +363,13 @@ class DimseConnector:
             context = assoc.contexts_for(model)[0]
             assoc.send_message(
                 context.context_id,
-                upper_layer.c_find_rq(1, model),
+                commands.c_find_rq(1, model),
                 _encode_for(query.dataset, context.transfer_syntax),
             )
             count = 0
             while True:
                 message = assoc.receive_message()
-                self._check_response("C-FIND", assoc, message, upper_layer.C_FIND_RSP, 1)
+                self._check_response("C-FIND", assoc, message, commands.C_FIND_RSP, 1)
                 status = message.status
                 if status in _PENDING:
                     if message.data is None:
@@ -393,7 +393,7 @@ class DimseConnector:
                 if _is_out_of_resources(status):
                     raise RetriableDicomError(text)
                 raise DicomError(text)
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             if self.aborted:
                 return
             raise RetriableDicomError(f"C-FIND on {self.server}: {error}") from error
@@ -401,25 +401,25 @@ class DimseConnector:
             self._finish(assoc, release=release)
 
     def _cancel_find(
-        self, assoc: upper_layer.Association, context: upper_layer.AcceptedContext
+        self, assoc: association.Association, context: association.AcceptedContext
     ) -> bool:
         """Sends C-CANCEL and reads the last answers; False if the association must abort."""
         try:
-            assoc.send_message(context.context_id, upper_layer.c_cancel_rq(1))
+            assoc.send_message(context.context_id, commands.c_cancel_rq(1))
             for _ in range(1000):  # a server that ignores C-CANCEL is not read to the end
                 message = assoc.receive_message()
                 if message.status not in _PENDING:
                     return True
             return False
-        except upper_layer.UpperLayerError:
+        except errors.UpperLayerError:
             logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
             return False
 
     def _check_response(
         self,
         operation: str,
-        assoc: upper_layer.Association,
-        message: upper_layer.Message,
+        assoc: association.Association,
+        message: commands.Message,
         command_field: int,
         message_id: int,
     ) -> None:
@@ -428,12 +428,12 @@ class DimseConnector:
         problem = None
         if message.command_field != command_field:
             problem = f"unexpected message 0x{message.command_field:04X}"
-        elif message.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO) != message_id:
+        elif message.us(commands.MESSAGE_ID_BEING_RESPONDED_TO) != message_id:
             problem = (
-                f"an answer to message {message.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO)}, "
+                f"an answer to message {message.us(commands.MESSAGE_ID_BEING_RESPONDED_TO)}, "
                 f"not to the request {message_id}"
             )
-        elif upper_layer.STATUS not in message.command:
+        elif commands.STATUS not in message.command:
             problem = "an answer without a Status"
         if problem is not None:
             assoc.abort()
@@ -446,13 +446,13 @@ class DimseConnector:
         operation: str,
         contexts: list[PresentationContext],
         scp_role_sop_classes: Iterable[str] = (),
-    ) -> upper_layer.Association:
+    ) -> association.Association:
         where = f"{operation} on {self.server}"
         if self._aborted.is_set():
             raise DicomError(f"{where}: connector was aborted")
         prepare_dicom_libraries()
         try:
-            assoc = upper_layer.Association.request(
+            assoc = association.Association.request(
                 self.server.host,
                 self.server.port,
                 calling_ae_title=self.local.calling_ae_title,
@@ -461,12 +461,12 @@ class DimseConnector:
                 timeouts=self.local.timeouts,
                 scp_role_sop_classes=scp_role_sop_classes,
             )
-        except upper_layer.AssociationRejected as rejection:
+        except errors.AssociationRejected as rejection:
             message = f"{where}: association rejected ({rejection})"
             if rejection.is_permanent:
                 raise DicomError(message) from None
             raise RetriableDicomError(message) from None
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             raise RetriableDicomError(f"{where}: {error} while connecting") from error
         except OSError as error:
             raise RetriableDicomError(
@@ -523,26 +523,26 @@ class DimseConnector:
                 )
             identifier = _encode_for(query.dataset, get_context.transfer_syntax)
             assoc.send_message(
-                get_context.context_id, upper_layer.c_get_rq(1, query_model), identifier
+                get_context.context_id, commands.c_get_rq(1, query_model), identifier
             )
             while True:
                 message = assoc.receive_message()
                 command_field = message.command_field
-                if command_field == upper_layer.C_STORE_RQ:
+                if command_field == commands.C_STORE_RQ:
                     ds, status = self._received_instance(assoc, message)
                     assoc.send_message(
                         message.context_id,
-                        upper_layer.c_store_rsp(
-                            message.us(upper_layer.MESSAGE_ID),
-                            message.ui(upper_layer.AFFECTED_SOP_CLASS_UID),
-                            message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID),
+                        commands.c_store_rsp(
+                            message.us(commands.MESSAGE_ID),
+                            message.ui(commands.AFFECTED_SOP_CLASS_UID),
+                            message.ui(commands.AFFECTED_SOP_INSTANCE_UID),
                             status,
                         ),
                     )
                     if ds is not None:
                         yield ds
                     continue
-                self._check_response("C-GET", assoc, message, upper_layer.C_GET_RSP, 1)
+                self._check_response("C-GET", assoc, message, commands.C_GET_RSP, 1)
                 failed_uids: list[str] = []
                 if message.data is not None and message.status not in _PENDING:
                     failed_uids = _failed_sop_instance_uids(assoc, message)
@@ -550,14 +550,14 @@ class DimseConnector:
                     "C-GET",
                     result,
                     message.status,
-                    message.us(upper_layer.COMPLETED_SUBOPERATIONS),
-                    message.us(upper_layer.FAILED_SUBOPERATIONS),
-                    message.us(upper_layer.WARNING_SUBOPERATIONS),
+                    message.us(commands.COMPLETED_SUBOPERATIONS),
+                    message.us(commands.FAILED_SUBOPERATIONS),
+                    message.us(commands.WARNING_SUBOPERATIONS),
                     failed_uids,
                 ):
                     break
             finished = True
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             if self.aborted:
                 return
             raise RetriableDicomError(f"C-GET on {self.server}: {error}") from error
@@ -566,7 +566,7 @@ class DimseConnector:
         self._evaluate_retrieve("C-GET", result)
 
     def _received_instance(
-        self, assoc: upper_layer.Association, message: upper_layer.Message
+        self, assoc: association.Association, message: commands.Message
     ) -> tuple[Dataset | None, int]:
         """The instance of a C-STORE sub-operation and the status to answer it with."""
         context = assoc.accepted.get(message.context_id)
@@ -574,15 +574,15 @@ class DimseConnector:
             logger.warning("C-GET on %s: instance on an unknown context received", self.server)
             return None, 0xC210
         transfer_syntax = context.transfer_syntax
-        sop_instance_uid = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
+        sop_instance_uid = message.ui(commands.AFFECTED_SOP_INSTANCE_UID)
         try:
             # The same structural walk as the receiver's: a data set cut short (e.g. inside
             # Pixel Data) is refused, not passed on with short pixel data.
             check_complete(message.data, transfer_syntax)
             ds = _decode_from(message.data, transfer_syntax)
             ds.file_meta = create_file_meta(
-                sop_class_uid=UID(message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-                sop_instance_uid=UID(message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)),
+                sop_class_uid=UID(message.ui(commands.AFFECTED_SOP_CLASS_UID)),
+                sop_instance_uid=UID(message.ui(commands.AFFECTED_SOP_INSTANCE_UID)),
                 transfer_syntax=UID(transfer_syntax),
             )
         except Exception as error:
@@ -661,12 +661,12 @@ class DimseConnector:
             context = assoc.contexts_for(query_model)[0]
             assoc.send_message(
                 context.context_id,
-                upper_layer.c_move_rq(1, query_model, destination_ae_title),
+                commands.c_move_rq(1, query_model, destination_ae_title),
                 _encode_for(query.dataset, context.transfer_syntax),
             )
             while True:
                 message = assoc.receive_message()
-                self._check_response("C-MOVE", assoc, message, upper_layer.C_MOVE_RSP, 1)
+                self._check_response("C-MOVE", assoc, message, commands.C_MOVE_RSP, 1)
                 failed_uids: list[str] = []
                 if message.status not in _PENDING:
                     failed_uids = _failed_sop_instance_uids(assoc, message)
@@ -674,14 +674,14 @@ class DimseConnector:
                     "C-MOVE",
                     result,
                     message.status,
-                    message.us(upper_layer.COMPLETED_SUBOPERATIONS),
-                    message.us(upper_layer.FAILED_SUBOPERATIONS),
-                    message.us(upper_layer.WARNING_SUBOPERATIONS),
+                    message.us(commands.COMPLETED_SUBOPERATIONS),
+                    message.us(commands.FAILED_SUBOPERATIONS),
+                    message.us(commands.WARNING_SUBOPERATIONS),
                     failed_uids,
                 ):
                     break
             release = True
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             if self.aborted:
                 return result
             raise RetriableDicomError(f"C-MOVE on {self.server}: {error}") from error
@@ -751,7 +751,7 @@ class DimseConnector:
 
     def _store_on(
         self,
-        assoc: upper_layer.Association,
+        assoc: association.Association,
         datasets: Iterator[Dataset],
         on_stored: Callable[[Dataset], None] | None,
         reuse_received_encoding: bool,
@@ -770,7 +770,7 @@ class DimseConnector:
                 if status is not None and on_stored is not None:
                     on_stored(ds)
             release = True
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             if self.aborted:
                 return result
             raise RetriableDicomError(
@@ -782,7 +782,7 @@ class DimseConnector:
 
     def _store_side_by_side(
         self,
-        lanes: list[upper_layer.Association],
+        lanes: list[association.Association],
         datasets: Iterator[Dataset],
         on_stored: Callable[[Dataset], None] | None,
         reuse_received_encoding: bool,
@@ -800,7 +800,7 @@ class DimseConnector:
                     return
                 yield cast(Dataset, item)
 
-        def run(assoc: upper_layer.Association, result: StoreResult) -> None:
+        def run(assoc: association.Association, result: StoreResult) -> None:
             try:
                 self._store_on(
                     assoc, handed_over(), on_stored, reuse_received_encoding, result=result
@@ -841,7 +841,7 @@ class DimseConnector:
 
     def _store_one(
         self,
-        assoc: upper_layer.Association,
+        assoc: association.Association,
         ds: Dataset,
         msg_id: int,
         result: StoreResult,
@@ -856,14 +856,14 @@ class DimseConnector:
             return None
         assoc.send_message(
             context.context_id,
-            upper_layer.c_store_rq(msg_id, context.abstract_syntax, uid),
+            commands.c_store_rq(msg_id, context.abstract_syntax, uid),
             encoded,
         )
         response = assoc.receive_message()
         if (
-            response.command_field != upper_layer.C_STORE_RSP
-            or response.us(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO) != msg_id
-            or upper_layer.STATUS not in response.command
+            response.command_field != commands.C_STORE_RSP
+            or response.us(commands.MESSAGE_ID_BEING_RESPONDED_TO) != msg_id
+            or commands.STATUS not in response.command
         ):
             assoc.abort()
             raise RetriableDicomError(
@@ -890,11 +890,11 @@ class DimseConnector:
 
     def _encoded_for_store(
         self,
-        assoc: upper_layer.Association,
+        assoc: association.Association,
         ds: Dataset,
         reuse_received_encoding: bool,
         result: StoreResult,
-    ) -> tuple[upper_layer.AcceptedContext, bytes]:
+    ) -> tuple[association.AcceptedContext, bytes]:
         """The accepted context for `ds` and its data set encoded in that context's syntax."""
         sop_class = uid_of(ds, SOP_CLASS_UID)
         if reuse_received_encoding:
@@ -1021,7 +1021,7 @@ def _decode_from(encoded: bytes, transfer_syntax: str) -> Dataset:
 
 
 def _failed_sop_instance_uids(
-    assoc: upper_layer.Association, message: upper_layer.Message
+    assoc: association.Association, message: commands.Message
 ) -> list[str]:
     """Failed SOP Instance UID List of a final C-GET response's identifier (or, as Orthanc
     sends it, of its command set), if readable."""
@@ -1043,7 +1043,7 @@ def _failed_sop_instance_uids(
 
 
 def _storage_classes_unreceivable(
-    assoc: upper_layer.Association, sop_classes: Iterable[str]
+    assoc: association.Association, sop_classes: Iterable[str]
 ) -> list[str]:
     """The SOP classes of the study that a C-GET association cannot bring (named for a log).
 

@@ -8,7 +8,7 @@ receiver accepts ends up at a destination, so it takes only what a worker asked 
   host (its resolved addresses; a server may opt out for PACS behind NAT). Others are rejected
   during association negotiation ("calling AE title not recognised"). Contexts: storage SOP
   classes and Verification, in the first proposed transfer syntax it knows (nothing is
-  converted). The associations run on ADIT's own upper layer (`upper_layer.py`).
+  converted). The associations run on ADIT's own upper layer (`net/`).
 * An instance is accepted only while a worker's subscription expects it: the subscription of a
   C-MOVE names the SOP Instance UIDs the source listed, before the C-MOVE is sent
   (:class:`adit.core.dicom.file_transmit.Expectations`). A push before a move, of another study
@@ -48,7 +48,6 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from . import upper_layer
 from .completeness import check_complete
 from .config import Timeouts, prepare_dicom_libraries
 from .dimse import (
@@ -59,6 +58,7 @@ from .dimse import (
     uid_of,
 )
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
+from .net import association, commands, errors
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Receiver:
         self.spool: Spool | None = None
         self.transmit: FileTransmitServer | None = None
         self._listener: socket.socket | None = None
-        self._active: set[upper_layer.Association] = set()
+        self._active: set[association.Association] = set()
         self._active_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._janitor: threading.Thread | None = None
@@ -270,8 +270,8 @@ class Receiver:
             ).start()
 
     def _rejection(
-        self, request: upper_layer.AssociationRequest, peer_address: str
-    ) -> upper_layer.Rejection | None:
+        self, request: association.AssociationRequest, peer_address: str
+    ) -> association.Rejection | None:
         if request.called_ae_title != self.ae_title:
             logger.warning(
                 "Rejected an association from %r at %s: it called %r, not the receiver's AE title",
@@ -313,7 +313,7 @@ class Receiver:
             self._negotiating.release()
             return
         try:
-            negotiated = upper_layer.accept_association(
+            negotiated = association.accept_association(
                 sock,
                 TIMEOUTS,
                 lambda request: self._rejection(request, peer_address),
@@ -330,14 +330,14 @@ class Receiver:
             while True:
                 message = assoc.receive_message()
                 command_field = message.command_field
-                message_id = message.us(upper_layer.MESSAGE_ID)
-                sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
-                if command_field == upper_layer.C_STORE_RQ:
-                    sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
+                message_id = message.us(commands.MESSAGE_ID)
+                sop_class = message.ui(commands.AFFECTED_SOP_CLASS_UID)
+                if command_field == commands.C_STORE_RQ:
+                    sop_instance = message.ui(commands.AFFECTED_SOP_INSTANCE_UID)
                     status = self._store(assoc, request.calling_ae_title, peer_address, message)
-                    response = upper_layer.c_store_rsp(message_id, sop_class, sop_instance, status)
-                elif command_field == upper_layer.C_ECHO_RQ:
-                    response = upper_layer.c_echo_rsp(message_id, sop_class)
+                    response = commands.c_store_rsp(message_id, sop_class, sop_instance, status)
+                elif command_field == commands.C_ECHO_RQ:
+                    response = commands.c_echo_rsp(message_id, sop_class)
                 else:
                     logger.warning(
                         "Aborting an association from %s: unexpected DIMSE command 0x%04X",
@@ -347,9 +347,9 @@ class Receiver:
                     assoc.abort()
                     return
                 assoc.send_message(message.context_id, response)
-        except upper_layer.PeerReleased:
+        except errors.PeerReleased:
             pass
-        except upper_layer.UpperLayerError as error:
+        except errors.UpperLayerError as error:
             logger.info("Association from %s ended: %s", request.calling_ae_title, error)
         except Exception:  # a request nobody foresaw must not kill the thread silently
             logger.warning(
@@ -365,16 +365,16 @@ class Receiver:
 
     def _store(
         self,
-        assoc: upper_layer.Association,
+        assoc: association.Association,
         calling_ae: str,
         peer_address: str,
-        message: upper_layer.Message,
+        message: commands.Message,
     ) -> int:
         spool, transmit = self.spool, self.transmit
         assert spool is not None and transmit is not None
         context = assoc.accepted.get(message.context_id)
-        sop_class = message.ui(upper_layer.AFFECTED_SOP_CLASS_UID)
-        sop_instance = message.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID)
+        sop_class = message.ui(commands.AFFECTED_SOP_CLASS_UID)
+        sop_instance = message.ui(commands.AFFECTED_SOP_INSTANCE_UID)
         raw_dataset = message.data
         try:
             if context is None or raw_dataset is None:

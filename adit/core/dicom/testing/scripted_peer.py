@@ -1,7 +1,7 @@
 """A scripted DIMSE peer for protocol edge cases: it negotiates like a PACS, then answers with
 whatever bytes a test scripts (missing Status, wrong Message ID, PDVs on other contexts, ...).
 
-Negotiation reuses ADIT's own acceptor (`upper_layer.accept_association`), which accepts every
+Negotiation reuses ADIT's own acceptor (`association.accept_association`), which accepts every
 proposed context in its first transfer syntax; what follows is raw PDUs on the socket, so a test
 controls every byte a requestor sees.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..config import Timeouts
-from ..upper_layer import Association, Message, accept_association
+from ..net.association import Association, Message, accept_association
 
 # (the association, the request it got) -> raw bytes to send back
 Script = Callable[[Association, Message], bytes]

@@ -6,10 +6,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import RLELossless
 
-from adit.core.dicom import upper_layer
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dimse import DimseConnector, storage_contexts
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.net import association
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing.peers import free_port
 from adit.core.dicom.testing.synthetic import make_study
@@ -152,14 +152,14 @@ def test_c_store_many_instances_on_one_association(orthanc_b, local_config, monk
         new_patient_id("ST"), series=(("CT", 6), ("MR", 4)), compressed_series=True
     )
     associations = []
-    original = upper_layer.Association.request
+    original = association.Association.request
 
     def counting_request(*args, **kwargs):
         assoc = original(*args, **kwargs)
         associations.append(assoc)
         return assoc
 
-    monkeypatch.setattr(upper_layer.Association, "request", counting_request)
+    monkeypatch.setattr(association.Association, "request", counting_request)
     result = DimseConnector(orthanc_b.server_config(), local_config).send_c_store(datasets)
     assert result.stored == 10
     assert len(associations) == 1

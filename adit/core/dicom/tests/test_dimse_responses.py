@@ -12,10 +12,10 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from adit.core.dicom import upper_layer
 from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
 from adit.core.dicom.dimse import DimseConnector, _encode_for
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.net import association, commands
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing.scripted_peer import command_pdu, p_data_tf, scripted_scp
 from adit.core.dicom.testing.synthetic import make_study
@@ -23,7 +23,7 @@ from adit.core.dicom.testing.synthetic import make_study
 LOCAL = LocalConfig(
     calling_ae_title="ADIT_TEST", timeouts=Timeouts(connection=5, acse=5, dimse=5, network=5)
 )
-US, UI = upper_layer._us_element, upper_layer._uid_element
+US, UI = commands.us_element, commands.uid_element
 
 
 def connector(port: int) -> DimseConnector:
@@ -47,23 +47,23 @@ def instances(count: int = 1):
 
 
 def store_rsp(
-    request: upper_layer.Message, status: int | None, message_id: int | None = None
+    request: commands.Message, status: int | None, message_id: int | None = None
 ) -> bytes:
     elements = [
-        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-        US(upper_layer.COMMAND_FIELD, upper_layer.C_STORE_RSP),
+        UI(commands.AFFECTED_SOP_CLASS_UID, request.ui(commands.AFFECTED_SOP_CLASS_UID)),
+        US(commands.COMMAND_FIELD, commands.C_STORE_RSP),
         US(
-            upper_layer.MESSAGE_ID_BEING_RESPONDED_TO,
-            request.us(upper_layer.MESSAGE_ID) if message_id is None else message_id,
+            commands.MESSAGE_ID_BEING_RESPONDED_TO,
+            request.us(commands.MESSAGE_ID) if message_id is None else message_id,
         ),
-        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+        US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
     ]
     if status is not None:
-        elements.append(US(upper_layer.STATUS, status))
+        elements.append(US(commands.STATUS, status))
     elements.append(
-        UI(upper_layer.AFFECTED_SOP_INSTANCE_UID, request.ui(upper_layer.AFFECTED_SOP_INSTANCE_UID))
+        UI(commands.AFFECTED_SOP_INSTANCE_UID, request.ui(commands.AFFECTED_SOP_INSTANCE_UID))
     )
-    return upper_layer._command_set(*elements)
+    return commands.command_set(*elements)
 
 
 # --- C-STORE statuses by category ---------------------------------------------------------
@@ -154,16 +154,16 @@ def test_a_pdv_on_a_context_that_was_never_accepted_aborts_the_association():
 # --- C-FIND -------------------------------------------------------------------------------
 
 
-def find_rsp(request: upper_layer.Message, status: int | None, message_id: int = 1) -> bytes:
+def find_rsp(request: commands.Message, status: int | None, message_id: int = 1) -> bytes:
     elements = [
-        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-        US(upper_layer.COMMAND_FIELD, upper_layer.C_FIND_RSP),
-        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
-        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+        UI(commands.AFFECTED_SOP_CLASS_UID, request.ui(commands.AFFECTED_SOP_CLASS_UID)),
+        US(commands.COMMAND_FIELD, commands.C_FIND_RSP),
+        US(commands.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
     ]
     if status is not None:
-        elements.append(US(upper_layer.STATUS, status))
-    return upper_layer._command_set(*elements)
+        elements.append(US(commands.STATUS, status))
+    return commands.command_set(*elements)
 
 
 def study_query() -> QueryDataset:
@@ -209,7 +209,7 @@ def test_c_find_final_status_is_taken_by_its_category(status, outcome):
 
 
 def move_rsp(
-    request: upper_layer.Message,
+    request: commands.Message,
     status: int | None,
     completed: int = 0,
     failed: int = 0,
@@ -218,21 +218,21 @@ def move_rsp(
     message_id: int = 1,
 ) -> bytes:
     elements = [
-        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-        US(upper_layer.COMMAND_FIELD, upper_layer.C_MOVE_RSP),
-        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
-        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+        UI(commands.AFFECTED_SOP_CLASS_UID, request.ui(commands.AFFECTED_SOP_CLASS_UID)),
+        US(commands.COMMAND_FIELD, commands.C_MOVE_RSP),
+        US(commands.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
     ]
     if status is not None:
-        elements.append(US(upper_layer.STATUS, status))
+        elements.append(US(commands.STATUS, status))
     if remaining is not None:
-        elements.append(US(upper_layer.REMAINING_SUBOPERATIONS, remaining))
+        elements.append(US(commands.REMAINING_SUBOPERATIONS, remaining))
     elements += [
-        US(upper_layer.COMPLETED_SUBOPERATIONS, completed),
-        US(upper_layer.FAILED_SUBOPERATIONS, failed),
-        US(upper_layer.WARNING_SUBOPERATIONS, warning),
+        US(commands.COMPLETED_SUBOPERATIONS, completed),
+        US(commands.FAILED_SUBOPERATIONS, failed),
+        US(commands.WARNING_SUBOPERATIONS, warning),
     ]
-    return upper_layer._command_set(*elements)
+    return commands.command_set(*elements)
 
 
 def move_connector(port: int) -> DimseConnector:
@@ -254,7 +254,7 @@ def test_c_move_names_the_move_destination_and_follows_pending_responses_to_the_
     seen: list[tuple[int, str]] = []
 
     def script(assoc, request):
-        destination = request.command[upper_layer.MOVE_DESTINATION].decode().strip()
+        destination = request.command[commands.MOVE_DESTINATION].decode().strip()
         seen.append((request.command_field, destination))
         return b"".join(
             command_pdu(request.context_id, answer)
@@ -268,7 +268,7 @@ def test_c_move_names_the_move_destination_and_follows_pending_responses_to_the_
     with scripted_scp(script) as (_, port):
         move = move_connector(port)
         result = move.send_c_move(move_query(), "ADIT_RECV")
-    assert seen == [(upper_layer.C_MOVE_RQ, "ADIT_RECV")]
+    assert seen == [(commands.C_MOVE_RQ, "ADIT_RECV")]
     assert (result.completed, result.failed, result.warning) == (3, 0, 0)
     assert move.warnings == []
 
@@ -337,8 +337,8 @@ def test_c_move_reads_the_failed_sop_instance_uid_list_of_the_final_response():
         identifier.FailedSOPInstanceUIDList = ["1.2.3.4.1", "1.2.3.4.2"]
         data = _encode_for(identifier, ImplicitVRLittleEndian)
         command = command.replace(
-            US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
-            US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.DATA_SET_PRESENT),
+            US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
+            US(commands.COMMAND_DATA_SET_TYPE, commands.DATA_SET_PRESENT),
         )
         return command_pdu(request.context_id, command) + p_data_tf(
             (request.context_id, 0x02, data)
@@ -354,16 +354,16 @@ def test_c_move_reads_the_failed_sop_instance_uid_list_of_the_final_response():
 # --- C-ECHO ---------------------------------------------------------------------------------
 
 
-def echo_rsp(request: upper_layer.Message, status: int | None, message_id: int = 1) -> bytes:
+def echo_rsp(request: commands.Message, status: int | None, message_id: int = 1) -> bytes:
     elements = [
-        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-        US(upper_layer.COMMAND_FIELD, upper_layer.C_ECHO_RSP),
-        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
-        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
+        UI(commands.AFFECTED_SOP_CLASS_UID, request.ui(commands.AFFECTED_SOP_CLASS_UID)),
+        US(commands.COMMAND_FIELD, commands.C_ECHO_RSP),
+        US(commands.MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
     ]
     if status is not None:
-        elements.append(US(upper_layer.STATUS, status))
-    return upper_layer._command_set(*elements)
+        elements.append(US(commands.STATUS, status))
+    return commands.command_set(*elements)
 
 
 @pytest.mark.parametrize(
@@ -378,7 +378,7 @@ def echo_rsp(request: upper_layer.Message, status: int | None, message_id: int =
 )
 def test_c_echo_answer_is_checked_like_any_other(answer, error):
     def script(assoc, request):
-        assert request.command_field == upper_layer.C_ECHO_RQ
+        assert request.command_field == commands.C_ECHO_RQ
         return command_pdu(request.context_id, echo_rsp(request, **answer))
 
     with scripted_scp(script) as (_, port):
@@ -428,23 +428,23 @@ def test_adit_announces_its_own_implementation_class_uid_and_version_name():
         items = {type(item).__name__: item for item in request.user_information}
         uid = items["ImplementationClassUIDNotification"].implementation_class_uid
         name = items["ImplementationVersionNameNotification"].implementation_version_name
-        assert uid == upper_layer.IMPLEMENTATION_CLASS_UID and uid.startswith("2.25.")
+        assert uid == association.IMPLEMENTATION_CLASS_UID and uid.startswith("2.25.")
         assert name in ("ADIT_0_1", b"ADIT_0_1")
 
 
 # --- C-GET: the SCP/SCU role selection answer is honoured -----------------------------------
 
 
-def get_rsp(request: upper_layer.Message, status: int) -> bytes:
-    return upper_layer._command_set(
-        UI(upper_layer.AFFECTED_SOP_CLASS_UID, request.ui(upper_layer.AFFECTED_SOP_CLASS_UID)),
-        US(upper_layer.COMMAND_FIELD, upper_layer.C_GET_RSP),
-        US(upper_layer.MESSAGE_ID_BEING_RESPONDED_TO, 1),
-        US(upper_layer.COMMAND_DATA_SET_TYPE, upper_layer.NO_DATA_SET),
-        US(upper_layer.STATUS, status),
-        US(upper_layer.COMPLETED_SUBOPERATIONS, 0),
-        US(upper_layer.FAILED_SUBOPERATIONS, 0),
-        US(upper_layer.WARNING_SUBOPERATIONS, 0),
+def get_rsp(request: commands.Message, status: int) -> bytes:
+    return commands.command_set(
+        UI(commands.AFFECTED_SOP_CLASS_UID, request.ui(commands.AFFECTED_SOP_CLASS_UID)),
+        US(commands.COMMAND_FIELD, commands.C_GET_RSP),
+        US(commands.MESSAGE_ID_BEING_RESPONDED_TO, 1),
+        US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
+        US(commands.STATUS, status),
+        US(commands.COMPLETED_SUBOPERATIONS, 0),
+        US(commands.FAILED_SUBOPERATIONS, 0),
+        US(commands.WARNING_SUBOPERATIONS, 0),
     )
 
 
@@ -466,7 +466,7 @@ def test_c_get_honours_the_scp_role_answer(grants_scp_role):
         get = connector(port)
         if grants_scp_role:
             assert list(get.send_c_get(get_query(), sop_classes=[ct])) == []
-            assert requests == [upper_layer.C_GET_RQ]
+            assert requests == [commands.C_GET_RQ]
             return
         with pytest.raises(DicomError, match=rf"{ct} \(CT Image Storage\)") as raised:
             list(get.send_c_get(get_query(), sop_classes=[ct]))

@@ -22,6 +22,7 @@ from adit.core.dicom.dimse import DimseConnector
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.file_transmit import FileTransmitClient, Topic
 from adit.core.dicom.move import ReceiverMoveFetcher, fetch_with_move
+from adit.core.dicom.net import association, commands, pdus
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.receiver import Receiver
@@ -700,7 +701,6 @@ def test_forged_pushes_never_reach_a_move(orthanc_a: OrthancInstance, tmp_path):
 def test_a_truncated_data_set_gets_a_failure_status_and_nothing_is_spooled(receiver, study):
     from pynetdicom import build_context
 
-    from adit.core.dicom import upper_layer
     from adit.core.dicom.dimse import _encode_for
 
     datasets, _ = study
@@ -709,7 +709,7 @@ def test_a_truncated_data_set_gets_a_failure_status_and_nothing_is_spooled(recei
     topic = Topic(SCU_AE, str(ds.StudyInstanceUID))
     statuses = []
     with client(receiver).subscribe(topic, uids(datasets)) as subscription:
-        assoc = upper_layer.Association.request(
+        assoc = association.Association.request(
             LOOPBACK,
             receiver.store_port,
             calling_ae_title=SCU_AE,
@@ -724,7 +724,7 @@ def test_a_truncated_data_set_gets_a_failure_status_and_nothing_is_spooled(recei
             for message_id, cut in enumerate((len(encoded) // 3, len(encoded) - 7), start=1):
                 assoc.send_message(
                     context.context_id,
-                    upper_layer.c_store_rq(message_id, str(ds.SOPClassUID), ds.SOPInstanceUID),
+                    commands.c_store_rq(message_id, str(ds.SOPClassUID), ds.SOPInstanceUID),
                     encoded[:cut],
                 )
                 statuses.append(assoc.receive_message().status)
@@ -807,9 +807,7 @@ def test_an_oversized_p_data_tf_is_answered_with_an_abort(receiver):
     from pynetdicom import build_context
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from adit.core.dicom import upper_layer
-
-    assoc = upper_layer.Association.request(
+    assoc = association.Association.request(
         LOOPBACK,
         receiver.store_port,
         calling_ae_title=SCU_AE,
@@ -820,7 +818,7 @@ def test_an_oversized_p_data_tf_is_answered_with_an_abort(receiver):
     sock = assoc._socket
     try:
         # A P-DATA-TF one byte longer than the 1 MiB maximum length the receiver announced.
-        length = upper_layer.MAX_PDU_RECEIVE + 1
+        length = pdus.MAX_PDU_RECEIVE + 1
         sock.sendall(struct.pack(">BBI", 0x04, 0, length) + b"\x00" * 4096)
         answer = read_until_closed(sock, 5)
     finally:

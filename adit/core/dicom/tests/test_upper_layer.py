@@ -1,4 +1,4 @@
-"""ADIT's own DICOM upper layer (`upper_layer.py`) and the DIMSE operations built on it.
+"""ADIT's own DICOM upper layer (`net/`) and the DIMSE operations built on it.
 
 Pure-logic tests check the command sets byte by byte against pydicom; the others run against
 real peers: the session's Orthancs, a module Orthanc ("STRICT") that checks the called AE title
@@ -24,10 +24,10 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
 
-from adit.core.dicom import upper_layer
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dimse import DimseConnector
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.net import association, commands, errors, pdus
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing.peers import LOOPBACK, OrthancInstance, free_port, start_orthanc
 from adit.core.dicom.testing.synthetic import make_study
@@ -108,7 +108,7 @@ class Recorder:
     """
 
     def __init__(self, monkeypatch) -> None:
-        self.associations: list[upper_layer.Association] = []
+        self.associations: list[association.Association] = []
         self.sent_instances: dict[str, int] = {}  # SOP Instance UID -> id(association)
         self.commands: list[dict[int, bytes]] = []
         self.statuses: list[int] = []
@@ -117,14 +117,14 @@ class Recorder:
         self.outgoing: list[bytes] = []
         self.incoming_pdu_types: list[int] = []
         self._lock = threading.Lock()
-        cls = upper_layer.Association
+        cls = association.Association
         original_request = cls.request
         original_send = cls.send_message
         original_receive = cls.receive_message
         original_abort = cls.abort
         original_release = cls.release
         original_sendall = cls._sendall
-        original_read_pdu = upper_layer._read_pdu
+        original_read_pdu = pdus.read_pdu
         recorder = self
 
         def request(*args, **kwargs):
@@ -134,14 +134,12 @@ class Recorder:
             return assoc
 
         def send_message(self, context_id, command, data=None):
-            elements = upper_layer.decode_command(command)
+            elements = commands.decode_command(command)
             with recorder._lock:
                 recorder.commands.append(elements)
-                if upper_layer.Message(context_id, elements).command_field == (
-                    upper_layer.C_STORE_RQ
-                ):
-                    uid = upper_layer.Message(context_id, elements).ui(
-                        upper_layer.AFFECTED_SOP_INSTANCE_UID
+                if commands.Message(context_id, elements).command_field == (commands.C_STORE_RQ):
+                    uid = commands.Message(context_id, elements).ui(
+                        commands.AFFECTED_SOP_INSTANCE_UID
                     )
                     recorder.sent_instances[uid] = id(self)
             return original_send(self, context_id, command, data)
@@ -179,7 +177,7 @@ class Recorder:
         monkeypatch.setattr(cls, "abort", abort)
         monkeypatch.setattr(cls, "release", release)
         monkeypatch.setattr(cls, "_sendall", sendall)
-        monkeypatch.setattr(upper_layer, "_read_pdu", read_pdu)
+        monkeypatch.setattr(association, "read_pdu", read_pdu)
 
     def outgoing_pdu_types(self) -> list[int]:
         return [pdu_type for pdu_type, _ in parse_pdus(b"".join(self.outgoing))]
@@ -333,7 +331,7 @@ assert len(ODD_UID) % 2 == 1 and len(LONG_UID) == 64
 
 @pytest.mark.parametrize("instance_uid", [ODD_UID, LONG_UID])
 def test_c_store_rq_decodes_with_pydicom(instance_uid):
-    encoded = upper_layer.c_store_rq(7, CT, instance_uid)
+    encoded = commands.c_store_rq(7, CT, instance_uid)
     command = read_command(encoded)
     assert command.CommandGroupLength == len(encoded) - 12
     assert command.AffectedSOPClassUID == CT
@@ -347,7 +345,7 @@ def test_c_store_rq_decodes_with_pydicom(instance_uid):
 
 
 def test_c_store_rsp_decodes_with_pydicom():
-    encoded = upper_layer.c_store_rsp(65535, CT, ODD_UID, 0xB007)
+    encoded = commands.c_store_rsp(65535, CT, ODD_UID, 0xB007)
     command = read_command(encoded)
     assert command.CommandGroupLength == len(encoded) - 12
     assert command.AffectedSOPClassUID == CT
@@ -362,8 +360,8 @@ def test_c_store_rsp_decodes_with_pydicom():
 @pytest.mark.parametrize(
     "build, model, command_field",
     [
-        (upper_layer.c_find_rq, FIND_MODEL, 0x0020),
-        (upper_layer.c_get_rq, GET_MODEL, 0x0010),
+        (commands.c_find_rq, FIND_MODEL, 0x0020),
+        (commands.c_get_rq, GET_MODEL, 0x0010),
     ],
 )
 def test_find_and_get_requests_decode_with_pydicom(build, model, command_field):
@@ -379,7 +377,7 @@ def test_find_and_get_requests_decode_with_pydicom(build, model, command_field):
 
 
 def test_c_cancel_rq_decodes_with_pydicom():
-    encoded = upper_layer.c_cancel_rq(12)
+    encoded = commands.c_cancel_rq(12)
     command = read_command(encoded)
     assert command.CommandGroupLength == len(encoded) - 12
     assert command.CommandField == 0x0FFF
@@ -390,35 +388,35 @@ def test_c_cancel_rq_decodes_with_pydicom():
 
 
 ALL_COMMANDS = [
-    upper_layer.c_store_rq(1, CT, ODD_UID),
-    upper_layer.c_store_rsp(1, CT, LONG_UID, 0x0000),
-    upper_layer.c_find_rq(2, FIND_MODEL),
-    upper_layer.c_get_rq(3, GET_MODEL),
-    upper_layer.c_cancel_rq(2),
+    commands.c_store_rq(1, CT, ODD_UID),
+    commands.c_store_rsp(1, CT, LONG_UID, 0x0000),
+    commands.c_find_rq(2, FIND_MODEL),
+    commands.c_get_rq(3, GET_MODEL),
+    commands.c_cancel_rq(2),
 ]
 
 
 @pytest.mark.parametrize("encoded", ALL_COMMANDS)
 def test_decode_command_round_trips_in_ascending_order(encoded):
-    elements = upper_layer.decode_command(encoded)
+    elements = commands.decode_command(encoded)
     pydicom_view = read_command(encoded)
     # Same elements as pydicom sees, group length first, ascending (PS3.7 6.3.1).
     assert list(elements) == sorted(elements)
     assert list(elements) == [tag.element for tag in pydicom_view.keys()]
     assert int.from_bytes(elements[0x0000], "little") == len(encoded) - 12
-    message = upper_layer.Message(1, elements)
+    message = commands.Message(1, elements)
     assert message.command_field == pydicom_view.CommandField
     for keyword, element in [
-        ("MessageID", upper_layer.MESSAGE_ID),
-        ("MessageIDBeingRespondedTo", upper_layer.MESSAGE_ID_BEING_RESPONDED_TO),
-        ("Status", upper_layer.STATUS),
-        ("CommandDataSetType", upper_layer.COMMAND_DATA_SET_TYPE),
+        ("MessageID", commands.MESSAGE_ID),
+        ("MessageIDBeingRespondedTo", commands.MESSAGE_ID_BEING_RESPONDED_TO),
+        ("Status", commands.STATUS),
+        ("CommandDataSetType", commands.COMMAND_DATA_SET_TYPE),
     ]:
         if keyword in pydicom_view:
             assert message.us(element) == pydicom_view[keyword].value
     for keyword, element in [
-        ("AffectedSOPClassUID", upper_layer.AFFECTED_SOP_CLASS_UID),
-        ("AffectedSOPInstanceUID", upper_layer.AFFECTED_SOP_INSTANCE_UID),
+        ("AffectedSOPClassUID", commands.AFFECTED_SOP_CLASS_UID),
+        ("AffectedSOPInstanceUID", commands.AFFECTED_SOP_INSTANCE_UID),
     ]:
         if keyword in pydicom_view:
             assert message.ui(element) == pydicom_view[keyword].value
@@ -429,25 +427,25 @@ def test_decode_command_rejects_every_truncation(encoded):
     boundaries = element_boundaries(encoded)
     for cut in range(1, len(encoded)):
         if cut in boundaries:  # a shorter but complete command set
-            assert len(upper_layer.decode_command(encoded[:cut])) >= 1
+            assert len(commands.decode_command(encoded[:cut])) >= 1
             continue
-        with pytest.raises(upper_layer.UpperLayerError):
-            upper_layer.decode_command(encoded[:cut])
+        with pytest.raises(errors.UpperLayerError):
+            commands.decode_command(encoded[:cut])
 
 
 def test_decode_command_keeps_elements_of_other_groups_under_their_whole_tag():
     # Orthanc puts a final C-GET response's Failed SOP Instance UID List into the command set.
     data_element = struct.pack("<HHI", 0x0008, 0x0058, 4) + b"1.2\0"
-    command = upper_layer.decode_command(upper_layer.c_cancel_rq(1) + data_element)
+    command = commands.decode_command(commands.c_cancel_rq(1) + data_element)
     assert command[0x00080058] == b"1.2\0"
     assert 0x0058 not in command  # never mistaken for a command element
-    with pytest.raises(upper_layer.UpperLayerError, match="0008,0058"):
-        upper_layer.decode_command(upper_layer.c_cancel_rq(1) + data_element[:-1])
+    with pytest.raises(errors.UpperLayerError, match="0008,0058"):
+        commands.decode_command(commands.c_cancel_rq(1) + data_element[:-1])
 
 
 def test_rejection_is_permanent_only_for_the_permanent_reasons():
     def rejected(result, source, diagnostic):
-        return upper_layer.AssociationRejected(result, source, diagnostic, "text").is_permanent
+        return errors.AssociationRejected(result, source, diagnostic, "text").is_permanent
 
     # Permanent, by the service user: no reason, application context, calling or called AE.
     assert rejected(1, 1, 2) and rejected(1, 1, 3) and rejected(1, 1, 7)
@@ -482,10 +480,10 @@ def test_instance_larger_than_the_peer_pdu_round_trips(strict_orthanc, local_con
     assert connector.send_c_store([ds]).stored == 1
     store_assoc = recorder.associations[0]
     assert store_assoc.max_fragment == STRICT_MAX_PDU - 6  # as Orthanc announced
-    pdus = parse_pdus(b"".join(recorder.outgoing))
+    outgoing = parse_pdus(b"".join(recorder.outgoing))
     data_fragments = []
-    for pdu_type, body in pdus:
-        if pdu_type == upper_layer.P_DATA_TF_PDU:
+    for pdu_type, body in outgoing:
+        if pdu_type == pdus.P_DATA_TF_PDU:
             assert len(body) <= STRICT_MAX_PDU  # the peer's limit holds for every PDU
             data_fragments += [item for item in parse_pdvs(body) if not item[1] & 0x01]
     assert len(data_fragments) >= math.ceil(len(original_pixels) / STRICT_MAX_PDU)
@@ -500,7 +498,7 @@ def test_instance_larger_than_the_peer_pdu_round_trips(strict_orthanc, local_con
     assert [r.SOPInstanceUID for r in received] == [ds.SOPInstanceUID]
     assert received[0].PixelData == original_pixels
     # The instance came in many P-DATA-TF PDUs as well.
-    assert recorder.incoming_pdu_types.count(upper_layer.P_DATA_TF_PDU) > 4
+    assert recorder.incoming_pdu_types.count(pdus.P_DATA_TF_PDU) > 4
     assert connector.warnings == []
 
 
@@ -525,8 +523,8 @@ def test_wrong_called_ae_title_is_a_permanent_rejection(strict_orthanc, local_co
         assert not isinstance(info.value, RetriableDicomError), operation
         assert "rejected-permanent: called AE title not recognized" in str(info.value)
 
-    with pytest.raises(upper_layer.AssociationRejected) as rejection:
-        upper_layer.Association.request(
+    with pytest.raises(errors.AssociationRejected) as rejection:
+        association.Association.request(
             LOOPBACK,
             strict_orthanc.dicom_port,
             calling_ae_title=local_config.calling_ae_title,
@@ -614,8 +612,8 @@ def test_store_on_two_associations_stores_everything(orthanc_b, local_config, mo
     # Both ended with an orderly release: A-RELEASE-RQ sent, A-RELEASE-RP received.
     assert sorted(recorder.releases) == sorted(id(a) for a in recorder.associations)
     assert recorder.aborts == []
-    assert recorder.outgoing_pdu_types().count(upper_layer.A_RELEASE_RQ_PDU) == 2
-    assert recorder.incoming_pdu_types.count(upper_layer.A_RELEASE_RP_PDU) == 2
+    assert recorder.outgoing_pdu_types().count(pdus.A_RELEASE_RQ_PDU) == 2
+    assert recorder.incoming_pdu_types.count(pdus.A_RELEASE_RP_PDU) == 2
     assert wait_for_no_store_threads() == []
 
 
@@ -657,16 +655,16 @@ def test_c_find_limit_cancels_and_releases(orthanc_b, local_config, monkeypatch)
     cancels = [
         c
         for c in recorder.commands
-        if c[upper_layer.COMMAND_FIELD] == b"\xff\x0f"  # 0x0FFF
+        if c[commands.COMMAND_FIELD] == b"\xff\x0f"  # 0x0FFF
     ]
     assert len(cancels) == 1
     find_rq = recorder.commands[0]
-    assert cancels[0][upper_layer.MESSAGE_ID_BEING_RESPONDED_TO] == find_rq[upper_layer.MESSAGE_ID]
+    assert cancels[0][commands.MESSAGE_ID_BEING_RESPONDED_TO] == find_rq[commands.MESSAGE_ID]
     assert recorder.statuses[-1] in (0xFE00, 0x0000)  # read to the final answer
     assert len(recorder.associations) == 1 and not recorder.associations[0].is_open
     assert recorder.releases == [id(recorder.associations[0])] and recorder.aborts == []
-    assert recorder.outgoing_pdu_types().count(upper_layer.A_RELEASE_RQ_PDU) == 1
-    assert recorder.incoming_pdu_types.count(upper_layer.A_RELEASE_RP_PDU) == 1
+    assert recorder.outgoing_pdu_types().count(pdus.A_RELEASE_RQ_PDU) == 1
+    assert recorder.incoming_pdu_types.count(pdus.A_RELEASE_RP_PDU) == 1
     # Right away usable again, on the same connector.
     assert {r.SOPInstanceUID for r in connector.send_c_find(query)} == {
         ds.SOPInstanceUID for ds in study
@@ -764,7 +762,7 @@ def test_abort_during_store_on_two_associations_returns(strict_orthanc, local_co
 @peers
 def test_orthanc_answers_the_scp_role_selection_for_c_get(orthanc_a, local_config):
     """ADIT's requestor reads the role answer of a real PACS (PS3.7 D.3.3.4)."""
-    assoc = upper_layer.Association.request(
+    assoc = association.Association.request(
         LOOPBACK,
         orthanc_a.dicom_port,
         calling_ae_title=local_config.calling_ae_title,

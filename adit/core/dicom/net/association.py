@@ -1,26 +1,28 @@
-"""ADIT's own DICOM upper layer (PS3.8): every DIMSE service ADIT uses, and the receiver.
+"""Associations (PS3.8 7.1, 9.3.2-4; PS3.7 D.3.3): negotiation in both roles, and the
+association ADIT carries DIMSE messages on.
 
 Relaying a study is two long runs of small messages: C-STORE requests arriving on a C-GET
 association and C-STORE requests leaving on another one; a C-FIND answers with one message per
 match. pynetdicom spends about 3 ms of CPU on each relayed instance (a transport and a reactor
 thread per association polling queues, a state machine step per PDU, a pydicom data set per
-command set), which held ADIT to about half of a PACS's own speed. This module carries those
-messages with blocking socket I/O on the caller's thread instead: command sets are packed and
-unpacked with `struct`, data sets stay bytes, and there is no helper thread and no polling.
-`abort()` from another thread shuts the socket down, which ends a blocked read at once.
+command set), which held ADIT to about half of a PACS's own speed. `Association` carries
+those messages with blocking socket I/O on the caller's thread instead: command sets are packed
+and unpacked with `struct` (`commands.py`), data sets stay bytes, and there is no helper thread
+and no polling. `abort()` from another thread shuts the socket down, which ends a blocked read
+at once.
 
-The association's negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by
-pynetdicom's PDU classes. `Association.request()` opens an association as the requestor;
-`accept_association()` answers one as the acceptor (the receiver's C-STORE SCP, which a PACS
-pushes C-MOVEd studies to). C-ECHO and C-MOVE run on it too, so
-ADIT has one network stack and patches nothing inside pynetdicom.
+The negotiation PDUs (A-ASSOCIATE-RQ/AC/RJ) are encoded and decoded by pynetdicom's PDU
+classes. `Association.request()` opens an association as the requestor (every DIMSE service of
+`DimseConnector`: C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE); `accept_association()` answers one as
+the acceptor (the receiver's C-STORE SCP, which a PACS pushes C-MOVEd studies to). The
+SCP/SCU role selection is offered for C-GET and answered as the acceptor; ADIT announces its
+own Implementation Class UID and version name.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +38,35 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from .config import Timeouts
+from ..config import Timeouts
+from .commands import (
+    COMMAND_DATA_SET_TYPE,
+    NO_DATA_SET,
+    Message,
+    decode_command,
+)
+from .errors import AssociationRejected, PduTooLarge, PeerReleased, UpperLayerError
+from .pdus import (
+    A_ABORT_PDU,
+    A_ASSOCIATE_AC_PDU,
+    A_ASSOCIATE_RJ_PDU,
+    A_ASSOCIATE_RQ_PDU,
+    A_RELEASE_RP_PDU,
+    A_RELEASE_RQ_PDU,
+    ABORT,
+    MAX_PDU_RECEIVE,
+    P_DATA_HEADER,
+    P_DATA_TF_PDU,
+    PDV_HEADER,
+    READ_BUFFER_BYTES,
+    RELEASE_RP,
+    RELEASE_RQ,
+    SEND_BATCH_BYTES,
+    UNLIMITED_PEER_FRAGMENT,
+    abort_pdu,
+    abort_text,
+    read_pdu,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,100 +76,6 @@ IMPLEMENTATION_CLASS_UID = "2.25.269294046679469573575990716202793018445"
 IMPLEMENTATION_VERSION_NAME = "ADIT_0_1"  # at most 16 characters
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
-
-# PDU types (PS3.8 9.3.1).
-A_ASSOCIATE_RQ_PDU = 0x01
-A_ASSOCIATE_AC_PDU = 0x02
-A_ASSOCIATE_RJ_PDU = 0x03
-P_DATA_TF_PDU = 0x04
-A_RELEASE_RQ_PDU = 0x05
-A_RELEASE_RP_PDU = 0x06
-A_ABORT_PDU = 0x07
-
-# Command Field values (PS3.7 E.1).
-C_STORE_RQ = 0x0001
-C_STORE_RSP = 0x8001
-C_FIND_RQ = 0x0020
-C_FIND_RSP = 0x8020
-C_GET_RQ = 0x0010
-C_GET_RSP = 0x8010
-C_MOVE_RQ = 0x0021
-C_MOVE_RSP = 0x8021
-C_ECHO_RQ = 0x0030
-C_ECHO_RSP = 0x8030
-C_CANCEL_RQ = 0x0FFF
-
-# Command Data Set Type: "no data set follows"; any other value announces one.
-NO_DATA_SET = 0x0101
-DATA_SET_PRESENT = 0x0001
-PRIORITY_MEDIUM = 0x0000
-
-# Elements of the command group (0000,eeee) by element number.
-AFFECTED_SOP_CLASS_UID = 0x0002
-COMMAND_FIELD = 0x0100
-MESSAGE_ID = 0x0110
-MESSAGE_ID_BEING_RESPONDED_TO = 0x0120
-MOVE_DESTINATION = 0x0600
-PRIORITY = 0x0700
-COMMAND_DATA_SET_TYPE = 0x0800
-STATUS = 0x0900
-AFFECTED_SOP_INSTANCE_UID = 0x1000
-REMAINING_SUBOPERATIONS = 0x1020
-COMPLETED_SUBOPERATIONS = 0x1021
-FAILED_SUBOPERATIONS = 0x1022
-WARNING_SUBOPERATIONS = 0x1023
-
-# Announced as ADIT's Maximum Length Received; 0 would allow PDUs of any size, which some
-# PACS answer with one PDU per instance of hundreds of megabytes.
-MAX_PDU_RECEIVE = 1024 * 1024
-# Fragments ADIT sends when the peer announces no limit (0).
-UNLIMITED_PEER_FRAGMENT = 1024 * 1024
-# Outgoing PDUs are gathered up to this size before one `sendall()`.
-SEND_BATCH_BYTES = 1024 * 1024
-# Size of the read buffer in front of the socket: many small PDUs per `recv()`.
-READ_BUFFER_BYTES = 256 * 1024
-# The largest A-ASSOCIATE-RQ/AC/RJ ADIT reads. 128 presentation contexts with a dozen transfer
-# syntaxes each take about 50 KB; anything near this cap is not a real peer.
-MAX_ASSOCIATION_PDU = 256 * 1024
-# A-RELEASE and A-ABORT PDUs carry 4 bytes; a little room for peers that pad.
-MAX_SMALL_PDU = 1024
-
-_PDU_HEADER = struct.Struct(">BBI")
-_PDV_HEADER = struct.Struct(">IBB")
-_P_DATA_HEADER = struct.Struct(">BBIIBB")  # PDU header + one PDV item header
-_ELEMENT_HEADER = struct.Struct("<HHI")
-_RELEASE_RQ = _PDU_HEADER.pack(A_RELEASE_RQ_PDU, 0, 4) + bytes(4)
-_RELEASE_RP = _PDU_HEADER.pack(A_RELEASE_RP_PDU, 0, 4) + bytes(4)
-# Source 0 = DICOM UL service-user (ADIT), reason 0 = not specified.
-_ABORT = _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes(4)
-
-
-def _abort_pdu(source: int, reason: int) -> bytes:
-    return _PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes((0, 0, source, reason))
-
-
-class UpperLayerError(Exception):
-    """The association broke: connection lost, peer abort, timeout or protocol violation."""
-
-
-class PeerReleased(UpperLayerError):
-    """The peer released the association (for an acceptor, its normal end)."""
-
-
-class AssociationRejected(UpperLayerError):
-    """The peer answered the association request with A-ASSOCIATE-RJ."""
-
-    def __init__(self, result: int, source: int, diagnostic: int, text: str) -> None:
-        super().__init__(text)
-        self.result = result
-        self.source = source
-        self.diagnostic = diagnostic
-
-    @property
-    def is_permanent(self) -> bool:
-        """Rejected for good: unknown called/calling AE or application context (PS3.8 9.3.4)."""
-        return self.result == 0x01 and self.source == 0x01 and self.diagnostic in (2, 3, 7)
-
 
 # PS3.8 Table 9-21: A-ASSOCIATE-RJ result, source and reason/diag.
 _REJECTION_RESULTS = {1: "rejected-permanent", 2: "rejected-transient"}
@@ -167,164 +103,6 @@ class AcceptedContext:
     context_id: int
     abstract_syntax: str
     transfer_syntax: str
-
-
-@dataclass
-class Message:
-    """A DIMSE message: its command set by element number and its data set, if any."""
-
-    context_id: int
-    command: dict[int, bytes]
-    data: bytes | None = None
-
-    def us(self, element: int) -> int:
-        value = self.command.get(element)
-        return int.from_bytes(value[:2], "little") if value and len(value) >= 2 else 0
-
-    def ui(self, element: int) -> str:
-        value = self.command.get(element)
-        return value.rstrip(b"\0 ").decode("ascii", "replace") if value else ""
-
-    @property
-    def command_field(self) -> int:
-        return self.us(COMMAND_FIELD)
-
-    @property
-    def status(self) -> int:
-        return self.us(STATUS)
-
-
-# --- command sets (always Implicit VR Little Endian, PS3.7 6.3.1) ----------------------------
-
-
-def _uid_element(element: int, uid: str) -> bytes:
-    # A UID echoed from a peer's request may hold anything; it is answered mangled, not crashed on.
-    value = uid.encode("ascii", "replace")
-    if len(value) % 2:
-        value += b"\0"
-    return _ELEMENT_HEADER.pack(0, element, len(value)) + value
-
-
-def _ae_element(element: int, ae_title: str) -> bytes:
-    value = ae_title.encode("ascii")
-    if len(value) % 2:
-        value += b" "  # AE values are padded with a space (PS3.5 6.2)
-    return _ELEMENT_HEADER.pack(0, element, len(value)) + value
-
-
-def _us_element(element: int, value: int) -> bytes:
-    return _ELEMENT_HEADER.pack(0, element, 2) + value.to_bytes(2, "little")
-
-
-def _command_set(*elements: bytes) -> bytes:
-    """A command set of `elements` (given in ascending tag order) led by its group length."""
-    body = b"".join(elements)
-    return _ELEMENT_HEADER.pack(0, 0x0000, 4) + len(body).to_bytes(4, "little") + body
-
-
-def c_store_rq(message_id: int, sop_class_uid: str, sop_instance_uid: str) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_STORE_RQ),
-        _us_element(MESSAGE_ID, message_id),
-        _us_element(PRIORITY, PRIORITY_MEDIUM),
-        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
-        _uid_element(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
-    )
-
-
-def c_store_rsp(
-    message_id_being_responded_to: int, sop_class_uid: str, sop_instance_uid: str, status: int
-) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_STORE_RSP),
-        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
-        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
-        _us_element(STATUS, status),
-        _uid_element(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
-    )
-
-
-def c_find_rq(message_id: int, sop_class_uid: str) -> bytes:
-    return _retrieve_or_find_rq(C_FIND_RQ, message_id, sop_class_uid)
-
-
-def c_get_rq(message_id: int, sop_class_uid: str) -> bytes:
-    return _retrieve_or_find_rq(C_GET_RQ, message_id, sop_class_uid)
-
-
-def _retrieve_or_find_rq(command_field: int, message_id: int, sop_class_uid: str) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, command_field),
-        _us_element(MESSAGE_ID, message_id),
-        _us_element(PRIORITY, PRIORITY_MEDIUM),
-        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
-    )
-
-
-def c_move_rq(message_id: int, sop_class_uid: str, move_destination: str) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_MOVE_RQ),
-        _us_element(MESSAGE_ID, message_id),
-        _ae_element(MOVE_DESTINATION, move_destination),
-        _us_element(PRIORITY, PRIORITY_MEDIUM),
-        _us_element(COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
-    )
-
-
-def c_echo_rq(message_id: int, sop_class_uid: str) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_ECHO_RQ),
-        _us_element(MESSAGE_ID, message_id),
-        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
-    )
-
-
-def c_echo_rsp(message_id_being_responded_to: int, sop_class_uid: str) -> bytes:
-    return _command_set(
-        _uid_element(AFFECTED_SOP_CLASS_UID, sop_class_uid),
-        _us_element(COMMAND_FIELD, C_ECHO_RSP),
-        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
-        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
-        _us_element(STATUS, 0x0000),
-    )
-
-
-def c_cancel_rq(message_id_being_responded_to: int) -> bytes:
-    return _command_set(
-        _us_element(COMMAND_FIELD, C_CANCEL_RQ),
-        _us_element(MESSAGE_ID_BEING_RESPONDED_TO, message_id_being_responded_to),
-        _us_element(COMMAND_DATA_SET_TYPE, NO_DATA_SET),
-    )
-
-
-def decode_command(encoded: bytes) -> dict[int, bytes]:
-    """The elements of an encoded command set by element number (values as raw bytes).
-
-    Elements of other groups are kept under their whole tag (``group << 16 | element``, which
-    no command element number reaches): Orthanc puts the Failed SOP Instance UID List (0008,0058)
-    of a final C-GET response into the command set instead of an identifier, and ADIT would
-    rather read it there than refuse the answer.
-    """
-    elements: dict[int, bytes] = {}
-    offset, end = 0, len(encoded)
-    while offset < end:
-        if offset + 8 > end:
-            raise UpperLayerError("truncated command set")
-        group, element, length = _ELEMENT_HEADER.unpack_from(encoded, offset)
-        offset += 8
-        if offset + length > end:
-            raise UpperLayerError(
-                f"command set element ({group:04X},{element:04X}) runs past the command set"
-            )
-        key = element if group == 0x0000 else (group << 16) | element
-        elements[key] = encoded[offset : offset + length]
-        offset += length
-    return elements
 
 
 # --- association --------------------------------------------------------------------------
@@ -363,49 +141,6 @@ def _association_request(
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()
-
-
-def _read_exactly(reader, length: int) -> bytes:
-    data = reader.read(length)
-    if data is None or len(data) < length:
-        raise UpperLayerError("the connection was closed by the peer")
-    return data
-
-
-class PduTooLarge(UpperLayerError):
-    """A peer announced a PDU longer than ADIT accepts for its type (nothing was read of it)."""
-
-
-def _max_pdu_body(pdu_type: int) -> int:
-    if pdu_type == P_DATA_TF_PDU:
-        # ADIT's Maximum Length Received bounds the variable field of a P-DATA-TF (PS3.8 D.1).
-        return MAX_PDU_RECEIVE
-    if pdu_type in (A_ASSOCIATE_RQ_PDU, A_ASSOCIATE_AC_PDU, A_ASSOCIATE_RJ_PDU):
-        return MAX_ASSOCIATION_PDU
-    return MAX_SMALL_PDU
-
-
-def _read_pdu(reader) -> tuple[int, bytes, bytes]:
-    """(PDU type, header, body) of the next PDU.
-
-    The announced length is checked against the limit of the PDU's type before anything is
-    read or allocated, so a peer cannot make ADIT hold more than that per connection.
-    """
-    header = _read_exactly(reader, 6)
-    pdu_type, _, length = _PDU_HEADER.unpack(header)
-    limit = _max_pdu_body(pdu_type)
-    if length > limit:
-        raise PduTooLarge(
-            f"a PDU of type 0x{pdu_type:02X} announced {length} bytes, more than the {limit} "
-            "ADIT accepts"
-        )
-    return pdu_type, header, _read_exactly(reader, length)
-
-
-def _abort_text(body: bytes) -> str:
-    source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
-    who = {0: "the peer", 2: "the peer's upper layer"}.get(source, "the peer")
-    return f"association aborted by {who} (source {source}, reason {reason})"
 
 
 def _scp_roles_granted(acceptance: A_ASSOCIATE, requested: Iterable[str]) -> frozenset[str] | None:
@@ -490,7 +225,7 @@ class Association:
                     calling_ae_title, called_ae_title, contexts, scp_role_sop_classes
                 )
             )
-            pdu_type, header, body = _read_pdu(reader)
+            pdu_type, header, body = read_pdu(reader)
             if pdu_type == A_ASSOCIATE_RJ_PDU:
                 rejection = A_ASSOCIATE_RJ()
                 try:
@@ -505,7 +240,7 @@ class Association:
                     result, source, diagnostic, rejection_text(result, source, diagnostic)
                 )
             if pdu_type == A_ABORT_PDU:
-                raise UpperLayerError(_abort_text(body))
+                raise UpperLayerError(abort_text(body))
             if pdu_type != A_ASSOCIATE_AC_PDU:
                 raise UpperLayerError(f"unexpected PDU 0x{pdu_type:02X} instead of an answer")
             acceptance = A_ASSOCIATE_AC()
@@ -565,7 +300,7 @@ class Association:
     def send_message(self, context_id: int, command: bytes, data: bytes | None = None) -> None:
         """Sends a command set and its data set, fragmented to the peer's PDU size."""
         batch = bytearray(
-            _P_DATA_HEADER.pack(
+            P_DATA_HEADER.pack(
                 P_DATA_TF_PDU, 0, len(command) + 6, len(command) + 2, context_id, 0x03
             )
         )
@@ -582,7 +317,7 @@ class Association:
                     start += len(fragment)
                     control = 0x02 if start >= total else 0x00
                     size = len(fragment)
-                    batch += _P_DATA_HEADER.pack(
+                    batch += P_DATA_HEADER.pack(
                         P_DATA_TF_PDU, 0, size + 6, size + 2, context_id, control
                     )
                     batch += fragment
@@ -636,7 +371,7 @@ class Association:
 
     def _read_p_data(self) -> None:
         try:
-            pdu_type, _, body = _read_pdu(self._reader)
+            pdu_type, _, body = read_pdu(self._reader)
         except (OSError, ValueError) as error:  # ValueError: reader closed by abort()
             self.close()
             raise UpperLayerError(_describe_os_error(error)) from error
@@ -653,7 +388,7 @@ class Association:
             while offset < end:
                 if offset + 6 > end:
                     raise self._protocol_error("truncated PDV item")
-                item_length, context_id, control = _PDV_HEADER.unpack_from(body, offset)
+                item_length, context_id, control = PDV_HEADER.unpack_from(body, offset)
                 if item_length < 2 or offset + 4 + item_length > end:
                     raise self._protocol_error("invalid PDV item length")
                 self._fragments.append(
@@ -665,9 +400,9 @@ class Association:
             return
         if pdu_type == A_ABORT_PDU:
             self.close()
-            raise UpperLayerError(_abort_text(body))
+            raise UpperLayerError(abort_text(body))
         if pdu_type == A_RELEASE_RQ_PDU:
-            self._send_quietly(_RELEASE_RP)
+            self._send_quietly(RELEASE_RP)
             self.close()
             raise PeerReleased("the peer released the association")
         raise self._protocol_error(f"unexpected PDU 0x{pdu_type:02X}")
@@ -682,15 +417,15 @@ class Association:
             self._socket.settimeout(self.timeouts.acse)
             with self._send_lock:
                 self._check_open()
-                self._sendall(_RELEASE_RQ)
+                self._sendall(RELEASE_RQ)
             while True:
-                pdu_type, _, _ = _read_pdu(self._reader)
+                pdu_type, _, _ = read_pdu(self._reader)
                 if pdu_type in (A_RELEASE_RP_PDU, A_ABORT_PDU):
                     break
                 if pdu_type == A_RELEASE_RQ_PDU:  # release collision (PS3.8 7.2.2)
                     # As requestor (Sta9 → Sta11): answer, then still wait for the acceptor's
                     # A-RELEASE-RP, or the acceptor sees the connection drop as an abort.
-                    self._send_quietly(_RELEASE_RP)
+                    self._send_quietly(RELEASE_RP)
                     continue
                 # Late P-DATA (e.g. an answer to a cancelled request) is dropped.
         except (OSError, ValueError, UpperLayerError):
@@ -708,7 +443,7 @@ class Association:
             return
         if self._send_lock.acquire(blocking=False):
             try:
-                pdu = _ABORT if not source else _abort_pdu(source, reason)
+                pdu = ABORT if not source else abort_pdu(source, reason)
                 self._send_quietly(pdu, locked=True)
             finally:
                 self._send_lock.release()
@@ -797,12 +532,12 @@ def accept_association(
         sock.settimeout(timeouts.acse)
         reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
         try:
-            pdu_type, header, body = _read_pdu(reader)
+            pdu_type, header, body = read_pdu(reader)
         except PduTooLarge:
-            sock.sendall(_abort_pdu(2, 6))
+            sock.sendall(abort_pdu(2, 6))
             raise
         if pdu_type != A_ASSOCIATE_RQ_PDU:
-            sock.sendall(_ABORT)
+            sock.sendall(ABORT)
             raise UpperLayerError(f"PDU 0x{pdu_type:02X} instead of an association request")
         request_pdu = A_ASSOCIATE_RQ()
         request_pdu.decode(header + body)
@@ -857,7 +592,7 @@ def accept_association(
         # Whatever a malformed request makes pynetdicom's codec raise (AssertionError,
         # KeyError, struct.error, ...): the peer gets an A-ABORT, never a silent hang.
         try:
-            sock.sendall(_abort_pdu(2, 0))
+            sock.sendall(abort_pdu(2, 0))
         except OSError:
             pass
         _close_quietly(sock, reader)

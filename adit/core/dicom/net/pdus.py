@@ -1,0 +1,90 @@
+"""PDU framing (PS3.8 9.3): PDU types, bounded reads, and the fixed small PDUs.
+
+Every PDU read goes through `read_pdu`, which checks the announced length against the limit of
+its type *before* reading or allocating anything: a peer announcing 1 GiB gets an A-ABORT, not
+1 GiB of buffer. ADIT's Maximum Length Received (`MAX_PDU_RECEIVE`) bounds a P-DATA-TF; the
+association PDUs and A-RELEASE/A-ABORT have small fixed caps.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import PduTooLarge, UpperLayerError
+
+# PDU types (PS3.8 9.3.1).
+A_ASSOCIATE_RQ_PDU = 0x01
+A_ASSOCIATE_AC_PDU = 0x02
+A_ASSOCIATE_RJ_PDU = 0x03
+P_DATA_TF_PDU = 0x04
+A_RELEASE_RQ_PDU = 0x05
+A_RELEASE_RP_PDU = 0x06
+A_ABORT_PDU = 0x07
+
+# Command Field values (PS3.7 E.1).
+
+# Announced as ADIT's Maximum Length Received; 0 would allow PDUs of any size, which some
+# PACS answer with one PDU per instance of hundreds of megabytes.
+MAX_PDU_RECEIVE = 1024 * 1024
+# Fragments ADIT sends when the peer announces no limit (0).
+UNLIMITED_PEER_FRAGMENT = 1024 * 1024
+# Outgoing PDUs are gathered up to this size before one `sendall()`.
+SEND_BATCH_BYTES = 1024 * 1024
+# Size of the read buffer in front of the socket: many small PDUs per `recv()`.
+READ_BUFFER_BYTES = 256 * 1024
+# The largest A-ASSOCIATE-RQ/AC/RJ ADIT reads. 128 presentation contexts with a dozen transfer
+# syntaxes each take about 50 KB; anything near this cap is not a real peer.
+MAX_ASSOCIATION_PDU = 256 * 1024
+# A-RELEASE and A-ABORT PDUs carry 4 bytes; a little room for peers that pad.
+MAX_SMALL_PDU = 1024
+
+PDU_HEADER = struct.Struct(">BBI")
+PDV_HEADER = struct.Struct(">IBB")
+P_DATA_HEADER = struct.Struct(">BBIIBB")  # PDU header + one PDV item header
+RELEASE_RQ = PDU_HEADER.pack(A_RELEASE_RQ_PDU, 0, 4) + bytes(4)
+RELEASE_RP = PDU_HEADER.pack(A_RELEASE_RP_PDU, 0, 4) + bytes(4)
+# Source 0 = DICOM UL service-user (ADIT), reason 0 = not specified.
+ABORT = PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes(4)
+
+
+def abort_pdu(source: int, reason: int) -> bytes:
+    return PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes((0, 0, source, reason))
+
+
+def read_exactly(reader, length: int) -> bytes:
+    data = reader.read(length)
+    if data is None or len(data) < length:
+        raise UpperLayerError("the connection was closed by the peer")
+    return data
+
+
+def max_pdu_body(pdu_type: int) -> int:
+    if pdu_type == P_DATA_TF_PDU:
+        # ADIT's Maximum Length Received bounds the variable field of a P-DATA-TF (PS3.8 D.1).
+        return MAX_PDU_RECEIVE
+    if pdu_type in (A_ASSOCIATE_RQ_PDU, A_ASSOCIATE_AC_PDU, A_ASSOCIATE_RJ_PDU):
+        return MAX_ASSOCIATION_PDU
+    return MAX_SMALL_PDU
+
+
+def read_pdu(reader) -> tuple[int, bytes, bytes]:
+    """(PDU type, header, body) of the next PDU.
+
+    The announced length is checked against the limit of the PDU's type before anything is
+    read or allocated, so a peer cannot make ADIT hold more than that per connection.
+    """
+    header = read_exactly(reader, 6)
+    pdu_type, _, length = PDU_HEADER.unpack(header)
+    limit = max_pdu_body(pdu_type)
+    if length > limit:
+        raise PduTooLarge(
+            f"a PDU of type 0x{pdu_type:02X} announced {length} bytes, more than the {limit} "
+            "ADIT accepts"
+        )
+    return pdu_type, header, read_exactly(reader, length)
+
+
+def abort_text(body: bytes) -> str:
+    source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
+    who = {0: "the peer", 2: "the peer's upper layer"}.get(source, "the peer")
+    return f"association aborted by {who} (source {source}, reason {reason})"
