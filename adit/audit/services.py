@@ -313,8 +313,11 @@ def send_to_syslog(entry: AuditEntry) -> None:
     address = settings.AUDIT_SYSLOG_ADDRESS
     host, _, port = address.rpartition(":")
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(syslog_message(entry), (host.strip("[]"), int(port)))
+        family, kind, proto, _, target = socket.getaddrinfo(
+            host.strip("[]"), int(port), type=socket.SOCK_DGRAM
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.sendto(syslog_message(entry), target)
     except (OSError, ValueError) as error:
         logger.warning(
             "Audit entry %s could not be sent to syslog %s: %s", entry.pk, address, error
