@@ -113,3 +113,41 @@ def test_batch_query_task_records_its_query(orthanc_a):
         "level": "STUDY",
     }
     assert not task.results.filter(patient_id="").exists()
+
+
+@pytest.mark.peers
+def test_rest_api_patient_id_lookup_is_audited(orthanc_a):
+    from rest_framework.test import APIClient
+
+    from adit.core.factories import DicomServerFactory
+    from adit.core.tests.test_transfer_engine import orthanc_server
+    from adit.dicom_web.testing import grant_access, make_api_user
+
+    study = make_study(f"AR{uuid.uuid4().hex[:8]}", series=(("CT", 1),))
+    orthanc_a.upload(study)
+    study_uid = str(study[0].StudyInstanceUID)
+    api_user = make_api_user(
+        permissions=("selective_transfer.add_selectivetransferjob",), username="api-user"
+    )
+    source = orthanc_server(orthanc_a, "Orthanc A")
+    destination = DicomServerFactory(name="Research PACS")
+    grant_access(api_user.group, source, source=True, destination=False)
+    grant_access(api_user.group, destination, source=False, destination=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_user.token}")
+
+    response = client.post(
+        "/api/transfer-jobs/",
+        {
+            "source": source.ae_title,
+            "destination": destination.ae_title,
+            "studies": [{"study_uid": study_uid}],  # no PatientID: ADIT asks the source
+            "pseudonym": "PSN-API",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    entry = only(Action.QUERY)
+    assert (entry.username, entry.study_uid, entry.source) == ("api-user", study_uid, "Orthanc A")
+    assert entry.details["query"] == {"StudyInstanceUID": study_uid}
