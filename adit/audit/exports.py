@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
@@ -66,7 +65,7 @@ def _audit_row(entry) -> list:
         f"{entry.job_type}:{entry.job_id}" if entry.job_id else "",
         entry.task_id or "",
         entry.client_address or "",
-        json.dumps(entry.details, ensure_ascii=False, sort_keys=True) if entry.details else "",
+        entry.details_json,
     ]
 
 

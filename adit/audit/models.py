@@ -28,6 +28,8 @@ which the unique constraint absorbs.
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -115,6 +117,10 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit entries cannot be deleted (see manage.py purge_audit_log).")
+
+    @property
+    def details_json(self) -> str:
+        return json.dumps(self.details, ensure_ascii=False, sort_keys=True) if self.details else ""
 
 
 class PseudonymMapping(models.Model):
