@@ -176,16 +176,22 @@ class MappingCollector:
     processor's fetch thread fills it, `record_transfer` stores it once the task ends.
     """
 
+    # Off for transfers without a pseudonym: their instances stay untouched (reading elements
+    # would convert them, a cost on the unchanged fast path) and there is nothing to map.
+    enabled: bool = True
     # (original study, original series) → (pseudonymized study, pseudonymized series)
     series: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     patient_ids: set[str] = field(default_factory=set)
     pseudonymized_patient_ids: set[str] = field(default_factory=set)
 
-    @staticmethod
-    def before(ds: Dataset) -> tuple[str, str, str]:
+    def before(self, ds: Dataset) -> tuple[str, str, str] | None:
+        if not self.enabled:
+            return None
         return _uid(ds, "PatientID"), _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
 
-    def after(self, original: tuple[str, str, str], ds: Dataset) -> None:
+    def after(self, original: tuple[str, str, str] | None, ds: Dataset) -> None:
+        if original is None:
+            return
         patient_id, study_uid, series_uid = original
         self.patient_ids.add(patient_id)
         self.pseudonymized_patient_ids.add(_uid(ds, "PatientID"))

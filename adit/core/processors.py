@@ -147,7 +147,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         # (adit.audit.services), whatever the outcome.
         from adit.audit.services import MappingCollector, record_transfer
 
-        self.mapping = MappingCollector()
+        self.mapping = MappingCollector(enabled=bool(getattr(self.task, "pseudonym", "")))
         try:
             result = self._process()
         except BaseException as error:

@@ -211,3 +211,22 @@ def test_mapping_export_cells_are_formula_safe(client, trusted_party):
     (row,) = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert row["PatientID"] == "'=cmd|' /C calc'!A0"
     assert row["Pseudonym"] == "'+PSN"
+
+
+def test_unpseudonymized_transfer_is_audited_without_a_mapping(orthanc_a, orthanc_b):
+    source = orthanc_server(orthanc_a, "Orthanc A")
+    destination = orthanc_server(orthanc_b, "Orthanc B")
+    study = make_study(f"RAW{uuid.uuid4().hex[:8]}", series=(("CT", 1),))
+    orthanc_a.upload(study)
+    job, task = transfer(
+        UserFactory(username="staffer"),
+        source,
+        destination,
+        study[0].PatientID,
+        study[0].StudyInstanceUID,
+        pseudonym="",
+    )
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.TRANSFER)
+    assert (entry.task_id, entry.pseudonym, entry.outcome) == (task.pk, "", "success")
+    assert entry.details["pseudonymized_study_uids"] == []
+    assert not PseudonymMapping.objects.exists()
