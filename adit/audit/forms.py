@@ -94,7 +94,9 @@ class MappingExportForm(forms.Form):
     """What to export: the mapping of one job, or of one pseudonym across all jobs."""
 
     job_type = forms.ChoiceField(required=False, label="Job type", choices=[])
-    job_id = forms.IntegerField(required=False, min_value=1, label="Job number")
+    job_id = forms.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, label="Job number"
+    )
     pseudonym = forms.CharField(
         required=False,
         max_length=64,

@@ -191,6 +191,8 @@ def test_mapping_export_needs_a_job_or_a_pseudonym(client, trusted_party):
     assert "both the job type and the job number" in response.content.decode()
     response = client.get(EXPORT_URL, {"job_type": "nope", "job_id": "1", "format": "pdf"})
     assert response.status_code == 400
+    response = client.get(EXPORT_URL, {"job_type": "example_app", "job_id": "9" * 30})
+    assert response.status_code == 400
     assert not AuditEntry.objects.filter(action=AuditEntry.Action.MAPPING_EXPORT).exists()
 
 
