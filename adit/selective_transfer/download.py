@@ -151,20 +151,12 @@ async def download_study(
 
     producer = _Producer(server, patient_id, study_uid, transformer, options["pseudonym"])
     first = await producer.start()
-    await sync_to_async(record)(
-        AuditEntry.Action.RETRIEVE,
-        user=user,
-        request=request,
-        outcome=AuditEntry.Outcome.SUCCESS if first[0] == "file" else AuditEntry.Outcome.FAILURE,
-        patient_id=patient_id,
-        pseudonym=options["pseudonym"],
-        study_uid=study_uid,
-        source=server,
-        details={
-            "via": "ZIP download",
-            **{name: options[name] for name in ("trial_protocol_id", "trial_protocol_name")},
-        },
-    )
+    try:
+        await _audit(user, request, server, options, first[0] == "file")
+    except BaseException:
+        producer.stop.set()  # nothing leaves unaudited: end the fetch at the PACS
+        producer.operator.abort()
+        raise
     if first[0] == "error":
         error = first[1]
         if isinstance(error, DicomError):
@@ -176,6 +168,23 @@ async def download_study(
     response = StreamingHttpResponse(producer.zip_stream(first), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="study_download_{study_uid}.zip"'
     return response
+
+
+async def _audit(user, request, server, options: dict, found: bool) -> None:
+    await sync_to_async(record)(
+        AuditEntry.Action.RETRIEVE,
+        user=user,
+        request=request,
+        outcome=AuditEntry.Outcome.SUCCESS if found else AuditEntry.Outcome.FAILURE,
+        patient_id=options["patient_id"],
+        pseudonym=options["pseudonym"],
+        study_uid=options["study_uid"],
+        source=server,
+        details={
+            "via": "ZIP download",
+            **{name: options[name] for name in ("trial_protocol_id", "trial_protocol_name")},
+        },
+    )
 
 
 class _Producer:
