@@ -81,3 +81,40 @@ def test_non_staff_see_no_menu_entry_and_get_403(page: Page, live_server):
     expect(page.locator("#main-menu")).not_to_contain_text("Audit log")
     response = page.goto(f"{live_server.url}/audit/")
     assert response is not None and response.status == 403
+
+
+def test_trusted_party_exports_a_jobs_mapping_from_the_job_page(page: Page, live_server):
+    from django.contrib.auth.models import Permission
+
+    from adit.accounts.factories import GroupFactory
+    from adit.audit.models import PseudonymMapping
+    from adit.example_app.models import ExampleTransferJob
+
+    group = GroupFactory(name="Trusted party")
+    group.permissions.add(
+        Permission.objects.get(content_type__app_label="audit", codename="export_pseudonym_mapping")
+    )
+    UserFactory(username="trudy", password=PASSWORD, is_staff=True, groups=[group])
+    job = ExampleTransferJob.objects.create(owner=UserFactory(username="rita"))
+    PseudonymMapping.objects.create(
+        job_type="example_app",
+        job_id=job.pk,
+        task_id=1,
+        patient_id="PAT-1001",
+        pseudonym="STUDY-A-0001",
+        study_uid="1.2.826.0.1.3680043.8.498.1001",
+        pseudonymized_study_uid="2.25.1001",
+        series_uid="1.2.826.0.1.3680043.8.498.1002",
+        pseudonymized_series_uid="2.25.1002",
+    )
+
+    login(page, live_server.url, "trudy", PASSWORD)
+    page.goto(f"{live_server.url}/example-app/jobs/{job.pk}/")
+    screenshot(page, "job-with-mapping-link")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Mapping CSV").click()
+    text = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert (row["PatientID"], row["PseudonymizedStudyInstanceUID"]) == ("PAT-1001", "2.25.1001")
+    export = AuditEntry.objects.get(action=AuditEntry.Action.MAPPING_EXPORT)
+    assert (export.username, export.outcome) == ("trudy", "success")
