@@ -37,7 +37,33 @@ class TokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The token contains characters that are not allowed."
             ) from None
-        return self.authenticate_credentials(clear_token)
+        return self._audited(request, clear_token)
+
+    def _audited(self, request: Request, clear_token: str) -> tuple[User, Token]:
+        from adit.audit.models import AuditEntry
+        from adit.audit.services import record
+
+        # The Django request: asking the DRF request for its user would authenticate again.
+        http_request = request._request
+        asked = {"method": request.method, "path": request.path[:500]}
+        try:
+            user, token = self.authenticate_credentials(clear_token)
+        except exceptions.AuthenticationFailed as error:
+            record(
+                AuditEntry.Action.TOKEN_USE,
+                user=None,
+                request=http_request,
+                outcome=AuditEntry.Outcome.DENIED,
+                details={**asked, "reason": str(error.detail)},
+            )
+            raise
+        record(
+            AuditEntry.Action.TOKEN_USE,
+            user=user,
+            request=http_request,
+            details={**asked, "token": token.pk, "token_description": token.description},
+        )
+        return user, token
 
     def authenticate_credentials(self, clear_token: str) -> tuple[User, Token]:
         token = Token.objects.find_by_clear_token(clear_token)

@@ -18,6 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from adit.audit.models import AuditEntry
+from adit.audit.services import record
 from adit.batch_query.models import BatchQueryJob, BatchQueryResult, create_batch_query_job
 from adit.core.dicom.errors import DicomError
 from adit.core.job_views import visible_jobs
@@ -125,6 +127,13 @@ class TransferJobListView(JobListView):
         studies = data["studies"]
         for study in studies:
             if not study.get("patient_id"):
+                record(
+                    AuditEntry.Action.QUERY,
+                    request=request,
+                    study_uid=study["study_uid"],
+                    source=source,
+                    details={"query": {"StudyInstanceUID": study["study_uid"]}, "level": "STUDY"},
+                )
                 study["patient_id"] = lookup_patient_id(source, study["study_uid"])
         user = request.user
         with transaction.atomic():

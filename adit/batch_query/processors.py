@@ -42,6 +42,7 @@ class BatchQueryTaskProcessor(DicomTaskProcessor):
         source = task.source.concrete
         if not source.is_server:
             return ProcessingResult(Status.FAILURE, f"The source {source.name} is not a server.")
+        _audit_query(task, source)
         self.log: list[str] = []
         with contextlib.ExitStack() as stack:
             stack.enter_context(
@@ -202,3 +203,38 @@ class BatchQueryTaskProcessor(DicomTaskProcessor):
 def _name_key(name: str) -> str:
     """A person name compared without case, surrounding spaces and trailing empty components."""
     return "^".join(part.strip() for part in name.upper().split("^")).rstrip("^")
+
+
+# The row's values that the queries match on (the audit records the question, not the answer).
+QUERY_FIELDS = (
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "accession_number",
+    "study_date_start",
+    "study_date_end",
+    "modalities",
+    "study_description",
+    "series_description",
+    "series_numbers",
+)
+
+
+def _audit_query(task: BatchQueryTask, source) -> None:
+    from adit.audit.models import AuditEntry
+    from adit.audit.services import record
+
+    keys = {}
+    for name in QUERY_FIELDS:
+        value = getattr(task, name)
+        if value:
+            keys[name] = value if isinstance(value, list) else str(value)
+    record(
+        AuditEntry.Action.QUERY,
+        user=task.job.owner,
+        patient_id=task.patient_id,
+        pseudonym=task.pseudonym,
+        source=source,
+        task=task,
+        details={"query": keys, "level": "SERIES" if task.is_series_query else "STUDY"},
+    )

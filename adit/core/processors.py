@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from .dicom.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from .models import DicomTask
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,6 +143,23 @@ class TransferTaskProcessor(DicomTaskProcessor):
     """
 
     def process(self) -> ProcessingResult:
+        # The audit trail gets every run's end and the pseudonym mapping of what was sent
+        # (adit.audit.services), whatever the outcome.
+        from adit.audit.services import MappingCollector, record_transfer
+
+        self.mapping = MappingCollector(enabled=bool(getattr(self.task, "pseudonym", "")))
+        try:
+            result = self._process()
+        except BaseException as error:
+            try:
+                record_transfer(self.task, self.mapping, error=error)
+            except Exception:  # the processor's own error is the one to report
+                logger.exception("%s: the end of the transfer could not be audited", self.task)
+            raise
+        record_transfer(self.task, self.mapping, result=result)
+        return result
+
+    def _process(self) -> ProcessingResult:
         from .dicom.pseudonymizer import InstanceTransformer
 
         task = self.task
@@ -205,8 +225,10 @@ class TransferTaskProcessor(DicomTaskProcessor):
             self.enter_phase(Phase.FETCHING)
             for ds in instances:
                 self.check_aborted()
+                original = self.mapping.before(ds)  # the transformer changes ds in place
                 result = transformer.transform(ds)
                 if result is not None:
+                    self.mapping.after(original, result)
                     yield result
 
     def _store_to_server(self, destination, instances) -> int:

@@ -20,6 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from adit.audit.models import AuditEntry
+from adit.audit.services import record, record_query
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 
 from . import services
@@ -104,6 +106,7 @@ class QidoView(DicomWebView):
             path_uids["SeriesInstanceUID"] = services.validate_uid("SeriesInstanceUID", series_uid)
         search = services.build_search(request.query_params, path_uids)
         server = self.get_server(ae_title)
+        record_query(search.query, level=self.level, request=request, source=server)
         results = services.search(services.make_operator(server), self.level, search)
         return Response(results, content_type=DICOM_JSON)
 
@@ -156,6 +159,7 @@ class WadoView(DicomWebView):
         except BaseException:
             stream.close()
             raise
+        _audit_retrieve(request, server, transformer, study_uid, series_uid, image_uid, first)
         if first is None:
             stream.close()
             what = (
@@ -181,6 +185,22 @@ class WadoView(DicomWebView):
             )
         response["Cache-Control"] = "no-store"
         return response
+
+
+def _audit_retrieve(request, server, transformer, study_uid, series_uid, image_uid, first) -> None:
+    details = {"via": "WADO-RS"}
+    if image_uid:
+        details["sop_instance_uid"] = image_uid
+    record(
+        AuditEntry.Action.RETRIEVE,
+        request=request,
+        outcome=AuditEntry.Outcome.SUCCESS if first is not None else AuditEntry.Outcome.FAILURE,
+        pseudonym=transformer.pseudonym or "",
+        study_uid=study_uid,
+        series_uids=[series_uid] if series_uid else [],
+        source=server,
+        details=details,
+    )
 
 
 async def _multipart(first: bytes, stream: services.InstanceStream, boundary: str):

@@ -28,6 +28,7 @@ from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 from django.utils.datastructures import MultiValueDict
 
+from adit.audit.services import record_query
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
 
@@ -124,6 +125,9 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
             "selective_transfer.can_download_study"
         )
         query = form.query_dataset()
+        await database_sync_to_async(record_query)(
+            query, user=user, request=self.scope, source=source
+        )
         options = {
             name: form.cleaned_data.get(name, "")
             for name in ("pseudonym", "trial_protocol_id", "trial_protocol_name")

@@ -24,6 +24,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from adit.audit.models import AuditEntry
+from adit.audit.services import record
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.pseudonymizer import InstanceTransformer
 from adit.core.dicom.writer import encode_instance, instance_relative_path
@@ -149,6 +151,12 @@ async def download_study(
 
     producer = _Producer(server, patient_id, study_uid, transformer, options["pseudonym"])
     first = await producer.start()
+    try:
+        await _audit(user, request, server, options, first[0] == "file")
+    except BaseException:
+        producer.stop.set()  # nothing leaves unaudited: end the fetch at the PACS
+        producer.operator.abort()
+        raise
     if first[0] == "error":
         error = first[1]
         if isinstance(error, DicomError):
@@ -160,6 +168,23 @@ async def download_study(
     response = StreamingHttpResponse(producer.zip_stream(first), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="study_download_{study_uid}.zip"'
     return response
+
+
+async def _audit(user, request, server, options: dict, found: bool) -> None:
+    await sync_to_async(record)(
+        AuditEntry.Action.RETRIEVE,
+        user=user,
+        request=request,
+        outcome=AuditEntry.Outcome.SUCCESS if found else AuditEntry.Outcome.FAILURE,
+        patient_id=options["patient_id"],
+        pseudonym=options["pseudonym"],
+        study_uid=options["study_uid"],
+        source=server,
+        details={
+            "via": "ZIP download",
+            **{name: options[name] for name in ("trial_protocol_id", "trial_protocol_name")},
+        },
+    )
 
 
 class _Producer:

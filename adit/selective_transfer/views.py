@@ -10,6 +10,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from adit.audit.services import record_query
+
 from .forms import SelectiveTransferForm, initial_from_preferences, remember_preferences
 from .models import SelectiveTransferSettings
 from .services import download_url, run_query
@@ -42,7 +44,9 @@ def job_create(request: HttpRequest) -> HttpResponse:
                     messages.success(request, f"{job} with {len(studies)} studies was created.")
                     return redirect(job)
             else:
-                outcome = run_query(form.cleaned_data["source"].concrete, form.query_dataset())
+                source, query = form.cleaned_data["source"].concrete, form.query_dataset()
+                record_query(query, request=request, source=source)
+                outcome = run_query(source, query)
                 can_download = user.has_perm("selective_transfer.can_download_study")
                 if can_download:
                     options = {

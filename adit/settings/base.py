@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "adit.selective_transfer",
     "adit.batch_query",
     "adit.batch_transfer",
+    "adit.audit",
 ]
 
 MIDDLEWARE = [
@@ -236,6 +237,13 @@ ETHICS_APPROVAL_REQUIRED = env.bool("ETHICS_APPROVAL_REQUIRED", default=True)
 # Jobs of non-staff users wait for a staff member's verification unless these are true.
 START_BATCH_QUERY_UNVERIFIED = env.bool("START_BATCH_QUERY_UNVERIFIED", default=True)
 START_BATCH_TRANSFER_UNVERIFIED = env.bool("START_BATCH_TRANSFER_UNVERIFIED", default=True)
+
+# --- Audit trail --------------------------------------------------------------------------------
+# Audit entries older than this many days are removed by `manage.py purge_audit_log`.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=3650)
+# Also send each entry as an RFC 5424 syslog message (RFC 3881-style content) to this
+# "host:port" over UDP, e.g. "siem.example.org:514"; empty: do not.
+AUDIT_SYSLOG_ADDRESS = env.str("AUDIT_SYSLOG_ADDRESS", default="")
 
 LOGGING = {
     "version": 1,
