@@ -19,6 +19,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.encoding import escape_uri_path
 
 from .models import ProjectSettings
+from .validators import BIDI_CONTROLS
 
 MAINTENANCE_API_DETAIL = (
     "ADIT is in maintenance mode. The API is unavailable for now; please try again later."
@@ -113,10 +114,12 @@ class RequestRefused(Exception):
 
 
 def _control_character(text: str) -> str | None:
-    """The first C0 control character or DEL in `text`, as U+XXXX, or None."""
+    """The first C0 control character, DEL or bidirectional control in `text`, named."""
     for char in text:
         if char < " " or char == "\x7f":
-            return f"U+{ord(char):04X}"
+            return f"a control character (U+{ord(char):04X})"
+        if BIDI_CONTROLS.match(char):
+            return f"a bidirectional control character (U+{ord(char):04X})"
     return None
 
 
@@ -147,9 +150,7 @@ def _check_request(request: HttpRequest) -> None:
             "allowed.",
         )
     if found := _control_character(request.path):
-        raise RequestRefused(
-            400, "control_character", f"The URL path contains a control character ({found})."
-        )
+        raise RequestRefused(400, "control_character", f"The URL path contains {found}.")
     try:
         parameters = list(request.GET.lists())
     except TooManyFieldsSent:
@@ -164,7 +165,7 @@ def _check_request(request: HttpRequest) -> None:
                 raise RequestRefused(
                     400,
                     "control_character",
-                    f"The query parameter {key[:64]!r} contains a control character ({found}).",
+                    f"The query parameter {key[:64]!r} contains {found}.",
                 )
     if request.method == "POST" and request.content_type in FORM_CONTENT_TYPES:
         # Parsed here (CsrfViewMiddleware would do it a moment later) so that a body beyond
@@ -225,8 +226,9 @@ class RequestLimitsMiddleware:
     - Headers over `MAX_HEADER_BYTES` together: 431.
     - More query parameters or form fields than `DATA_UPLOAD_MAX_NUMBER_FIELDS`, more files
       than `DATA_UPLOAD_MAX_NUMBER_FILES`, or a control character (U+0000-U+001F, U+007F)
-      in the path or in a query parameter's name or value: 400. Nothing of ADIT needs
-      them, and a NUL passed on to a PACS or into PostgreSQL fails there less clearly.
+      or bidirectional control in the path or in a query parameter's name or value: 400.
+      Nothing of ADIT needs them, and a NUL passed on to a PACS or into PostgreSQL fails
+      there less clearly.
     - A form body over `DATA_UPLOAD_MAX_MEMORY_SIZE`: 413.
 
     Requests beyond what daphne (Twisted) takes at all never get here; ADIT's HTTP channel

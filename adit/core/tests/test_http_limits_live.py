@@ -41,6 +41,7 @@ def raw_request(url: str, request: bytes, timeout: float = 10) -> bytes:
         (f"{QIDO}?PatientID=ab%00c", {}, 400, "control_character"),
         (f"{QIDO}?PatientID=ab%1bc", {}, 400, "control_character"),
         (f"{QIDO}?{'%0a' * 3}=1", {}, 400, "control_character"),
+        (f"{QIDO}?PatientID=PAT%E2%80%AE1", {}, 400, "control_character"),
         (f"/api/{'x' * 3000}", {}, 414, "path_length"),
         (QIDO, {"X-Big": "b" * (MAX_HEADER_BYTES + 1)}, 431, "header_size"),
         # ADIT's HTTP channel (beyond daphne's hard limits):
@@ -55,6 +56,7 @@ def raw_request(url: str, request: bytes, timeout: float = 10) -> bytes:
         "NUL",
         "ESC",
         "newline-in-name",
+        "right-to-left-override",
         "3kB-path",
         "17kB-header",
         "100kB-value",
