@@ -140,6 +140,12 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
                 raise BadRequest(
                     f"{keyword} is given in the path; do not repeat it as a parameter."
                 )
+            if any("\\" in item for item in items):
+                # A backslash separates DICOM values: sent on, "A\B" would match A or B.
+                raise BadRequest(
+                    f"Backslashes are not allowed in the value of {key}; separate several "
+                    "values with commas."
+                )
             text = "\\".join(item.replace(",", "\\") for item in items)
             values[keyword] = text
     for keyword in include_fields:

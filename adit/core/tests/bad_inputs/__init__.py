@@ -51,9 +51,10 @@ class Kind(enum.Enum):
 class BadInput:
     name: str
     kind: Kind
-    make: Callable[[], object]
-    """Spreadsheet: (file name, bytes). String: str. DICOM: Part-10 bytes. Multipart:
-    (Content-Type, body)."""
+    make: Callable[..., object]
+    """Spreadsheet: (file name, bytes), called with the header row the entry point needs (a
+    damaged file must be damaged beyond its header to test more than the header). String:
+    str. DICOM: Part-10 bytes. Multipart: (Content-Type, body)."""
     words: tuple[str, ...]
     skip: frozenset[str] = frozenset()
     """Entry points the item does not apply to (the value is legal there)."""
@@ -97,83 +98,97 @@ def _zip_of_other_things() -> bytes:
     return buffer.getvalue()
 
 
+def _row_for(header: list[str]) -> list[str]:
+    """A valid row under `header` (the batch query or batch transfer columns)."""
+    values = {
+        "PatientID": "P1",
+        "Modality": "CT",
+        "StudyInstanceUID": "1.2.3.4",
+        "Pseudonym": "PSN1",
+    }
+    return [values.get(column, "") for column in header]
+
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 SPREADSHEETS = [
     BadInput(
         "xlsx-row-bomb",
         Kind.SPREADSHEET,
-        lambda: ("bomb.xlsx", row_bomb_xlsx(1_000_000)),
+        lambda header: ("bomb.xlsx", row_bomb_xlsx(1_000_000)),
         ("times", "rows"),
     ),
     BadInput(
         "xlsx-shared-strings-bomb",
         Kind.SPREADSHEET,
-        lambda: ("strings.xlsx", shared_strings_bomb_xlsx(300)),
+        lambda header: ("strings.xlsx", shared_strings_bomb_xlsx(300)),
         ("MiB", "unpacks"),
     ),
     BadInput(
-        "xlsx-zip-bomb", Kind.SPREADSHEET, lambda: ("zip.xlsx", _zip_bomb_xlsx()), ("unpack",)
+        "xlsx-zip-bomb",
+        Kind.SPREADSHEET,
+        lambda header: ("zip.xlsx", _zip_bomb_xlsx()),
+        ("unpack",),
     ),
     BadInput(
         "xlsx-billion-laughs",
         Kind.SPREADSHEET,
-        lambda: ("laughs.xlsx", _billion_laughs_xlsx()),
+        lambda header: ("laughs.xlsx", _billion_laughs_xlsx()),
         ("ENTITY", "DOCTYPE"),
     ),
     BadInput(
         "xlsx-truncated",
         Kind.SPREADSHEET,
-        lambda: ("cut.xlsx", _truncated_xlsx()),
+        lambda header: ("cut.xlsx", _truncated_xlsx()),
         ("not a valid Excel workbook",),
     ),
     BadInput(
         "png-renamed-xlsx",
         Kind.SPREADSHEET,
-        lambda: ("image.xlsx", PNG),
+        lambda header: ("image.xlsx", PNG),
         ("not a valid Excel workbook",),
     ),
     BadInput(
         "zip-renamed-xlsx",
         Kind.SPREADSHEET,
-        lambda: ("archive.xlsx", _zip_of_other_things()),
+        lambda header: ("archive.xlsx", _zip_of_other_things()),
         ("not a valid Excel workbook",),
     ),
     BadInput(
         "xlsx-renamed-csv",
         Kind.SPREADSHEET,
-        lambda: ("sheet.csv", xlsx_data([["PatientID"], ["P1"]])),
+        lambda header: ("sheet.csv", xlsx_data([["PatientID"], ["P1"]])),
         ("not UTF-8", "not a text"),
     ),
     BadInput(
         "csv-renamed-xlsx",
         Kind.SPREADSHEET,
-        lambda: ("text.xlsx", csv_data([["PatientID"], ["P1"]])),
+        lambda header: ("text.xlsx", csv_data([["PatientID"], ["P1"]])),
         ("not a valid Excel workbook",),
     ),
     BadInput(
         "pdf-extension",
         Kind.SPREADSHEET,
-        lambda: ("batch.pdf", b"%PDF-1.4\n"),
+        lambda header: ("batch.pdf", b"%PDF-1.4\n"),
         ("not an .xlsx or .csv",),
     ),
-    BadInput("empty-csv", Kind.SPREADSHEET, lambda: ("empty.csv", b""), ("empty",)),
+    BadInput("empty-csv", Kind.SPREADSHEET, lambda header: ("empty.csv", b""), ("empty",)),
     BadInput(
         "csv-unclosed-quote",
         Kind.SPREADSHEET,
-        lambda: ("quote.csv", b'PatientID\r\n"P1\r\n'),
+        lambda header: ("quote.csv", csv_data([header]) + b'"P1\r\n'),
         ("malformed",),
     ),
     BadInput(
         "csv-nul-bytes",
         Kind.SPREADSHEET,
-        lambda: ("nul.csv", b"PatientID\r\nP\x001\r\n"),
+        lambda header: ("nul.csv", csv_data([header]) + b"P\x001\r\n"),
         ("malformed", "not a text", "control"),
     ),
     BadInput(
         "csv-unnamed-column",
         Kind.SPREADSHEET,
-        lambda: ("columns.csv", b"PatientID\r\nP1,extra\r\n"),
+        lambda header: ("columns.csv", csv_data([header, [*_row_for(header), "extra"]])),
         ("no name in the header",),
     ),
 ]
@@ -187,7 +202,13 @@ STRINGS = [
     BadInput("wildcard-star", Kind.STRING, lambda: "PAT*", ("Wildcards",), skip=SEARCHES),
     BadInput("wildcard-question", Kind.STRING, lambda: "P?T1", ("Wildcards",), skip=SEARCHES),
     BadInput("backslash", Kind.STRING, lambda: "PAT\\1", ("Backslash",)),
-    BadInput("nul", Kind.STRING, lambda: "PAT\x001", ("control character",)),
+    BadInput(
+        "nul",
+        Kind.STRING,
+        lambda: "PAT\x001",
+        # A NUL makes a CSV file binary: "not a text (CSV) file" names it there.
+        ("control character", "Null character", "not a text"),
+    ),
     BadInput("escape-sequence", Kind.STRING, lambda: "PAT\x1b[31m1", ("control character",)),
     BadInput("newline", Kind.STRING, lambda: "PAT1\r\nX-Injected: 1", ("control character",)),
     BadInput(
@@ -226,7 +247,7 @@ def base_instance() -> Dataset:
 
     from adit.core.dicom.testing.synthetic import make_study
 
-    ds = make_study("BADINPUT", series=(("CT", 1),), compressed_series=False)[0]
+    ds = make_study("BADINPUT", series=(("CT", 1),), compressed_series=False, seed="bad")[0]
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
 
@@ -309,7 +330,10 @@ def _deflate_bomb() -> bytes:
     head, _ = split_part10(part10(ds))
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     header = _element(0x0008, 0x0016, b"UI", str(ds.SOPClassUID).encode().ljust(26, b"\0")[:26])
-    header += _element(0x0008, 0x0018, b"UI", b"1.2.3.4.5.6.7.8.9.10.11.12")
+    sop_instance_uid = str(ds.SOPInstanceUID).encode()
+    header += _element(
+        0x0008, 0x0018, b"UI", sop_instance_uid + b"\0" * (len(sop_instance_uid) % 2)
+    )
     chunks = [compressor.compress(header + _element(0x7FE0, 0x0010, b"OB", b"", 1 << 30))]
     zeros = bytes(1 << 24)
     for _ in range(64):
