@@ -70,6 +70,8 @@ class AditHTTPChannel(http.HTTPChannel):
     maxHeaders = MAX_HEADER_COUNT
 
     _request_line: bytes | None = None
+    _body_of: bytes | None = None
+    """The request line of the request whose body is being read (after its headers)."""
     _refused = False
 
     def dataReceived(self, data: bytes) -> None:
@@ -83,9 +85,14 @@ class AditHTTPChannel(http.HTTPChannel):
         starting = self._request_line is None
         if starting and line:
             self._request_line = line
-        super().lineReceived(line)
         if not line and not starting:
-            self._request_line = None  # end of headers: the next line starts a new request
+            # End of headers: the body follows; the next line starts a new request.
+            self._body_of, self._request_line = self._request_line, None
+        super().lineReceived(line)
+
+    def allContentReceived(self) -> None:
+        super().allContentReceived()
+        self._body_of = None
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -109,8 +116,18 @@ class AditHTTPChannel(http.HTTPChannel):
             )
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        api = _is_api(self._request_line)
-        if self._receivedHeaderSize > self.totalHeadersSize:
+        api = _is_api(self._request_line or self._body_of)
+        if self._body_of is not None:
+            # Twisted parses a multipart/form-data body itself (for `request.args`) and calls
+            # this when it cannot.
+            self._refuse(
+                400,
+                "malformed_body",
+                "The request body is malformed (e.g. a multipart/form-data body that cannot "
+                "be parsed).",
+                api,
+            )
+        elif self._receivedHeaderSize > self.totalHeadersSize:
             self._refuse(
                 431,
                 "header_size",

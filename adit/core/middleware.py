@@ -14,6 +14,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils.encoding import escape_uri_path
@@ -172,7 +173,7 @@ def _check_request(request: HttpRequest) -> None:
         # Django's upload limits is answered naming the limit, not with a bare 400 page.
         try:
             request.POST  # noqa: B018
-        except SuspiciousOperation as error:
+        except (SuspiciousOperation, MultiPartParserError) as error:
             raise _refusal_for(error) from None
 
 
@@ -191,6 +192,10 @@ def _refusal_for(error: Exception) -> RequestRefused:
             400,
             "file_count",
             f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files.",
+        )
+    if isinstance(error, MultiPartParserError):
+        return RequestRefused(
+            400, "malformed_body", f"The request body is malformed (multipart/form-data): {error}"
         )
     if isinstance(error, RequestDataTooBig):
         return RequestRefused(
@@ -229,7 +234,8 @@ class RequestLimitsMiddleware:
       or bidirectional control in the path or in a query parameter's name or value: 400.
       Nothing of ADIT needs them, and a NUL passed on to a PACS or into PostgreSQL fails
       there less clearly.
-    - A form body over `DATA_UPLOAD_MAX_MEMORY_SIZE`: 413.
+    - A form body over `DATA_UPLOAD_MAX_MEMORY_SIZE`: 413; a malformed multipart/form-data
+      body: 400.
 
     Requests beyond what daphne (Twisted) takes at all never get here; ADIT's HTTP channel
     (`adit.core.http_channel`) answers those in the same words.
@@ -247,6 +253,9 @@ class RequestLimitsMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception):
         # A view that reads the body itself (e.g. a JSON API parser) hits the same limits.
-        if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig)):
+        if isinstance(
+            exception,
+            (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig, MultiPartParserError),
+        ):
             return refusal_response(request, _refusal_for(exception))
         return None

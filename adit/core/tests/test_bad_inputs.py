@@ -67,10 +67,10 @@ SCU_AE = "BADINPUT_SCU"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
 
 ENTRY_POINTS: dict[str, frozenset[Kind]] = {
-    "batch_query_upload": frozenset({Kind.SPREADSHEET, Kind.STRING}),
-    "batch_transfer_upload": frozenset({Kind.SPREADSHEET, Kind.STRING}),
+    "batch_query_upload": frozenset({Kind.SPREADSHEET, Kind.STRING, Kind.FORM_BODY}),
+    "batch_transfer_upload": frozenset({Kind.SPREADSHEET, Kind.STRING, Kind.FORM_BODY}),
     "api_transfer": frozenset({Kind.STRING}),
-    "api_batch_query": frozenset({Kind.STRING}),
+    "api_batch_query": frozenset({Kind.STRING, Kind.FORM_BODY}),
     "qido": frozenset({Kind.STRING}),
     "websocket_query": frozenset({Kind.STRING}),
     "stow": frozenset({Kind.DICOM, Kind.MULTIPART}),
@@ -161,6 +161,17 @@ def _spreadsheet(item: BadInput, entry_point: str) -> tuple[str, bytes]:
 
 def batch_upload(world: World, item: BadInput, entry_point: str) -> Answer:
     path = "/batch-query/" if entry_point == "batch_query_upload" else "/batch-transfer/"
+    if item.kind is Kind.FORM_BODY:
+        content_type, body = item.make()  # type: ignore[misc]
+        token = world.csrf(path)  # also sets the csrftoken cookie
+        response = world.http.post(
+            f"{world.live.url}{path}",
+            data=body,
+            headers={"Content-Type": content_type, "X-CSRFToken": token},
+            timeout=120,
+            allow_redirects=False,
+        )
+        return Answer(400 <= response.status_code < 500, response.status_code, response.text)
     fields = {
         "csrfmiddlewaretoken": world.csrf(path),
         "source": world.server.pk,
@@ -181,6 +192,15 @@ def batch_upload(world: World, item: BadInput, entry_point: str) -> Answer:
 
 
 def api_job(world: World, item: BadInput, entry_point: str) -> Answer:
+    if item.kind is Kind.FORM_BODY:
+        content_type, body = item.make()  # type: ignore[misc]
+        response = requests.post(
+            f"{world.live.url}/api/batch-query-jobs/",
+            data=body,
+            headers={**world.api_user.headers, "Content-Type": content_type},
+            timeout=60,
+        )
+        return Answer(400 <= response.status_code < 500, response.status_code, response.text)
     value = item.make()
     if entry_point == "api_transfer":
         url = "/api/transfer-jobs/"

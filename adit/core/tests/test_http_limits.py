@@ -29,3 +29,13 @@ def test_a_form_body_beyond_the_memory_limit_is_413(client: Client):
 
 def test_an_ordinary_request_passes(client: Client):
     assert client.get("/health/?probe=1").status_code == 200
+
+
+def test_a_malformed_multipart_form_body_is_refused_naming_it(client: Client):
+    response = client.post("/api/batch-query-jobs/", "x", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The request body is malformed (multipart/form-data): Invalid boundary in "
+        "multipart: None",
+        "limit": "malformed_body",
+    }

@@ -13,6 +13,8 @@ points it goes through (`adit/core/tests/test_bad_inputs.py`):
   (its data set, without preamble and file meta) as a C-STORE to ADIT's receiver.
 - `MULTIPART`: a STOW-RS request body (with its Content-Type) that is not a usable
   multipart/related message.
+- `FORM_BODY`: a batch upload (or API) request body with its Content-Type that is not a usable
+  multipart/form-data message.
 
 `words` are alternatives, one of which must appear (case-insensitively) in the answer: the
 answer must name the problem, not just refuse.
@@ -45,6 +47,7 @@ class Kind(enum.Enum):
     STRING = "string"
     DICOM = "dicom"
     MULTIPART = "multipart"
+    FORM_BODY = "form body"
 
 
 @dataclass(frozen=True)
@@ -423,7 +426,64 @@ MULTIPARTS = [
     ),
 ]
 
-CORPUS = [*SPREADSHEETS, *STRINGS, *DICOMS, *MULTIPARTS]
+# --- malformed form bodies (batch uploads) ------------------------------------------------------
+
+FORM_TYPE = "multipart/form-data; boundary=frm"
+FORM_WORDS = ("request body is malformed",)
+
+FORM_BODIES = [
+    BadInput(
+        "form-without-boundary-parameter",
+        Kind.FORM_BODY,
+        lambda: ("multipart/form-data", b"--frm\r\n\r\nx\r\n--frm--\r\n"),
+        FORM_WORDS,
+    ),
+    BadInput(
+        "form-boundary-with-invalid-characters",
+        Kind.FORM_BODY,
+        lambda: ('multipart/form-data; boundary="a\x7fb"', b"--a\x7fb--\r\n"),
+        FORM_WORDS,
+    ),
+    BadInput(
+        "form-file-part-without-closing-boundary",
+        Kind.FORM_BODY,
+        lambda: (
+            FORM_TYPE,
+            b'--frm\r\nContent-Disposition: form-data; name="batch_file"; filename="b.csv"'
+            b"\r\n\r\nPatientID\r\nP1\r\n",
+        ),
+        ("batch_file", "No file was submitted", "This field is required", "malformed"),
+    ),
+    BadInput(
+        "form-1100-fields",
+        Kind.FORM_BODY,
+        lambda: (
+            FORM_TYPE,
+            b"".join(
+                b'--frm\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n1\r\n' % n
+                for n in range(1100)
+            )
+            + b"--frm--\r\n",
+        ),
+        ("more than 1000 fields",),
+    ),
+    BadInput(
+        "form-200-files",
+        Kind.FORM_BODY,
+        lambda: (
+            FORM_TYPE,
+            b"".join(
+                b'--frm\r\nContent-Disposition: form-data; name="batch_file"; '
+                b'filename="b%d.csv"\r\n\r\nPatientID\r\n\r\n' % n
+                for n in range(200)
+            )
+            + b"--frm--\r\n",
+        ),
+        ("more than 100 files",),
+    ),
+]
+
+CORPUS = [*SPREADSHEETS, *STRINGS, *DICOMS, *MULTIPARTS, *FORM_BODIES]
 
 
 def dicom_item(name: str) -> bytes:
