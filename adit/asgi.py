@@ -11,7 +11,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from adit.core.http_channel import install as install_http_channel  # noqa: E402
 from adit.routing import websocket_urlpatterns  # noqa: E402
+
+install_http_channel()  # daphne answers requests beyond its hard limits (see the module)
 
 application = ProtocolTypeRouter(
     {

@@ -53,6 +53,9 @@ def job_create(request: HttpRequest) -> HttpResponse:
         request,
         "batch_query/job_form.html",
         {"form": form, "columns": COLUMNS, "limits": sheet_settings("BATCH_QUERY", user)},
+        # An invalid submission is a refusal (400), so clients and tools can tell it from
+        # a shown form; the page lists what was wrong.
+        status=400 if form.is_bound else 200,
     )
 
 

@@ -61,4 +61,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
             "pseudonym_required": form.pseudonym_required,
             "ethics_required": settings.ETHICS_APPROVAL_REQUIRED,
         },
+        # An invalid submission is a refusal (400), so clients and tools can tell it from
+        # a shown form; the page lists what was wrong.
+        status=400 if form.is_bound else 200,
     )

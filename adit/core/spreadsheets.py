@@ -318,6 +318,10 @@ def _rows_with_header(
         for i in unnamed:
             if i < len(cells) and cells[i]:
                 unnamed_with_values.add(i)
+        # Cells right of the header's last column have no name either (else silently lost).
+        for i in range(len(header), len(cells)):
+            if cells[i]:
+                unnamed_with_values.add(i)
         rows.append(
             SheetRow(
                 line,

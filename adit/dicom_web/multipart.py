@@ -1,7 +1,9 @@
 """Reading and writing `multipart/related` bodies (RFC 2046) one part at a time.
 
 Only one part is ever held in memory, so STOW-RS uploads and WADO-RS downloads of any size
-need constant memory.
+need constant memory. A part's headers are limited to `MAX_PART_HEADER_BYTES`: a part with
+longer ones is skipped unread (its bytes are dropped while looking for the next delimiter) and
+reported through `on_refused`, so one bad part does not cost the others.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable, Iterator
 from email.message import Message
 
 READ_CHUNK_SIZE = 64 * 1024
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_DELIMITER_LINE_BYTES = 1024
 
 
 class MultipartError(ValueError):
@@ -48,13 +52,20 @@ def encode_part(payload: bytes, content_type: str, boundary: str) -> bytes:
 
 
 def iter_parts(
-    read: Callable[[int], bytes], boundary: str, chunk_size: int = READ_CHUNK_SIZE
+    read: Callable[[int], bytes],
+    boundary: str,
+    chunk_size: int = READ_CHUNK_SIZE,
+    max_header_bytes: int = MAX_PART_HEADER_BYTES,
+    on_refused: Callable[[int, str], None] | None = None,
 ) -> Iterator[tuple[dict[str, str], bytes]]:
     """Yields ``(headers, body)`` of each part while reading the body in chunks.
 
     Args:
         read: reads at most n bytes; returns b"" at the end (e.g. a request's `read`).
         boundary: the boundary parameter of the Content-Type.
+        max_header_bytes: longest header block of a part.
+        on_refused: called with (part number, reason) for a part whose headers are too long;
+            the part is skipped. Without it such a part raises `MultipartError`.
 
     Raises:
         MultipartError: if no delimiter is found or the body ends before the closing one.
@@ -72,20 +83,32 @@ def iter_parts(
         buffer.extend(chunk)
         return True
 
-    def find(marker: bytes, start: int = 0) -> int:
-        """Position of `marker` in the buffer, reading more as needed; -1 at the end."""
+    def find(marker: bytes, start: int = 0, limit: int | None = None) -> int:
+        """Position of `marker` in the buffer, reading more as needed; -1 at the end, -2 when
+        not found within `limit` bytes."""
         while True:
             index = buffer.find(marker, start)
             if index >= 0:
-                return index
+                return -2 if limit is not None and index > limit else index
+            if limit is not None and len(buffer) > limit:
+                return -2
             start = max(0, len(buffer) - len(marker) + 1)
             if not fill():
                 return -1
 
-    index = find(delimiter)
-    if index < 0:
+    def skip_past(marker: bytes) -> bool:
+        """Drops everything up to and including `marker`, holding at most a chunk."""
+        while True:
+            index = buffer.find(marker)
+            if index >= 0:
+                del buffer[: index + len(marker)]
+                return True
+            del buffer[: max(0, len(buffer) - len(marker) + 1)]
+            if not fill():
+                return False
+
+    if not skip_past(delimiter):  # the preamble before the first delimiter is dropped unkept
         raise MultipartError(f"The body contains no part delimited by the boundary {boundary!r}.")
-    del buffer[: index + len(delimiter)]
     number = 0
     while True:
         while len(buffer) < 2:
@@ -93,7 +116,11 @@ def iter_parts(
                 raise MultipartError("The body ends without the closing boundary delimiter.")
         if buffer[:2] == b"--":
             return
-        line_end = find(b"\r\n")
+        line_end = find(b"\r\n", limit=MAX_DELIMITER_LINE_BYTES)
+        if line_end == -2:
+            raise MultipartError(
+                f"A boundary delimiter line is longer than {MAX_DELIMITER_LINE_BYTES} bytes."
+            )
         if line_end < 0:
             raise MultipartError("The body ends inside a boundary delimiter line.")
         del buffer[: line_end + 2]
@@ -105,9 +132,22 @@ def iter_parts(
         if buffer[:2] == b"\r\n":  # a part without headers
             del buffer[:2]
         else:
-            header_end = find(b"\r\n\r\n")
-            if header_end < 0:
+            header_end = find(b"\r\n\r\n", limit=max_header_bytes)
+            if header_end == -1:
                 raise MultipartError(f"Part {number}: the body ends inside the part's headers.")
+            if header_end == -2:
+                reason = (
+                    f"the part's headers are longer than {max_header_bytes} bytes; the part "
+                    "was skipped."
+                )
+                if on_refused is None:
+                    raise MultipartError(f"Part {number}: {reason}")
+                if not skip_past(part_end):
+                    raise MultipartError(
+                        f"Part {number}: the body ends before the part's closing boundary."
+                    )
+                on_refused(number, reason)
+                continue
             for line in bytes(buffer[:header_end]).decode("latin-1").split("\r\n"):
                 name, _, value = line.partition(":")
                 if name.strip():

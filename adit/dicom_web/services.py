@@ -21,9 +21,15 @@ from django.conf import settings
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
+from adit.core.dicom.completeness import IncompleteDataSet, check_complete
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.pseudonymizer import InstanceTransformer, PseudonymizationError
@@ -133,6 +139,12 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
             if keyword in path_uids:
                 raise BadRequest(
                     f"{keyword} is given in the path; do not repeat it as a parameter."
+                )
+            if any("\\" in item for item in items):
+                # A backslash separates DICOM values: sent on, "A\B" would match A or B.
+                raise BadRequest(
+                    f"Backslashes are not allowed in the value of {key}; separate several "
+                    "values with commas."
                 )
             text = "\\".join(item.replace(",", "\\") for item in items)
             values[keyword] = text
@@ -408,13 +420,85 @@ class CountingReader:
         return data
 
 
-def _read_instance(body: bytes) -> Dataset:
+class PartRefused(ValueError):
+    """A STOW-RS part that is not one whole, readable DICOM instance (the reason says why)."""
+
+
+def _check_structure(body: bytes) -> int:
+    """Refuses a part whose element structure does not fit its bytes, before pydicom reads it.
+
+    pydicom reads leniently (a value cut short keeps its declared length, an unterminated
+    sequence ends at the end of the data) and recursively (deep nesting exhausts the stack),
+    and inflates a deflated data set whole. The completeness walk of the receiver checks
+    every declared length and delimiter without decoding values, and inflates a deflated data
+    set only up to its limit.
+
+    Returns:
+        Where the data set starts in `body` (after preamble and file meta).
+    """
+    fp = BytesIO(body)
     try:
-        ds = dcmread(BytesIO(body))
-    except InvalidDicomError:
-        # Some clients (dicomweb-client among them) send file meta without the 128-byte
-        # preamble and "DICM" prefix; garbage still fails below (no SOP UIDs).
-        ds = dcmread(BytesIO(body), force=True)
+        read_preamble(fp, True)
+        file_meta = _read_file_meta_info(fp)
+    except Exception as error:  # noqa: BLE001 — pydicom raises many kinds for damaged meta
+        raise PartRefused(f"its file meta information cannot be read ({error})") from None
+    transfer_syntax = file_meta.get("TransferSyntaxUID")
+    start = fp.tell()
+    if transfer_syntax is None:
+        return start  # no transfer syntax: checked after reading (its encoding guessed)
+    _check_complete(memoryview(body)[start:], str(transfer_syntax))
+    return start
+
+
+def _check_complete(dataset: memoryview | bytes, transfer_syntax: str) -> None:
+    try:
+        check_complete(dataset, transfer_syntax)  # type: ignore[arg-type]
+    except IncompleteDataSet as error:
+        raise PartRefused(f"the data set is not whole: {error}") from None
+
+
+def _read_instance(body: bytes) -> Dataset:
+    """Reads a part as a DICOM instance.
+
+    Raises:
+        PartRefused: naming what is wrong with the part.
+    """
+    if not body:
+        raise PartRefused("the part is empty")
+    start = _check_structure(body)
+    try:
+        try:
+            ds = dcmread(BytesIO(body))
+        except InvalidDicomError:
+            # Some clients (dicomweb-client among them) send file meta without the 128-byte
+            # preamble and "DICM" prefix; garbage still fails below (no SOP UIDs).
+            ds = dcmread(BytesIO(body), force=True)
+        if "TransferSyntaxUID" not in ds.file_meta:
+            implicit, little = ds.original_encoding
+            syntax = (
+                ImplicitVRLittleEndian
+                if implicit
+                else ExplicitVRLittleEndian
+                if little
+                else ExplicitVRBigEndian
+            )
+            _check_complete(memoryview(body)[start:], syntax)
+        str(ds.SOPClassUID), str(ds.SOPInstanceUID)  # noqa: B018 — must be readable
+    except PartRefused:
+        raise
+    except (
+        InvalidDicomError,
+        AttributeError,
+        ValueError,
+        EOFError,
+        KeyError,
+        TypeError,
+        OSError,
+        RecursionError,
+    ) as err:
+        raise PartRefused(
+            f"not a valid DICOM instance with SOP class and instance UID ({type(err).__name__})"
+        ) from None
     if not ds.preamble:
         # Written on as a proper Part-10 file (dicomweb-client's STOW writes datasets "as
         # read"; a PACS would otherwise keep a file without the DICM prefix).
@@ -423,10 +507,11 @@ def _read_instance(body: bytes) -> Dataset:
 
 
 def _parse_instances(
-    parts: Iterable[tuple[dict[str, str], bytes]], study_uid: str | None, outcome: StowOutcome
+    parts: Iterable[tuple[int, dict[str, str], bytes]], study_uid: str | None, outcome: StowOutcome
 ) -> Iterator[Dataset]:
-    """Datasets of the parts that are DICOM instances; the others go to `outcome.failed`."""
-    for number, (headers, body) in enumerate(parts, start=1):
+    """Datasets of the (numbered) parts that are DICOM instances; the others go to
+    `outcome.failed`."""
+    for number, headers, body in parts:
         content_type = headers.get("content-type", "application/dicom").split(";")[0].strip()
         if content_type.lower() != "application/dicom":
             outcome.failed.append(
@@ -441,26 +526,11 @@ def _parse_instances(
             continue
         try:
             ds = _read_instance(body)
-            sop_class_uid = str(ds.SOPClassUID)
-            sop_instance_uid = str(ds.SOPInstanceUID)
-        except (
-            InvalidDicomError,
-            AttributeError,
-            ValueError,
-            EOFError,
-            KeyError,
-            TypeError,
-        ) as err:
-            outcome.failed.append(
-                (
-                    "",
-                    "",
-                    FAILURE_CANNOT_UNDERSTAND,
-                    f"Part {number}: not a valid DICOM "
-                    f"instance with SOP class and instance UID ({type(err).__name__}).",
-                )
-            )
+        except PartRefused as refused:
+            outcome.failed.append(("", "", FAILURE_CANNOT_UNDERSTAND, f"Part {number}: {refused}."))
             continue
+        sop_class_uid = str(ds.SOPClassUID)
+        sop_instance_uid = str(ds.SOPInstanceUID)
         if study_uid is not None and str(ds.get("StudyInstanceUID", "")) != study_uid:
             outcome.failed.append(
                 (
@@ -491,7 +561,21 @@ def store_instances(
     attempted: dict[str, tuple[str, str, str]] = {}
     exhausted = False
 
-    parsed = _parse_instances(iter_parts(reader, boundary), study_uid, outcome)
+    last_number = 0
+
+    def refused(number: int, reason: str) -> None:
+        nonlocal last_number
+        last_number = number
+        outcome.failed.append(("", "", FAILURE_CANNOT_UNDERSTAND, f"Part {number}: {reason}"))
+
+    def numbered_parts() -> Iterator[tuple[int, dict[str, str], bytes]]:
+        # Parts refused by the reader (oversized headers) still count in the numbering.
+        nonlocal last_number
+        for headers, body in iter_parts(reader, boundary, on_refused=refused):
+            last_number += 1
+            yield last_number, headers, body
+
+    parsed = _parse_instances(numbered_parts(), study_uid, outcome)
     # The first instance is parsed before the server is contacted: a malformed body is the
     # client's error (400) even when the server is down, and a body without any valid
     # instance needs no association at all.

@@ -177,7 +177,7 @@ def test_bombs_are_refused_fast_while_the_web_stays_healthy(
         if expected is None:
             assert response.status_code == 302, (label, response.text[:2000])
             continue
-        assert response.status_code == 200, (label, response.status_code)
+        assert response.status_code == 400, (label, response.status_code)
         assert expected in response.text, (
             label,
             re.findall(r"invalid-feedback[^<]*<", response.text),

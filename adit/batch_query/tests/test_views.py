@@ -64,7 +64,7 @@ def test_invalid_rows_are_listed_on_the_page_and_nothing_is_created(
     file = csv_upload([["PatientID", "Modality"], ["P*", "CT"], ["1", ""], ["2", "CT"]])
     response = client.post(URL, form_data(source_server, file))
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     html = response.content.decode()
     assert 'id="sheet-problems"' in html
     assert "Line 2" in html and "Wildcards (* or ?) are not allowed here." in html

@@ -7,7 +7,9 @@ set cut in half would be acknowledged, spooled and relayed. So before the receiv
 success it walks the encoded bytes once, without decoding any value: every element's declared
 length must fit into what is left, every undefined-length sequence, item and encapsulated pixel
 data must end with its delimiter, and nothing may be left over. A deflated data set must be a
-complete deflate stream. The walk costs a few microseconds per element and no copies.
+complete deflate stream that inflates to at most `MAX_INFLATED_BYTES` (a deflate bomb of a
+megabyte would otherwise inflate to gigabytes in memory). The walk costs a few microseconds per
+element and no copies.
 
 What it cannot see: a data set cut exactly between two top-level elements is structurally a
 shorter, valid data set. The upper layer's "last fragment" flag and the destination's checks
@@ -30,6 +32,8 @@ LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 MAX_NESTING = 64
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+_INFLATE_STEP = 16 * 1024 * 1024
 
 
 class IncompleteDataSet(ValueError):
@@ -39,19 +43,35 @@ class IncompleteDataSet(ValueError):
 def check_complete(encoded: bytes, transfer_syntax_uid: str) -> None:
     """Raises `IncompleteDataSet` unless `encoded` is one whole data set in that syntax."""
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            encoded = inflater.decompress(encoded) + inflater.flush()
-        except zlib.error as error:
-            raise IncompleteDataSet(f"the deflated data set is corrupt: {error}") from None
-        if not inflater.eof:
-            raise IncompleteDataSet("the deflated data set ends before its deflate stream")
+        encoded = _inflate(encoded)
     walker = _Walker(
         memoryview(encoded),
         implicit=transfer_syntax_uid == ImplicitVRLittleEndian,
         byte_order=">" if transfer_syntax_uid == ExplicitVRBigEndian else "<",
     )
     walker.data_set(0, len(encoded), in_undefined_item=False, depth=0)
+
+
+def _inflate(deflated: bytes) -> bytes:
+    """The inflated data set, in bounded steps so that a bomb stops at the limit."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    pending = deflated
+    try:
+        while pending and not inflater.eof:
+            inflated += inflater.decompress(pending, _INFLATE_STEP)
+            if len(inflated) > MAX_INFLATED_BYTES:
+                raise IncompleteDataSet(
+                    f"the deflated data set inflates to more than "
+                    f"{MAX_INFLATED_BYTES // (1024 * 1024)} MiB"
+                )
+            pending = inflater.unconsumed_tail
+        inflated += inflater.flush()
+    except zlib.error as error:
+        raise IncompleteDataSet(f"the deflated data set is corrupt: {error}") from None
+    if not inflater.eof:
+        raise IncompleteDataSet("the deflated data set ends before its deflate stream")
+    return bytes(inflated)
 
 
 class _Walker:

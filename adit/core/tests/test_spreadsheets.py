@@ -119,6 +119,13 @@ def test_values_under_a_column_without_name():
     )
 
 
+@pytest.mark.parametrize("make", [csv_upload, xlsx_upload])
+def test_values_right_of_the_header_are_not_dropped(make):
+    with pytest.raises(SpreadsheetError) as error:
+        read(make([["PatientID", "Pseudonym"], ["1", "x", "lost", "", "lost too"]]))
+    assert str(error.value).startswith("Column(s) C, E hold values but have no name")
+
+
 def test_empty_header_and_no_data_rows():
     with pytest.raises(SpreadsheetError, match="The first row must be the header"):
         read(csv_upload([["", ""], ["1", "2"]]))

@@ -245,6 +245,45 @@ def test_stow_with_one_broken_part(live_adit, orthanc_a, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_stow_refuses_impossible_parts_one_by_one(live_adit, orthanc_a, mode):
+    """A part declaring more bytes than it has, an unterminated sequence and a part with 2 MB
+    of headers are refused each with its reason; the whole instances around them are stored."""
+    from adit.core.tests.bad_inputs import dicom_item
+
+    api_user, server = setup_user_and_server(orthanc_a, mode)
+    datasets = small_study()[:2]
+    boundary = "test-boundary-1234"
+    body = (
+        multipart_body([part10(datasets[0]), dicom_item("dicom-huge-pixel-length")])[
+            : -len(f"--{boundary}--\r\n")
+        ]
+        + f"--{boundary}\r\nX-Long: {'a' * 2_000_000}\r\n\r\nskipped\r\n".encode()
+        + multipart_body([dicom_item("dicom-unterminated-sequence"), part10(datasets[1])])
+    )
+    response = requests.post(
+        f"{dicomweb_url(live_adit, server, 'stowrs')}/studies",
+        data=body,
+        headers={**api_user.headers, "Content-Type": MULTIPART_TYPE},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    answer = Dataset.from_json(response.json())
+    assert {str(item.ReferencedSOPInstanceUID) for item in answer.ReferencedSOPSequence} == _uids(
+        datasets
+    )
+    reasons = sorted(
+        str(item.FailureReason) + " " + item.TextValue for item in answer.FailedSOPSequence
+    )
+    assert len(reasons) == 3, reasons
+    assert any(
+        "Part 2: the data set is not whole" in r and "4294967280 bytes" in r for r in reasons
+    )
+    assert any("Part 3: the part's headers are longer than 16384 bytes" in r for r in reasons)
+    assert any("Part 4: the data set is not whole" in r for r in reasons), reasons
+    assert orthanc_a.study_instance_uids(str(datasets[0].StudyInstanceUID)) == _uids(datasets)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_chunked_stow_into_a_given_study(live_adit, orthanc_a, mode):
     api_user, server = setup_user_and_server(orthanc_a, mode)
     stow = dicomweb_url(live_adit, server, "stowrs")

@@ -56,3 +56,36 @@ def test_content_type_parameters():
         {"type": "application/dicom", "boundary": "abc"},
     )
     assert parse_content_type("") == ("", {})
+
+
+@pytest.mark.parametrize("chunk_size", [1000, 65_536])
+def test_a_part_with_oversized_headers_is_skipped_and_reported(chunk_size):
+    body = (
+        encode_part(b"A", "application/dicom", "bnd")
+        + b"--bnd\r\nX-Long: "
+        + b"a" * 2_000_000
+        + b"\r\n\r\nskipped body\r\n"
+        + encode_part(b"C", "application/dicom", "bnd")
+        + closing_delimiter("bnd")
+    )
+    refused = []
+    reads = []
+
+    def read(size):
+        reads.append(size)
+        return stream.read(size)
+
+    stream = BytesIO(body)
+    parts = list(
+        iter_parts(read, "bnd", chunk_size=chunk_size, on_refused=lambda n, r: refused.append(n))
+    )
+    assert [part_body for _, part_body in parts] == [b"A", b"C"]
+    assert refused == [2]
+    # Without a callback the part is an error naming the limit.
+    with pytest.raises(MultipartError, match="Part 2: the part's headers are longer than 16384"):
+        list(iter_parts(BytesIO(body).read, "bnd"))
+
+
+def test_an_endless_delimiter_line_is_refused():
+    with pytest.raises(MultipartError, match="longer than 1024 bytes"):
+        list(iter_parts(BytesIO(b"--bnd" + b" " * 5000 + b"\r\n").read, "bnd"))
