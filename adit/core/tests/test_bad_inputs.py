@@ -38,7 +38,7 @@ from pynetdicom.sop_class import Verification  # pyright: ignore[reportAttribute
 
 from adit.batch_query.models import BatchQueryJob, BatchQueryTask
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask
-from adit.core.dicom import upper_layer
+from adit.core.dicom.net import association, commands
 from adit.core.dicom.config import Timeouts
 from adit.core.dicom.file_transmit import FileTransmitClient, Topic
 from adit.core.dicom.receiver import Receiver
@@ -296,7 +296,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 
 def _association(receiver: Receiver, transfer_syntax: str, sop_class: str):
-    return upper_layer.Association.request(
+    return association.Association.request(
         LOOPBACK,
         receiver.store_port,
         calling_ae_title=SCU_AE,
@@ -328,7 +328,7 @@ def c_store(receiver: Receiver, data: bytes) -> tuple[int, list]:
             assert context is not None
             assoc.send_message(
                 context.context_id,
-                upper_layer.c_store_rq(1, str(base.SOPClassUID), str(base.SOPInstanceUID)),
+                commands.c_store_rq(1, str(base.SOPClassUID), str(base.SOPInstanceUID)),
                 dataset,
             )
             status = assoc.receive_message().status
