@@ -38,9 +38,9 @@ from pynetdicom.sop_class import Verification  # pyright: ignore[reportAttribute
 
 from adit.batch_query.models import BatchQueryJob, BatchQueryTask
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask
-from adit.core.dicom.net import association, commands
 from adit.core.dicom.config import Timeouts
 from adit.core.dicom.file_transmit import FileTransmitClient, Topic
+from adit.core.dicom.net import association, commands
 from adit.core.dicom.receiver import Receiver
 from adit.core.dicom.testing.peers import LOOPBACK, free_port
 from adit.core.models import DicomServer
