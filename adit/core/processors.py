@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from .association_limits import association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
+    from .dicom.pseudonymizer import PseudonymizedInstance
     from .models import DicomTask
 
 
@@ -140,20 +141,11 @@ class TransferTaskProcessor(DicomTaskProcessor):
     """
 
     def process(self) -> ProcessingResult:
-        from .dicom.pseudonymizer import InstanceTransformer
-
         task = self.task
-        job = task.job
         source = task.source.concrete
         destination = task.destination.concrete
         self.log_lines: list[str] = []
-        transformer = InstanceTransformer(
-            pseudonym=task.pseudonym or None,
-            trial_protocol_id=job.trial_protocol_id or None,
-            trial_protocol_name=job.trial_protocol_name or None,
-            seed=job.pseudonymization_seed,
-            exclude_modalities=settings.EXCLUDE_MODALITIES,
-        )
+        transformer = self.transformer = self.make_transformer()
         with contextlib.ExitStack() as stack:
             self.enter_phase(Phase.SLOT)
             stack.enter_context(
@@ -179,6 +171,29 @@ class TransferTaskProcessor(DicomTaskProcessor):
             self.log_lines.extend(source_operator.warnings)
         self.check_aborted()
         return self._result(count, transformer)
+
+    def make_transformer(self):
+        """The task's `InstanceTransformer`: its pseudonym with the installation-wide seed (the
+        same patient and pseudonym get the same UIDs and date shift in every job) and the job's
+        de-identification options. Subclasses may wrap it, e.g. to record the mapping of
+        original to pseudonymized identifiers through ``on_pseudonymized``."""
+        from .deidentification import pseudonymization_seed
+        from .dicom.pseudonymizer import InstanceTransformer
+
+        task, job = self.task, self.task.job
+        return InstanceTransformer(
+            pseudonym=task.pseudonym or None,
+            trial_protocol_id=job.trial_protocol_id or None,
+            trial_protocol_name=job.trial_protocol_name or None,
+            seed=pseudonymization_seed(task.pseudonym) if task.pseudonym else None,
+            exclude_modalities=settings.EXCLUDE_MODALITIES,
+            deid_options=job.deid_options,
+            on_pseudonymized=self.on_pseudonymized,
+        )
+
+    # Called with each `PseudonymizedInstance` (in the fetch thread); None: nothing recorded.
+    # After `process()`, `self.transformer.uid_map` holds the task's distinct pairs.
+    on_pseudonymized: Callable[[PseudonymizedInstance], None] | None = None
 
     # --- steps ----------------------------------------------------------------------------------
 
@@ -275,14 +290,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _result(self, count: int, transformer) -> ProcessingResult:
         status, message = "SU", f"{count} instance(s) transferred."
-        if transformer.skipped_count:
-            self.log_lines.append(
-                f"{transformer.skipped_count} instance(s) of excluded modalities "
-                f"({', '.join(sorted(transformer.skipped_modalities))}) were not transferred."
-            )
+        # Instances left out on purpose (modality, possible burned-in text) never reach the
+        # destination, so its check after the transfer does not miss them.
+        self.log_lines[:0] = transformer.exclusion_log()
         if self.log_lines:
             status = "WA"
             message += " " + self.log_lines[0]
-        if count == 0 and not transformer.skipped_count:
+        if count == 0 and not transformer.excluded_count:
             status, message = "FA", "The source returned no instances for this study."
         return ProcessingResult(status, message, self.log_lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import zipfile
 from urllib.parse import parse_qs
@@ -12,6 +13,8 @@ from django.test import override_settings
 from django.urls import reverse
 
 from adit.accounts.factories import UserFactory
+from adit.core.deidentification import pseudonymization_seed
+from adit.core.dicom.pseudonymizer import Pseudonymizer
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
 from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
@@ -330,8 +333,16 @@ def test_download_streams_a_pseudonymized_zip(client, researcher, orthanc_a, nod
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
-    assert f"study_download_{study_uid}.zip" in response["Content-Disposition"]
+    # The name holds only pseudonymized values: the pseudonym and the new StudyInstanceUID,
+    # the one every transfer job with this pseudonym gives the study (installation-wide seed).
+    expected = copy.deepcopy(study[0])
+    Pseudonymizer(seed=pseudonymization_seed("PSEUDO1")).pseudonymize(expected, "PSEUDO1")
+    disposition = response["Content-Disposition"]
+    assert f'filename="study_download_PSEUDO1_{expected.StudyInstanceUID}.zip"' in disposition
+    assert study_uid not in disposition and patient_id not in disposition
     content = b"".join(response)  # consumes the async stream
+    originals = [patient_id, "Doe", "Jane", study_uid, *(str(ds.SOPInstanceUID) for ds in study)]
+    assert not [value for value in originals if value.encode() in content]
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         names = archive.namelist()
         assert len(names) == len(study)
@@ -341,7 +352,7 @@ def test_download_streams_a_pseudonymized_zip(client, researcher, orthanc_a, nod
             assert ds.PatientID == "PSEUDO1"
             assert ds.ClinicalTrialProtocolID == "T1"
             assert "Doe" not in str(ds.PatientName)
-            assert ds.StudyInstanceUID != study_uid
+            assert ds.StudyInstanceUID == expected.StudyInstanceUID != study_uid
 
 
 @pytest.mark.peers

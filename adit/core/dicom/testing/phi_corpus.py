@@ -82,7 +82,7 @@ def _code(value: str, meaning: str, scheme: str = "DCM") -> Dataset:
     return item
 
 
-def _add_phi(ds: Dataset) -> None:
+def _add_phi(ds: Dataset, patient_id: str) -> None:
     """Identifying values in the main data set, sequences, private blocks and an overlay."""
     spoken = PATIENT_NAME.replace("^", ", ")
     ds.InstitutionName = INSTITUTION
@@ -94,7 +94,7 @@ def _add_phi(ds: Dataset) -> None:
     ds.PerformingPhysicianName = PERFORMING
     ds.OperatorsName = OPERATOR
     ds.NameOfPhysiciansReadingStudy = READER
-    ds.OtherPatientIDs = [f"{PATIENT_ID}-OLD", "OLDMRN-99031"]
+    ds.OtherPatientIDs = [f"{patient_id}-OLD", "OLDMRN-99031"]
     ds.OtherPatientNames = "Quaxworth-Pimm^Eulalia"
     ds.PatientBirthName = "Pimm^Eulalia"
     ds.PatientMotherBirthName = "Pimm^Hortensia"
@@ -106,9 +106,9 @@ def _add_phi(ds: Dataset) -> None:
     ds.PatientWeight = "71.5"
     ds.Allergies = f"Penicillin (reported by {spoken})"
     ds.StudyDescription = f"CT thorax {spoken} follow-up"
-    ds.SeriesDescription = f"Axial {PATIENT_ID}"
+    ds.SeriesDescription = f"Axial {patient_id}"
     ds.ProtocolName = f"Thorax for {spoken}"
-    ds.ImageComments = f"Patient {spoken}, born {BIRTH_DATE}, MRN {PATIENT_ID}"
+    ds.ImageComments = f"Patient {spoken}, born {BIRTH_DATE}, MRN {patient_id}"
     ds.PatientComments = f"{spoken} is claustrophobic"
     ds.AdditionalPatientHistory = f"Seen by {REFERRING.replace('^', ' ')} at {INSTITUTION}"
     ds.StudyComments = f"Accession {ACCESSION}"
@@ -127,7 +127,7 @@ def _add_phi(ds: Dataset) -> None:
     equipment.ContributionDateTime = f"{STUDY_DATE}101500"
     equipment.PurposeOfReferenceCodeSequence = Sequence([_code("109103", "Modifying Equipment")])
     nested_private = equipment.private_block(0x0043, "ACME NESTED", create=True)
-    nested_private.add_new(0x01, "LO", PATIENT_ID)
+    nested_private.add_new(0x01, "LO", patient_id)
     ds.ContributingEquipmentSequence = Sequence([equipment])
     request = Dataset()
     request.AccessionNumber = ACCESSION
@@ -137,7 +137,7 @@ def _add_phi(ds: Dataset) -> None:
     # Private blocks: a vendor's with PHI, and Siemens' b-value (safe per PS3.15 E.3.10).
     acme = ds.private_block(0x0011, "ACME PHI", create=True)
     acme.add_new(0x01, "PN", PATIENT_NAME)
-    acme.add_new(0x02, "LO", f"secret MRN {PATIENT_ID}")
+    acme.add_new(0x02, "LO", f"secret MRN {patient_id}")
     acme.add_new(0x03, "UN", f"raw {PATIENT_NAME}".encode())
     siemens = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
     siemens.add_new(0x0C, "IS", SAFE_PRIVATE_VALUE)
@@ -153,7 +153,7 @@ def _add_phi(ds: Dataset) -> None:
     ds.add_new(0x60003000, "OW", np.ones(1, dtype="<u2").tobytes())
 
 
-def _structured_report(template: Dataset) -> Dataset:
+def _structured_report(template: Dataset, patient_id: str) -> Dataset:
     """A Comprehensive SR whose content tree names the patient (TEXT, PNAME, dates, codes)."""
     sr = copy.deepcopy(template)
     for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit"):
@@ -188,7 +188,7 @@ def _structured_report(template: Dataset) -> Dataset:
     text.RelationshipType = "CONTAINS"
     text.ValueType = "TEXT"
     text.ConceptNameCodeSequence = Sequence([_code("121071", "Finding")])
-    text.TextValue = f"Nodule 6 mm in {PATIENT_NAME.replace('^', ' ')} (MRN {PATIENT_ID})"
+    text.TextValue = f"Nodule 6 mm in {PATIENT_NAME.replace('^', ' ')} (MRN {patient_id})"
     pname = Dataset()
     pname.RelationshipType = "HAS OBS CONTEXT"
     pname.ValueType = "PNAME"
@@ -217,10 +217,15 @@ def _structured_report(template: Dataset) -> Dataset:
     return sr
 
 
-def make_phi_corpus(seed: str = "phi-corpus") -> PhiCorpus:
-    """The PHI-rich study: two CT instances, one SR, a burned-in SC and an unflagged US."""
+def make_phi_corpus(seed: str = "phi-corpus", patient_id: str = PATIENT_ID) -> PhiCorpus:
+    """The PHI-rich study: two CT instances, one SR, a burned-in SC and an unflagged US.
+
+    Args:
+        seed: makes UIDs and pixels deterministic (use a fresh one per upload to a shared PACS).
+        patient_id: the PatientID (also hidden in descriptions, private tags and the SR).
+    """
     datasets = make_study(
-        PATIENT_ID,
+        patient_id,
         PATIENT_NAME,
         birth_date=BIRTH_DATE,
         study_date=STUDY_DATE,
@@ -233,7 +238,7 @@ def make_phi_corpus(seed: str = "phi-corpus") -> PhiCorpus:
         patient_sex="F",
     )
     for ds in datasets:
-        _add_phi(ds)
+        _add_phi(ds, patient_id)
     secondary_capture, ultrasound = datasets[2], datasets[3]
     secondary_capture.SOPClassUID = SecondaryCaptureImageStorage
     secondary_capture.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -242,14 +247,14 @@ def make_phi_corpus(seed: str = "phi-corpus") -> PhiCorpus:
     ultrasound.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
     if "BurnedInAnnotation" in ultrasound:
         del ultrasound.BurnedInAnnotation
-    datasets.insert(2, _structured_report(datasets[0]))
+    datasets.insert(2, _structured_report(datasets[0], patient_id))
 
     corpus = PhiCorpus(datasets)
     corpus.identifiers = {
         "patient": {
-            PATIENT_ID,
-            f"{PATIENT_ID}-OLD",
-            f"{PATIENT_ID}-ALT",
+            patient_id,
+            f"{patient_id}-OLD",
+            f"{patient_id}-ALT",
             "OLDMRN-99031",
             ACCESSION,
             BIRTH_DATE,
