@@ -466,7 +466,9 @@ class Pseudonymizer:
                 decision = self._decide(tag, vr, mode)
                 self._decisions[key] = decision
             if decision != "K":
-                self._apply(ds, tag, element, decision, generators, pattern)
+                self._apply(ds, tag, element, vr, decision, generators, pattern)
+            elif element.VR == "UN" and vr is not None:
+                ds[tag]  # noqa: B018 - decoding gives it its real VR, as any reader would
         for tag in private_creators:
             if (tag >> 16, tag & 0xFF) not in kept_private_blocks:
                 del ds[tag]
@@ -560,6 +562,7 @@ class Pseudonymizer:
         ds: Dataset,
         tag: int,
         element: DataElement | RawDataElement,
+        vr: str | None,
         decision: str,
         generators: _PatientGenerators,
         pattern: re.Pattern | None,
@@ -569,7 +572,9 @@ class Pseudonymizer:
             return
         if decision == "Z":
             if isinstance(element, RawDataElement):
-                ds._dict[BaseTag(tag)] = element._replace(value=b"", length=0)
+                # An element received as UN gets its real VR, as decoding it would give it.
+                real_vr = vr if element.VR == "UN" and vr else element.VR
+                ds._dict[BaseTag(tag)] = element._replace(value=b"", length=0, VR=real_vr)
             else:
                 element.value = [] if element.VR == "SQ" else ""
             return
