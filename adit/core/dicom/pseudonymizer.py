@@ -40,7 +40,7 @@ study and series pairs in ``uid_map``, for whoever keeps the mapping for the tru
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import hmac
 import re
@@ -77,7 +77,13 @@ from .deid_profile import (
     parse_options,
     profile_row,
 )
-from .dimse import forget_received_encoding
+from .dimse import (
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    forget_received_encoding,
+    uid_of,
+)
 
 DEFAULT_EXCLUDE_MODALITIES: tuple[str, ...] = ("PR", "SR")
 """Modalities skipped when pseudonymizing: reports and presentation states often carry names
@@ -269,8 +275,26 @@ def identifying_text_pattern(ds: Dataset) -> re.Pattern | None:
         tokens.update({birth_date, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}"})
     if not tokens:
         return None
+    return _compiled_pattern(frozenset(tokens))
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_pattern(tokens: frozenset[str]) -> re.Pattern:
+    # Every instance of a study names the same people: compiled once per study, not per instance.
     alternatives = "|".join(re.escape(token) for token in sorted(tokens, key=len, reverse=True))
     return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+def _code_sequence(codes: list[tuple[str, str]]) -> Sequence:
+    """DeidentificationMethodCodeSequence items (CID 7050, scheme DCM), new for each instance."""
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.add_new(0x00080100, "SH", value)  # CodeValue
+        item.add_new(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+        item.add_new(0x00080104, "LO", meaning)  # CodeMeaning
+        items.append(item)
+    return Sequence(items)
 
 
 class _PatientGenerators:
@@ -346,24 +370,17 @@ class Pseudonymizer:
 
     # --- what every instance records -------------------------------------------------------
 
-    def _method_elements(self) -> tuple[list[str], Sequence, str]:
+    def _method_elements(self) -> tuple[list[str], list[tuple[str, str]], str]:
         chosen = [option for option in DeidOption if option in self.options]
         codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in chosen if o in OPTION_CODES]
         words = ["DICOM PS3.15 " + BASIC_PROFILE_CODE[1]] + [meaning for _, meaning in codes[1:]]
-        items = []
-        for value, meaning in codes:
-            item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
-            items.append(item)
         if DeidOption.RETAIN_FULL_DATES in self.options:
             temporal = "UNMODIFIED"
         elif DeidOption.RETAIN_MODIFIED_DATES in self.options:
             temporal = "MODIFIED"
         else:
             temporal = "REMOVED"
-        return [w[:MAX_LO_LENGTH] for w in words], Sequence(items), temporal
+        return [w[:MAX_LO_LENGTH] for w in words], codes, temporal
 
     def anonymizer_seed(self, patient_id: str) -> str:
         """The dicognito seed used for the patient with this original PatientID."""
@@ -393,8 +410,7 @@ class Pseudonymizer:
         pseudonym = validate_lo_value(pseudonym, "Pseudonym")
         original_patient_id = str(ds.get("PatientID", "") or "")
         originals = [
-            str(ds.get(keyword, "") or "")
-            for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+            uid_of(ds, tag) for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)
         ]
         generators = self._generators_for(original_patient_id)
         if not hasattr(ds, "file_meta") or ds.file_meta is None:
@@ -415,7 +431,7 @@ class Pseudonymizer:
         ds.PatientIdentityRemoved = "YES"
         words, codes, temporal = self._method
         ds.DeidentificationMethod = list(words)
-        ds.DeidentificationMethodCodeSequence = copy.deepcopy(codes)
+        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
         ds.LongitudinalTemporalInformationModified = temporal
         if "SOPInstanceUID" in ds:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -425,11 +441,11 @@ class Pseudonymizer:
             original_patient_id,
             pseudonym,
             originals[0],
-            str(ds.get("StudyInstanceUID", "") or ""),
+            uid_of(ds, STUDY_INSTANCE_UID),
             originals[1],
-            str(ds.get("SeriesInstanceUID", "") or ""),
+            uid_of(ds, SERIES_INSTANCE_UID),
             originals[2],
-            str(ds.get("SOPInstanceUID", "") or ""),
+            uid_of(ds, SOP_INSTANCE_UID),
         )
 
     # --- the walk ------------------------------------------------------------------------------
