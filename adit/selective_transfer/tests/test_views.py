@@ -17,6 +17,7 @@ from adit.core.deidentification import pseudonymization_seed
 from adit.core.dicom.pseudonymizer import Pseudonymizer
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
+from adit.core.models import GroupDeidentificationDefaults
 from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
 
 from .conftest import give_access, grant
@@ -192,6 +193,44 @@ def test_transfer_rules(client, researcher, researchers):
     common["destination"] = folder.pk
     post(client, action="transfer", selected_studies=study, archive_password="pw", **common)
     assert SelectiveTransferJob.objects.latest("created").archive_password == "pw"
+
+
+def test_deid_options_are_preselected_from_the_group_and_stored_with_the_job(
+    client, researcher, researchers
+):
+    server = DicomServerFactory()
+    give_access(researchers, server)
+    GroupDeidentificationDefaults.objects.create(
+        group=researchers, options=["retain_patient_characteristics"]
+    )
+    client.force_login(researcher)
+
+    page = client.get(PAGE)
+    assert page.context["form"]["deid_options"].value() == ["retain_patient_characteristics"]
+    assert b"Retain Longitudinal Temporal Information with Modified Dates" in page.content
+
+    common = dict(source=server.pk, destination=server.pk, patient_id="P1", pseudonym="X")
+    both = ["retain_full_dates", "retain_modified_dates"]
+    response = client.post(
+        PAGE,
+        {**common, "action": "transfer", "selected_studies": "P1\\1.2.3", "deid_options": both},
+    )
+    assert "not both" in form_errors(response)["deid_options"]
+    response = client.post(
+        PAGE,
+        {
+            **common,
+            "action": "transfer",
+            "selected_studies": "P1\\1.2.3",
+            "deid_options": ["retain_safe_private", "retain_full_dates"],
+        },
+    )
+    assert response.status_code == 302
+    job = SelectiveTransferJob.objects.get()
+    assert job.deid_options == ["retain_full_dates", "retain_safe_private"]
+    detail = client.get(job.get_absolute_url()).content.decode()
+    assert "Retain Longitudinal Temporal Information with Full Dates" in detail
+    assert "Retain Safe Private" in detail
 
 
 def test_urgent_and_unpseudonymized_need_their_permissions(client, researcher, researchers):
