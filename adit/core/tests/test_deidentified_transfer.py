@@ -9,6 +9,7 @@ plain rows of the example app's models, as in `test_transfer_engine.py`.
 from __future__ import annotations
 
 import datetime
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pydicom
 import pytest
 
 from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
+from adit.core.dicom.testing.peers import require_binary
 from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
 from adit.core.models import DicomFolder, DicomJob, DicomTask
 from adit.core.tests.test_transfer_engine import (
@@ -148,3 +150,42 @@ def test_jobs_a_month_apart_link_up_by_pseudonym_and_another_pseudonym_does_not(
         "Clean Descriptors",
     ]
     assert study_uid not in corpus.original_uids
+
+
+def test_encrypted_archive_of_the_default_profile_holds_no_identifier(orthanc_a, tmp_path):
+    seven_zip = require_binary("7z")
+    corpus, patient_id = upload_corpus(orthanc_a)
+    export = tmp_path / "export"
+    export.mkdir()
+    folder = DicomFolder.objects.create(name="Archive export", path=str(export))
+    pseudonym = unique_id("PSN")
+    job = create_transfer_job(
+        orthanc_server(orthanc_a, "Orthanc A"),
+        folder,
+        [TaskSpec(patient_id, study_uid_of(corpus.datasets), pseudonym=pseudonym)],
+        archive_password="correct horse battery",
+    )
+
+    run_dicom_worker()
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.WARNING, task_report(job)
+    (archive,) = [path for path in export.rglob("*") if path.is_file()]
+    extracted = tmp_path / "extracted"
+    unpacked = subprocess.run(
+        [seven_zip, "x", "-pcorrect horse battery", f"-o{extracted}", str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert unpacked.returncode == 0, unpacked.stdout + unpacked.stderr
+    files = files_below(extracted)
+    assert len(files) == 2
+    assert_clean(
+        corpus,
+        [archive.read_bytes(), *files.values()],
+        [archive.name, *(str(path) for path in files)],
+    )
+    assert all(path.parts[0] == pseudonym for path in files)

@@ -15,6 +15,7 @@ from django.urls import reverse
 from adit.accounts.factories import UserFactory
 from adit.core.deidentification import pseudonymization_seed
 from adit.core.dicom.pseudonymizer import Pseudonymizer
+from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
 from adit.core.models import GroupDeidentificationDefaults
@@ -392,6 +393,32 @@ def test_download_streams_a_pseudonymized_zip(client, researcher, orthanc_a, nod
             assert ds.ClinicalTrialProtocolID == "T1"
             assert "Doe" not in str(ds.PatientName)
             assert ds.StudyInstanceUID == expected.StudyInstanceUID != study_uid
+
+
+@pytest.mark.peers
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_zip_download_of_the_phi_rich_study_holds_no_identifier(
+    client, researcher, orthanc_a, node_a
+):
+    patient_id = "ST-PHI-" + make_study("x")[0].StudyInstanceUID[-8:]
+    corpus = make_phi_corpus(seed=patient_id, patient_id=patient_id)
+    orthanc_a.upload(corpus.datasets)
+    client.force_login(researcher)
+
+    study_uid = corpus.datasets[0].StudyInstanceUID
+    response = client.get(_download_url(node_a, patient_id, study_uid, pseudonym="PSEUDO9"))
+
+    assert response.status_code == 200
+    content = b"".join(response)  # consumes the async stream
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        names = archive.namelist()
+        files = [archive.read(name) for name in names]
+    # The two CT instances; SR (modality), SC and US (burned-in text) stay behind.
+    assert len(files) == 2
+    outputs = [content, *files, *(name.encode() for name in names)]
+    outputs.append(response["Content-Disposition"].encode())
+    assert find_identifiers(outputs, corpus.all_identifiers()) == set()
+    assert find_identifiers(outputs, corpus.original_uids) == set()
 
 
 @pytest.mark.peers
