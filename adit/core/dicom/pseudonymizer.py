@@ -635,13 +635,20 @@ def xnat_patient_comments(ds: Dataset, pseudonym: str, trial_protocol_id: str) -
 
         Project: <trial id> Subject: <pseudonym> Session: <pseudonym>_<StudyDate>-<StudyTime>
 
-    StudyDate and StudyTime are the values in ``ds`` (after pseudonymization; kept by default),
-    StudyTime cut to ``HHMMSS``. Characters that XNAT does not allow in a session label (other
-    than letters, digits, ``_`` and ``-``) are replaced by ``_`` in the session part.
+    StudyDate and StudyTime are the values in ``ds`` (after pseudonymization: kept or shifted
+    by a date option), StudyTime cut to ``HHMMSS``. Without a StudyDate (the Basic Profile
+    empties it) the session is ``<pseudonym>_<last 16 digits of the StudyInstanceUID>``, so that
+    the studies of one subject stay apart. Characters that XNAT does not allow in a session
+    label (other than letters, digits, ``_`` and ``-``) are replaced by ``_`` in the session.
     """
     study_date = str(ds.get("StudyDate", "") or "")
     study_time = str(ds.get("StudyTime", "") or "").split(".")[0][:6]
-    session = re.sub(r"[^A-Za-z0-9_-]", "_", f"{pseudonym}_{study_date}-{study_time}")
+    if study_date:
+        label = f"{pseudonym}_{study_date}-{study_time}"
+    else:
+        digits = str(ds.get("StudyInstanceUID", "") or "").replace(".", "")
+        label = f"{pseudonym}_{digits[-16:]}"
+    session = re.sub(r"[^A-Za-z0-9_-]", "_", label)
     return f"Project: {trial_protocol_id} Subject: {pseudonym} Session: {session}"
 
 

@@ -362,6 +362,18 @@ def test_trial_tags_without_pseudonym_keep_identity_and_add_no_comments():
     assert ds.StudyInstanceUID == original.StudyInstanceUID
 
 
+def test_xnat_session_without_a_study_date_is_named_by_the_study_uid():
+    transformer = InstanceTransformer(pseudonym="PSEUDO01", trial_protocol_id="T1", seed=SEED)
+    first = transformer.transform(make_patient_study(seed="study-1")[0])
+    second = transformer.transform(make_patient_study(seed="study-2")[0])
+
+    assert first is not None and second is not None
+    assert first.StudyDate == ""
+    digits = first.StudyInstanceUID.replace(".", "")[-16:]
+    assert first.PatientComments == f"Project: T1 Subject: PSEUDO01 Session: PSEUDO01_{digits}"
+    assert first.PatientComments != second.PatientComments
+
+
 def test_xnat_session_label_is_cleaned():
     ds = Dataset()
     ds.StudyDate = "20240315"
