@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -191,9 +191,11 @@ class TransferTaskProcessor(DicomTaskProcessor):
             on_pseudonymized=self.on_pseudonymized,
         )
 
-    # Called with each `PseudonymizedInstance` (in the fetch thread); None: nothing recorded.
-    # After `process()`, `self.transformer.uid_map` holds the task's distinct pairs.
-    on_pseudonymized: Callable[[PseudonymizedInstance], None] | None = None
+    def on_pseudonymized(self, replaced: PseudonymizedInstance) -> None:
+        """Hook called with what was replaced in each pseudonymized instance, in the thread that
+        fetches and transforms (keep it quick; it must not raise). Does nothing here; a subclass
+        may record the pseudonym mapping. After `process()`, ``self.transformer.uid_map`` holds
+        the task's distinct original → new PatientID, Study and Series Instance UIDs."""
 
     # --- steps ----------------------------------------------------------------------------------
 

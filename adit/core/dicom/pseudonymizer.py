@@ -494,7 +494,10 @@ class Pseudonymizer:
         creator_tag = (group << 16) | (element >> 8)
         if creator_tag not in ds:
             return False
-        creator = str(ds[creator_tag].value or "").strip().upper()
+        value = ds[creator_tag].value or ""
+        if isinstance(value, bytes):  # a creator received as UN
+            value = value.decode("latin-1")
+        creator = str(value).strip(" \0").upper()
         return (creator, group, element & 0xFF) in self._safe_private
 
     def _decide(self, tag: int, vr: str | None, mode: int) -> str:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
+from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT, PseudonymizedInstance
 from adit.core.dicom.testing.peers import require_binary
 from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
 from adit.core.models import DicomFolder, DicomJob, DicomTask
+from adit.core.processors import TransferTaskProcessor
 from adit.core.tests.test_transfer_engine import (
     TaskSpec,
     create_transfer_job,
@@ -189,3 +190,33 @@ def test_encrypted_archive_of_the_default_profile_holds_no_identifier(orthanc_a,
         [archive.name, *(str(path) for path in files)],
     )
     assert all(path.parts[0] == pseudonym for path in files)
+
+
+def test_the_processor_hands_every_replacement_to_its_mapping_hook(orthanc_a, orthanc_b):
+    corpus, patient_id = upload_corpus(orthanc_a)
+    pseudonym = unique_id("PSN")
+    job = create_transfer_job(
+        orthanc_server(orthanc_a, "Orthanc A"),
+        orthanc_server(orthanc_b, "Orthanc B"),
+        [TaskSpec(patient_id, study_uid_of(corpus.datasets), pseudonym=pseudonym)],
+    )
+    seen: list[PseudonymizedInstance] = []
+
+    class RecordingProcessor(TransferTaskProcessor):
+        def on_pseudonymized(self, replaced: PseudonymizedInstance) -> None:
+            seen.append(replaced)
+
+    processor = RecordingProcessor(job.tasks.get())
+    result = processor.process()
+
+    assert result.status == "WA", result
+    cts = corpus.datasets[:2]
+    assert sorted(r.original_sop_instance_uid for r in seen) == sorted(
+        str(ds.SOPInstanceUID) for ds in cts
+    )
+    assert {(r.original_patient_id, r.pseudonym) for r in seen} == {(patient_id, pseudonym)}
+    uid_map = processor.transformer.uid_map
+    assert uid_map.patients == {patient_id: pseudonym}
+    (new_study_uid,) = {r.study_uid for r in seen}
+    assert uid_map.studies == {study_uid_of(corpus.datasets): new_study_uid}
+    assert orthanc_find(orthanc_b, "Study", {"StudyInstanceUID": new_study_uid})
