@@ -7,7 +7,8 @@ server of DATABASE_URL, or ADIT's embedded PostgreSQL). Then it moves the study 
 * reference: B asks A for a C-MOVE to B (Orthanc to Orthanc, no ADIT involved);
 * ADIT unmodified: a job with one task → the queue → a real `manage.py bg_worker` process →
   `TransferTaskProcessor` (C-GET from A, C-STORE to B, C-FIND check of every instance at B);
-* ADIT pseudonymized: the same with a pseudonym (dicognito on every instance).
+* ADIT pseudonymized: the same with a pseudonym (the PS3.15 Basic Profile, ADIT's default, on
+  every instance).
 
 B is emptied before each run and checked afterwards to hold every instance. It prints
 instances/s per way, the ratio to the reference of the same run, and the worker's memory (RSS

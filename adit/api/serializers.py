@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from adit.core.deidentification import DEID_OPTION_CHOICES, options_for_new_job
 from adit.core.dicom.query import QueryDataset
 from adit.core.models import DicomNode, DicomServer
 from adit.core.validators import (
@@ -153,6 +154,19 @@ class TransferJobSerializer(JobStatusMixin, serializers.Serializer):
     archive_password = serializers.CharField(
         max_length=64, required=False, allow_blank=True, write_only=True
     )
+    deid_options = serializers.ListField(
+        child=serializers.ChoiceField(choices=DEID_OPTION_CHOICES),
+        required=False,
+        help_text=(
+            "Options of the PS3.15 Basic Application Level Confidentiality Profile applied "
+            "when pseudonymizing (codes); omitted: the defaults of your active group."
+        ),
+    )
+    deid_description = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The profile and options the job applies, in the standard's words.",
+    )
     urgent = serializers.BooleanField(required=False, default=False)
     send_finished_mail = serializers.BooleanField(required=False, default=False)
     message = serializers.CharField(read_only=True)
@@ -190,6 +204,10 @@ class TransferJobSerializer(JobStatusMixin, serializers.Serializer):
                     "unpseudonymized data."
                 }
             )
+        try:
+            attrs["deid_options"] = options_for_new_job(user, attrs.get("deid_options"))
+        except ValueError as error:
+            raise serializers.ValidationError({"deid_options": str(error)}) from None
         if attrs.get("archive_password") and not attrs["destination"].is_folder:
             raise serializers.ValidationError(
                 {"archive_password": "An archive password only works with a folder destination."}

@@ -144,6 +144,7 @@ class TransferJobListView(JobListView):
                 trial_protocol_id=data.get("trial_protocol_id", ""),
                 trial_protocol_name=data.get("trial_protocol_name", ""),
                 archive_password=data.get("archive_password", ""),
+                deid_options=data["deid_options"],
             )
             SelectiveTransferTask.objects.bulk_create(
                 SelectiveTransferTask(

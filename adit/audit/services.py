@@ -37,6 +37,7 @@ from .models import AuditEntry, PseudonymMapping
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from adit.core.dicom.pseudonymizer import PseudonymizedInstance
     from adit.core.dicom.query import QueryDataset
     from adit.core.models import DicomTask
     from adit.core.processors import ProcessingResult
@@ -169,35 +170,24 @@ def _uid(ds: Dataset, keyword: str) -> str:
 
 @dataclass
 class MappingCollector:
-    """Collects original → pseudonymized identifiers as a transfer transforms its instances.
+    """Collects original → pseudonymized identifiers as a transfer pseudonymizes its instances.
 
-    The processor calls `before` with an instance before the transformer changes it (in
-    place) and `after` with the transformed instance. Pure bookkeeping, no database: the
-    processor's fetch thread fills it, `record_transfer` stores it once the task ends.
+    The processor hands it what the pseudonymizer replaced in each instance
+    (`PseudonymizedInstance`, through `TransferTaskProcessor.on_pseudonymized`). Pure
+    bookkeeping, no database: the processor's fetch thread fills it, `record_transfer` stores it
+    once the task ends.
     """
 
-    # Off for transfers without a pseudonym: their instances stay untouched (reading elements
-    # would convert them, a cost on the unchanged fast path) and there is nothing to map.
-    enabled: bool = True
     # (original study, original series) → (pseudonymized study, pseudonymized series)
     series: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     patient_ids: set[str] = field(default_factory=set)
     pseudonymized_patient_ids: set[str] = field(default_factory=set)
 
-    def before(self, ds: Dataset) -> tuple[str, str, str] | None:
-        if not self.enabled:
-            return None
-        return _uid(ds, "PatientID"), _uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID")
-
-    def after(self, original: tuple[str, str, str] | None, ds: Dataset) -> None:
-        if original is None:
-            return
-        patient_id, study_uid, series_uid = original
-        self.patient_ids.add(patient_id)
-        self.pseudonymized_patient_ids.add(_uid(ds, "PatientID"))
-        key = (study_uid, series_uid)
-        if key not in self.series:
-            self.series[key] = (_uid(ds, "StudyInstanceUID"), _uid(ds, "SeriesInstanceUID"))
+    def add(self, replaced: PseudonymizedInstance) -> None:
+        self.patient_ids.add(replaced.original_patient_id)
+        self.pseudonymized_patient_ids.add(replaced.pseudonym)
+        key = (replaced.original_study_uid, replaced.original_series_uid)
+        self.series.setdefault(key, (replaced.study_uid, replaced.series_uid))
 
     @property
     def pseudonymized_study_uids(self) -> list[str]:

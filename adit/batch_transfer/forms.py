@@ -3,6 +3,12 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from adit.core.deidentification import (
+    DEID_OPTION_CHOICES,
+    DEID_OPTIONS_HELP,
+    group_default_options,
+    options_for_new_job,
+)
 from adit.core.models import DicomNode, DicomServer
 from adit.core.spreadsheets import (
     Problems,
@@ -41,6 +47,13 @@ class BatchTransferJobForm(forms.Form):
         validators=[validate_no_backslash_or_control_characters],
         help_text="Written to ClinicalTrialProtocolName of every transferred image.",
     )
+    deid_options = forms.MultipleChoiceField(
+        label="De-identification options",
+        choices=DEID_OPTION_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "form-check-input"}),
+        help_text=DEID_OPTIONS_HELP,
+    )
     batch_file = forms.FileField(
         label="Batch file",
         help_text="An Excel workbook (.xlsx) or a CSV file (.csv, UTF-8, comma or semicolon).",
@@ -76,6 +89,14 @@ class BatchTransferJobForm(forms.Form):
             )
             widget.attrs.setdefault("class", css)
         self.fields["batch_file"].widget.attrs["accept"] = ".xlsx,.csv"
+        if not self.is_bound:
+            self.fields["deid_options"].initial = group_default_options(user)
+
+    def clean_deid_options(self) -> list[str]:
+        try:
+            return options_for_new_job(self.user, self.cleaned_data["deid_options"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
 
     @property
     def pseudonym_required(self) -> bool:

@@ -42,6 +42,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
                 ethics_application_id=data["ethics_application_id"],
                 trial_protocol_id=data["trial_protocol_id"],
                 trial_protocol_name=data["trial_protocol_name"],
+                deid_options=data["deid_options"],
                 urgent=data.get("urgent", False),
                 send_finished_mail=data["send_finished_mail"],
             )

@@ -7,7 +7,15 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
-from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer, ProjectSettings
+from adit.core.deidentification import DEID_OPTION_CHOICES, options_for_new_job
+from adit.core.dicom.deid_profile import describe_options
+from adit.core.models import (
+    DicomFolder,
+    DicomNodeGroupAccess,
+    DicomServer,
+    GroupDeidentificationDefaults,
+    ProjectSettings,
+)
 from adit.core.node_checks import check_server
 
 # --- Project settings (the one row: announcement, maintenance mode) -----------------------------
@@ -128,3 +136,38 @@ class DicomFolderAdmin(admin.ModelAdmin):
     search_fields = ["name", "path"]
     fields = ["name", "active", "path", "quota", "warn_size"]
     inlines = [DicomFolderGroupAccessInline]
+
+
+# --- De-identification defaults per group ----------------------------------------------------
+
+
+class GroupDeidentificationDefaultsForm(forms.ModelForm):
+    options = forms.MultipleChoiceField(
+        choices=DEID_OPTION_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=(
+            "Preselected for the group's new transfer jobs; the Basic Application Level "
+            "Confidentiality Profile (DICOM PS3.15 E.1) always applies."
+        ),
+    )
+
+    class Meta:
+        model = GroupDeidentificationDefaults
+        fields = ["group", "options"]
+
+    def clean_options(self) -> list[str]:
+        try:
+            return options_for_new_job(None, self.cleaned_data["options"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+@admin.register(GroupDeidentificationDefaults)
+class GroupDeidentificationDefaultsAdmin(admin.ModelAdmin):
+    form = GroupDeidentificationDefaultsForm
+    list_display = ["group", "described_options"]
+
+    @admin.display(description="Options")
+    def described_options(self, obj: GroupDeidentificationDefaults) -> str:
+        return "; ".join(describe_options(obj.options)[1:]) or "(Basic Profile only)"

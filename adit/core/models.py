@@ -15,7 +15,9 @@ from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from adit.core.deidentification import DEID_OPTION_CHOICES
 from adit.core.dicom.config import ServerConfig
+from adit.core.dicom.deid_profile import describe_options, parse_options
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
     validate_no_wildcards,
@@ -462,7 +464,45 @@ class DicomNodeGroupAccess(models.Model):
 
 
 def new_pseudonymization_seed() -> str:
+    """Only for the initial migrations of the apps (jobs once had a random seed each; the seed
+    is now derived per pseudonym, see `adit.core.deidentification`)."""
     return secrets.token_hex(16)
+
+
+def validate_deid_options(value: list[str]) -> None:
+    try:
+        parse_options(value)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
+def deid_options_field(help_text: str) -> ArrayField:
+    return ArrayField(
+        models.CharField(max_length=40, choices=DEID_OPTION_CHOICES),
+        default=list,
+        blank=True,
+        validators=[validate_deid_options],
+        help_text=help_text,
+    )
+
+
+class GroupDeidentificationDefaults(models.Model):
+    """The PS3.15 options a group's new transfer jobs get unless the user chooses others."""
+
+    group = models.OneToOneField(
+        Group, on_delete=models.CASCADE, related_name="deidentification_defaults"
+    )
+    options = deid_options_field(
+        "Options of the Basic Application Level Confidentiality Profile (DICOM PS3.15 E.1) "
+        "preselected for the group's transfer jobs."
+    )
+
+    class Meta:
+        verbose_name = "de-identification defaults of a group"
+        verbose_name_plural = "de-identification defaults of groups"
+
+    def __str__(self) -> str:
+        return f"De-identification defaults of {self.group.name}"
 
 
 class DicomAppSettings(models.Model):
@@ -1049,9 +1089,9 @@ class TransferJob(DicomJob):
         max_length=64, blank=True, validators=[validate_no_backslash_or_control_characters]
     )
     archive_password = models.CharField(max_length=64, blank=True)
-    # Keeps the pseudonymized UIDs and date shifts of one patient identical across all tasks.
-    pseudonymization_seed = models.CharField(
-        max_length=64, default=new_pseudonymization_seed, editable=False
+    # What pseudonymization does besides the Basic Profile (codes of DeidOption).
+    deid_options = deid_options_field(
+        "Options of the Basic Application Level Confidentiality Profile (DICOM PS3.15 E.1)."
     )
 
     class Meta(DicomJob.Meta):
@@ -1060,6 +1100,11 @@ class TransferJob(DicomJob):
             ("can_process_urgently", "Can process urgently"),
             ("can_transfer_unpseudonymized", "Can transfer unpseudonymized"),
         ]
+
+    @property
+    def deid_description(self) -> list[str]:
+        """The profile and options the job's pseudonymized tasks apply, in the standard's words."""
+        return describe_options(self.deid_options)
 
 
 class TransferTask(DicomTask):

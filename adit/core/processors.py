@@ -29,6 +29,7 @@ from .association_limits import association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
+    from .dicom.pseudonymizer import PseudonymizedInstance
     from .models import DicomTask
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         # (adit.audit.services), whatever the outcome.
         from adit.audit.services import MappingCollector, record_transfer
 
-        self.mapping = MappingCollector(enabled=bool(getattr(self.task, "pseudonym", "")))
+        self.mapping = MappingCollector()
         try:
             result = self._process()
         except BaseException as error:
@@ -160,20 +161,11 @@ class TransferTaskProcessor(DicomTaskProcessor):
         return result
 
     def _process(self) -> ProcessingResult:
-        from .dicom.pseudonymizer import InstanceTransformer
-
         task = self.task
-        job = task.job
         source = task.source.concrete
         destination = task.destination.concrete
         self.log_lines: list[str] = []
-        transformer = InstanceTransformer(
-            pseudonym=task.pseudonym or None,
-            trial_protocol_id=job.trial_protocol_id or None,
-            trial_protocol_name=job.trial_protocol_name or None,
-            seed=job.pseudonymization_seed,
-            exclude_modalities=settings.EXCLUDE_MODALITIES,
-        )
+        transformer = self.transformer = self.make_transformer()
         with contextlib.ExitStack() as stack:
             self.enter_phase(Phase.SLOT)
             stack.enter_context(
@@ -200,6 +192,30 @@ class TransferTaskProcessor(DicomTaskProcessor):
         self.check_aborted()
         return self._result(count, transformer)
 
+    def make_transformer(self):
+        """The task's `InstanceTransformer`: its pseudonym with the installation-wide seed (the
+        same patient and pseudonym get the same UIDs and date shift in every job) and the job's
+        de-identification options; what it replaces goes to ``on_pseudonymized``."""
+        from .deidentification import pseudonymization_seed
+        from .dicom.pseudonymizer import InstanceTransformer
+
+        task, job = self.task, self.task.job
+        return InstanceTransformer(
+            pseudonym=task.pseudonym or None,
+            trial_protocol_id=job.trial_protocol_id or None,
+            trial_protocol_name=job.trial_protocol_name or None,
+            seed=pseudonymization_seed(task.pseudonym) if task.pseudonym else None,
+            exclude_modalities=settings.EXCLUDE_MODALITIES,
+            deid_options=job.deid_options,
+            on_pseudonymized=self.on_pseudonymized,
+        )
+
+    def on_pseudonymized(self, replaced: PseudonymizedInstance) -> None:
+        """Called with what was replaced in each pseudonymized instance, in the thread that
+        fetches and transforms (quick, never raises): collected for the pseudonym mapping the
+        audit app stores when the task ends (`adit.audit.services.record_transfer`)."""
+        self.mapping.add(replaced)
+
     # --- steps ----------------------------------------------------------------------------------
 
     def _operator(self, server):
@@ -225,10 +241,8 @@ class TransferTaskProcessor(DicomTaskProcessor):
             self.enter_phase(Phase.FETCHING)
             for ds in instances:
                 self.check_aborted()
-                original = self.mapping.before(ds)  # the transformer changes ds in place
                 result = transformer.transform(ds)
                 if result is not None:
-                    self.mapping.after(original, result)
                     yield result
 
     def _store_to_server(self, destination, instances) -> int:
@@ -297,14 +311,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _result(self, count: int, transformer) -> ProcessingResult:
         status, message = "SU", f"{count} instance(s) transferred."
-        if transformer.skipped_count:
-            self.log_lines.append(
-                f"{transformer.skipped_count} instance(s) of excluded modalities "
-                f"({', '.join(sorted(transformer.skipped_modalities))}) were not transferred."
-            )
+        # Instances left out on purpose (modality, possible burned-in text) never reach the
+        # destination, so its check after the transfer does not miss them.
+        self.log_lines[:0] = transformer.exclusion_log()
         if self.log_lines:
             status = "WA"
             message += " " + self.log_lines[0]
-        if count == 0 and not transformer.skipped_count:
+        if count == 0 and not transformer.excluded_count:
             status, message = "FA", "The source returned no instances for this study."
         return ProcessingResult(status, message, self.log_lines)

@@ -6,8 +6,6 @@ The views stay thin; everything here works with plain values and the DICOM layer
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -29,6 +27,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from adit.core.deidentification import options_for_new_job, pseudonymization_seed
 from adit.core.dicom.completeness import IncompleteDataSet, check_complete
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
@@ -185,19 +184,12 @@ def search(operator: DicomOperator, level: str, request: SearchRequest) -> list[
 # --- WADO-RS --------------------------------------------------------------------------------
 
 
-def pseudonymization_seed(pseudonym: str) -> str:
-    """The seed for API retrievals with this pseudonym.
+def build_transformer(params, user=None) -> InstanceTransformer:
+    """The transformer for the optional pseudonym, trial protocol and ``deid_options``
+    parameters (comma-separated option codes; default: those of the user's active group).
 
-    Derived from the installation's secret PSEUDONYM_SALT and the pseudonym, so the same
-    pseudonym gives the same UIDs and date shifts in every request (and after restarts), while
-    other pseudonyms give unrelated ones.
-    """
-    salt = (settings.PSEUDONYM_SALT or settings.SECRET_KEY).encode()
-    return hmac.new(salt, f"dicom-web:{pseudonym}".encode(), hashlib.sha256).hexdigest()
-
-
-def build_transformer(params) -> InstanceTransformer:
-    """The transformer for the optional pseudonym and trial protocol parameters.
+    The seed is the installation-wide one of the pseudonym, so a retrieve gives the same UIDs
+    and date shift as every transfer job with that pseudonym.
 
     Raises:
         BadRequest: naming the bad parameter.
@@ -209,6 +201,13 @@ def build_transformer(params) -> InstanceTransformer:
     pseudonym = values["pseudonym"]
     if pseudonym and any(char in pseudonym for char in "*?"):
         raise BadRequest("pseudonym must not contain wildcards (* or ?).")
+    chosen = params.get("deid_options")
+    try:
+        options = options_for_new_job(
+            user, [code.strip() for code in chosen.split(",") if code.strip()] if chosen else None
+        )
+    except ValueError as error:
+        raise BadRequest(f"Invalid parameter deid_options: {error}.") from None
     try:
         return InstanceTransformer(
             pseudonym=pseudonym,
@@ -216,6 +215,7 @@ def build_transformer(params) -> InstanceTransformer:
             trial_protocol_name=values["trial_protocol_name"],
             seed=pseudonymization_seed(pseudonym) if pseudonym else None,
             exclude_modalities=settings.EXCLUDE_MODALITIES,
+            deid_options=options,
         )
     except ValueError as error:
         raise BadRequest(f"Invalid parameter: {error}.") from None

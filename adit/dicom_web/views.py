@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from adit.audit.models import AuditEntry
 from adit.audit.services import record, record_query
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
 
 from . import services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
@@ -137,7 +138,7 @@ class WadoView(DicomWebView):
             services.validate_uid("SeriesInstanceUID", series_uid)
         if image_uid is not None:
             services.validate_uid("SOPInstanceUID", image_uid)
-        transformer = services.build_transformer(request.query_params)
+        transformer = services.build_transformer(request.query_params, request.user)
         server = self.get_server(ae_title)
         operator = services.make_operator(server)
         stream = services.InstanceStream(
@@ -169,11 +170,11 @@ class WadoView(DicomWebView):
                 if series_uid
                 else f"study {study_uid}"
             )
-            skipped = (
-                " (its instances are of modalities excluded from pseudonymization)"
-                if transformer.skipped_count
-                else ""
-            )
+            skipped = ""
+            if transformer.burned_in_count:
+                skipped = f" (its instances are {BURNED_IN_EXCLUSION_TEXT})"
+            elif transformer.skipped_count:
+                skipped = " (its instances are of modalities excluded from pseudonymization)"
             raise NotFound(f"The {what} was not found on {server.name}{skipped}.")
         if self.metadata:
             response = StreamingHttpResponse(_json_array(first, stream), content_type=DICOM_JSON)

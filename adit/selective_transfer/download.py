@@ -26,9 +26,14 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from adit.audit.models import AuditEntry
 from adit.audit.services import record
+from adit.core.deidentification import options_for_new_job, pseudonymization_seed
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.pseudonymizer import InstanceTransformer
-from adit.core.dicom.writer import encode_instance, instance_relative_path
+from adit.core.dicom.writer import (
+    encode_instance,
+    instance_relative_path,
+    sanitize_path_component,
+)
 from adit.core.models import DicomNode, DicomServer
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
@@ -101,21 +106,23 @@ def _validate(params) -> dict | str:
     return options
 
 
-def _check_access(user, server_id: int) -> tuple[DicomServer | None, str, bool]:
-    """(server, error, may_transfer_unpseudonymized) — runs in a sync thread (ORM)."""
+def _check_access(user, server_id: int) -> tuple[DicomServer | None, str, bool, list[str]]:
+    """(server, error, may_transfer_unpseudonymized, the group's de-identification options) —
+    runs in a sync thread (ORM)."""
     if not user.has_perm("selective_transfer.can_download_study"):
-        return None, "forbidden", False
+        return None, "forbidden", False, []
     node = (
         DicomNode.objects.accessible_by_user(user, "source")
         .filter(pk=server_id, node_type=DicomNode.NodeType.SERVER)
         .first()
     )
     if node is None:
-        return None, "not_found", False
+        return None, "not_found", False, []
     return (
         node.concrete,  # type: ignore[return-value]
         "",
         user.has_perm("selective_transfer.can_transfer_unpseudonymized"),
+        options_for_new_job(user, None),
     )
 
 
@@ -126,7 +133,9 @@ async def download_study(
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    server, problem, may_skip_pseudonym = await sync_to_async(_check_access)(user, server_id)
+    server, problem, may_skip_pseudonym, deid_options = await sync_to_async(_check_access)(
+        user, server_id
+    )
     if problem == "forbidden":
         return _text(403, "You may not download studies (permission can_download_study).")
     if server is None:
@@ -139,12 +148,16 @@ async def download_study(
         return _text(
             400, "A pseudonym is required: your group may only download pseudonymized data."
         )
+    pseudonym = options["pseudonym"]
     try:
         transformer = InstanceTransformer(
-            pseudonym=options["pseudonym"] or None,
+            pseudonym=pseudonym or None,
             trial_protocol_id=options["trial_protocol_id"] or None,
             trial_protocol_name=options["trial_protocol_name"] or None,
+            # The installation-wide seed: the same UIDs as a transfer job with this pseudonym.
+            seed=pseudonymization_seed(pseudonym) if pseudonym else None,
             exclude_modalities=settings.EXCLUDE_MODALITIES,
+            deid_options=deid_options,
         )
     except ValueError as error:
         return _text(400, str(error))
@@ -166,7 +179,7 @@ async def download_study(
     if first[0] == "end":
         return _text(404, f"{server.name} returned no instances for this study.")
     response = StreamingHttpResponse(producer.zip_stream(first), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="study_download_{study_uid}.zip"'
+    response["Content-Disposition"] = f'attachment; filename="{producer.archive_name()}"'
     return response
 
 
@@ -197,6 +210,8 @@ class _Producer:
         self.transformer = transformer
         self.pseudonym = pseudonym
         self.stop = threading.Event()
+        # StudyInstanceUID of the first delivered instance (pseudonymized when it is).
+        self.delivered_study_uid = ""
         self.operator = make_operator(server)
         # A thread-safe queue polled from the event loop: the response may be consumed on
         # another event loop than the one the view ran on (e.g. under WSGI).
@@ -233,6 +248,8 @@ class _Producer:
                 ds = self.transformer.transform(ds)
                 if ds is None:
                     continue
+                if not self.delivered_study_uid:
+                    self.delivered_study_uid = str(ds.get("StudyInstanceUID", "") or "")
                 path = instance_relative_path(ds, patient_folder=self.pseudonym or None)
                 if not self._put(("file", path.as_posix(), encode_instance(ds))):
                     return
@@ -240,6 +257,15 @@ class _Producer:
         except Exception as error:  # noqa: BLE001 — handed to the response
             if not self.stop.is_set():
                 self._put(("error", error, b""))
+
+    def archive_name(self) -> str:
+        """The ZIP's file name: only pseudonymized values when the study is pseudonymized (the
+        pseudonym and the new StudyInstanceUID), never the original UID then."""
+        if self.pseudonym:
+            name = f"study_download_{self.pseudonym}_{self.delivered_study_uid}"
+        else:
+            name = f"study_download_{self.study_uid}"
+        return sanitize_path_component(name) + ".zip"
 
     async def zip_stream(self, first) -> AsyncIterator[bytes]:
         stream = _ChunkStream()

@@ -16,6 +16,12 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from adit.core.deidentification import (
+    DEID_OPTION_CHOICES,
+    DEID_OPTIONS_HELP,
+    group_default_options,
+    options_for_new_job,
+)
 from adit.core.dicom.query import QueryDataset, parse_date, person_name_to_dicom
 from adit.core.models import DicomNode
 from adit.core.validators import (
@@ -189,6 +195,13 @@ class SelectiveTransferForm(forms.Form):
         required=False,
         validators=[validate_no_backslash_or_control_characters],
     )
+    deid_options = forms.MultipleChoiceField(
+        label="De-identification options",
+        choices=DEID_OPTION_CHOICES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "form-check-input"}),
+        help_text=DEID_OPTIONS_HELP,
+    )
     archive_password = forms.CharField(
         max_length=64,
         required=False,
@@ -232,6 +245,8 @@ class SelectiveTransferForm(forms.Form):
             widget.attrs.setdefault("id", f"st-{name.replace('_', '-')}")
         self.fields["patient_name"].widget.attrs["placeholder"] = "Last, First"
         self.fields["study_date"].widget.attrs["placeholder"] = "2024-01-01 - 2024-03-31"
+        if not self.is_bound:
+            self.fields["deid_options"].initial = group_default_options(user)
         if not self.may_transfer_unpseudonymized:
             self.fields["pseudonym"].help_text = (
                 "Required: your group may only transfer pseudonymized data. "
@@ -254,6 +269,12 @@ class SelectiveTransferForm(forms.Form):
                 widget.attrs["class"] = widget.attrs.get("class", "") + " is-invalid"
 
     # --- field cleaning ---------------------------------------------------------------------
+
+    def clean_deid_options(self) -> list[str]:
+        try:
+            return options_for_new_job(self.user, self.cleaned_data["deid_options"])
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
 
     def clean_patient_birth_date(self) -> dt.date | None:
         value = self.cleaned_data["patient_birth_date"].strip()

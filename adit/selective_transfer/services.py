@@ -150,6 +150,7 @@ def create_transfer_job(
             trial_protocol_id=data.get("trial_protocol_id", ""),
             trial_protocol_name=data.get("trial_protocol_name", ""),
             archive_password=data.get("archive_password", ""),
+            deid_options=data.get("deid_options") or [],
         )
         SelectiveTransferTask.objects.bulk_create(
             SelectiveTransferTask(

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from adit.accounts.factories import GroupFactory
 from adit.batch_query.models import BatchQueryJob
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
-from adit.core.models import DicomJob
+from adit.core.models import DicomJob, GroupDeidentificationDefaults
 from adit.dicom_web.models import APIUsage
 from adit.dicom_web.testing import grant_access, make_api_user
 from adit.selective_transfer.models import SelectiveTransferJob
@@ -263,3 +263,33 @@ def test_schema_and_docs_are_served(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_deid_options_default_to_the_groups_and_are_validated(setup):
+    api_user, source, destination = setup
+    GroupDeidentificationDefaults.objects.create(
+        group=api_user.group, options=["retain_full_dates"]
+    )
+    client = client_for(api_user)
+
+    defaulted = client.post(
+        "/api/transfer-jobs/", _payload(source, destination, pseudonym="P1"), format="json"
+    ).json()
+    chosen = client.post(
+        "/api/transfer-jobs/",
+        _payload(source, destination, pseudonym="P1", deid_options=["retain_safe_private"]),
+        format="json",
+    ).json()
+    refused = client.post(
+        "/api/transfer-jobs/",
+        _payload(source, destination, pseudonym="P1", deid_options=["keep_everything"]),
+        format="json",
+    )
+
+    assert defaulted["deid_options"] == ["retain_full_dates"]
+    assert defaulted["deid_description"][1] == (
+        "Retain Longitudinal Temporal Information with Full Dates"
+    )
+    assert SelectiveTransferJob.objects.get(pk=chosen["id"]).deid_options == ["retain_safe_private"]
+    assert refused.status_code == 400
+    assert "keep_everything" in str(refused.json()["deid_options"])

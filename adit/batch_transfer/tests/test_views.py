@@ -8,6 +8,7 @@ from django.urls import reverse
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask
+from adit.core.models import GroupDeidentificationDefaults
 from adit.core.testing.sheets import csv_upload, xlsx_upload
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +161,48 @@ def test_ten_thousand_rows_become_a_job_with_bulk_inserts_and_one_queue_round_tr
     defers = [q for q in queries.captured_queries if "procrastinate_defer" in q["sql"]]
     assert len(defers) == 1
     assert len(queries.captured_queries) < 100
+
+
+def test_group_default_preselects_options_and_the_job_keeps_and_shows_its_own(
+    client, researcher, researchers, source_server, destination_server
+):
+    GroupDeidentificationDefaults.objects.create(
+        group=researchers, options=["retain_modified_dates"]
+    )
+    client.force_login(researcher)
+
+    page = client.get(URL)
+    assert page.context["form"]["deid_options"].value() == ["retain_modified_dates"]
+    assert b'value="retain_modified_dates"' in page.content
+
+    file = csv_upload([HEADER, ["0001", "1.2.3", "", "A"]])
+    chosen = ["clean_descriptors", "retain_device_identity"]
+    response = client.post(
+        URL, form_data(source_server, destination_server, file, deid_options=chosen)
+    )
+    assert response.status_code == 302
+    job = BatchTransferJob.objects.get()
+    assert job.deid_options == ["retain_device_identity", "clean_descriptors"]
+
+    detail = client.get(reverse("batch_transfer:job_detail", args=[job.pk])).content.decode()
+    assert "Basic Application Level Confidentiality Profile" in detail
+    assert "Retain Device Identity" in detail and "Clean Descriptors" in detail
+    assert "Modified Dates" not in detail
+
+
+def test_contradicting_date_options_are_refused_by_name(
+    client, researcher, source_server, destination_server
+):
+    client.force_login(researcher)
+    file = csv_upload([HEADER, ["0001", "1.2.3", "", "A"]])
+    both = ["retain_full_dates", "retain_modified_dates"]
+
+    response = client.post(
+        URL, form_data(source_server, destination_server, file, deid_options=both)
+    )
+
+    assert response.status_code == 200
+    assert "Full Dates or with Modified Dates, not both" in " ".join(
+        response.context["form"].errors["deid_options"]
+    )
+    assert not BatchTransferJob.objects.exists()

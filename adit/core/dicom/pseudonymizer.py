@@ -1,90 +1,102 @@
-"""Pseudonymization of DICOM instances (dicognito-based) and trial protocol tagging.
+"""Pseudonymization of DICOM instances by the PS3.15 Basic Profile, and trial protocol tagging.
+
+What is done to an instance
+---------------------------
+:class:`Pseudonymizer` applies the Basic Application Level Confidentiality Profile of DICOM
+PS3.15 Annex E with the options a job chose; the profile's Table E.1-1 and the options are data
+in :mod:`.deid_profile`. Every element is visited, in nested sequences too: table attributes get
+their action (dummy, empty, removed, kept, cleaned, new UID), all private elements are removed
+(Retain Safe Private keeps the few listed as safe), curves and overlay data are removed.
+
+Fail closed: an element the table does not list is kept only when it cannot carry identity. Names
+(PN) and free text (LO, SH, ST, LT, UT, UC, UR) outside a short list of technical and coded
+attributes are removed, other UIDs are replaced, dates outside the table follow the date options,
+and elements of unknown VR are removed. PatientID and PatientName become the pseudonym. Each
+instance then records what was done: PatientIdentityRemoved=YES, DeidentificationMethod (the
+profile and options in words), DeidentificationMethodCodeSequence (CID 7050 codes) and
+LongitudinalTemporalInformationModified.
+
+"Clean" (Clean Descriptors, Clean Structured Content, and the cleaned patient characteristics)
+keeps free text after removing the identifying values the instance itself names: the parts of
+every person name, the patient's IDs, accession number, birth date, addresses and institution.
+Text that names a patient only by values the instance does not hold cannot be recognized; that
+is the residual risk the standard accepts for these options.
 
 Consistency across tasks, jobs and processes
 --------------------------------------------
-dicognito derives every replacement value (UIDs, IDs, names, the date shift) from
-``md5(seed + original value)``, so a seeded anonymizer is a pure function of its seed: it keeps no
-state that depends on which instances it saw before. :class:`Pseudonymizer` seeds one dicognito
-anonymizer per *original* PatientID with ``HMAC-SHA256(seed, PatientID)``. Therefore:
+Replacement values come from dicognito (UIDs, dummy names, the date shift), whose generators are
+pure functions of their seed (``md5(seed + original value)``). The pseudonymizer seeds them per
+*original* PatientID with ``HMAC-SHA256(seed, PatientID)``, so the same (seed, patient) always
+gives the same UIDs and the same date shift, whichever task, job, worker or process handles which
+series, and another seed gives unrelated values. ADIT derives the seed from the installation's
+secret and the pseudonym (`adit.core.deidentification.pseudonymization_seed`): the same patient
+under the same pseudonym links up across every job, app and API call of one installation.
 
-* the same (seed, patient) always gives the same StudyInstanceUID, SeriesInstanceUIDs,
-  SOPInstanceUIDs, date shift and replaced identifiers, no matter which task, job, worker or
-  process run pseudonymizes which series (the old ADIT used an unseeded anonymizer per task, so
-  two series of one patient in two tasks got unrelated UIDs);
-* different patients get independent date shifts, and another seed gives entirely different
-  values.
-
-The caller chooses the seed's scope: a secret per installation (the same patient is consistent
-across all jobs) or a secret per job (consistent within the job only).
+What was replaced is returned by :meth:`Pseudonymizer.pseudonymize` as a
+:class:`PseudonymizedInstance` (original and new PatientID, Study, Series and SOP Instance UID);
+:class:`InstanceTransformer` hands each one to its ``on_pseudonymized`` callback and collects the
+study and series pairs in ``uid_map``, for whoever keeps the mapping for the trusted party.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from typing import cast
+from dataclasses import dataclass, field
 
-from dicognito.addressanonymizer import AddressAnonymizer
 from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
 from dicognito.element_anonymizer import ElementAnonymizer
-from dicognito.equipmentanonymizer import EquipmentAnonymizer
-from dicognito.fixedvalueanonymizer import FixedValueAnonymizer
-from dicognito.idanonymizer import IDAnonymizer
 from dicognito.pnanonymizer import PNAnonymizer
+from dicognito.randomizer import Randomizer
 from dicognito.uianonymizer import UIAnonymizer
-from dicognito.unwantedelements import UnwantedElementsStripper
-from dicognito.value_keeper import ValueKeeper
 from pydicom import DataElement
-from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
-from .dimse import forget_received_encoding
-
-DEFAULT_KEEP_ELEMENTS: tuple[str, ...] = (
-    "AcquisitionDate",
-    "AcquisitionDateTime",
-    "AcquisitionTime",
-    "ContentDate",
-    "ContentTime",
-    "FrameReferenceDateTime",
-    "SeriesDate",
-    "SeriesTime",
-    "StudyDate",
-    "StudyTime",
+from .deid_profile import (
+    BASIC_PROFILE_CODE,
+    DATE_ROW_OPTIONS,
+    DEFAULT_SAFE_PRIVATE_TAGS,
+    IDENTIFYING_VRS,
+    OPTION_CODES,
+    SAFE_TEXT_KEYWORDS,
+    DeidOption,
+    ProfileRow,
+    burned_in_annotation_risk,
+    option_columns,
+    parse_options,
+    profile_row,
 )
-"""Elements left untouched by default: researchers need the real study chronology."""
+from .dimse import (
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    forget_received_encoding,
+    uid_of,
+)
 
 DEFAULT_EXCLUDE_MODALITIES: tuple[str, ...] = ("PR", "SR")
 """Modalities skipped when pseudonymizing: reports and presentation states often carry names
 in free text that no tag-based pseudonymizer can clean."""
-
-# Free-text elements dicognito leaves alone but that commonly hold names, IDs or history.
-EXTRA_REMOVED_ELEMENTS: tuple[str, ...] = (
-    "PatientComments",
-    "AdditionalPatientHistory",
-    "MedicalAlerts",
-    "Allergies",
-    "PatientState",
-    "ImageComments",
-    "StudyComments",
-    "RequestedProcedureComments",
-    "ImagingServiceRequestComments",
-    "InterpretationText",
-    "TextValue",
-)
 
 PSEUDONYM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 # 36**49 < 2**256 <= 36**50: a HMAC-SHA256 digest yields 49 uniformly usable base-36 digits.
 MAX_GENERATED_PSEUDONYM_LENGTH = 49
 MAX_LO_LENGTH = 64
 _FORBIDDEN_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
+
+BURNED_IN_EXCLUSION_TEXT = "excluded: may carry burned-in identifying text"
+"""How a task lists the instances left out for their pixels (see `InstanceTransformer`)."""
 
 
 class PseudonymizationError(Exception):
@@ -153,26 +165,6 @@ def should_skip(
     return bool(modality) and modality in excluded
 
 
-class _ElementKeeper(ElementAnonymizer):
-    """Leaves the given elements unchanged: one set lookup per element.
-
-    Same effect as one dicognito `ValueKeeper` per element, which compares every element's tag
-    with each kept tag in Python (a tenth of the pseudonymization time with ten kept elements).
-    """
-
-    def __init__(self, names: Iterable[str]) -> None:
-        # ValueKeeper parses keywords and "gggg,eeee" tags exactly as dicognito documents them.
-        self._keepers = [ValueKeeper(name) for name in names]
-        self._tags = frozenset(int(keeper._tag) for keeper in self._keepers)
-
-    def __call__(self, dataset: Dataset, data_element: DataElement) -> bool:
-        return int(data_element.tag) in self._tags
-
-    def describe_actions(self):
-        for keeper in self._keepers:
-            yield from keeper.describe_actions()
-
-
 class _TolerantDateTimeAnonymizer(ElementAnonymizer):
     """Shifts dates like dicognito but blanks values it cannot parse instead of failing.
 
@@ -200,310 +192,443 @@ class _TolerantDateTimeAnonymizer(ElementAnonymizer):
         yield "Blank DA/DT (and matching TM) values that cannot be parsed"
 
 
-# dicognito's Mitra Global Patient ID: private group 0x0031, element xx20.
-_MITRA_GROUP = 0x0031
-_TRANSFER_SYNTAX_UID = 0x00020010
+@dataclass(frozen=True)
+class PseudonymizedInstance:
+    """What the pseudonymizer replaced in one instance: the pairs a pseudonym mapping records.
 
-
-class _ElementFilter:
-    """Which handlers of a dicognito anonymizer could act on an element, by its tag and VR.
-
-    dicognito's `Anonymizer.anonymize()` converts every element of an instance to a Python value
-    and offers it to each of its handlers in turn until one takes it, although each handler
-    decides by tag or VR alone. This filter converts only the elements some handler could take
-    and offers each just to those handlers, in dicognito's order: the same result at a fraction
-    of the cost, and the untouched elements are written again as the bytes they were read
-    from. Built only when every handler is of a kind it knows; otherwise `for_anonymizer()`
-    returns None and the instance gets dicognito's full walk.
+    Each ``original_*`` is the value before, the plain name the value after pseudonymization
+    ("" when the instance had none).
     """
 
-    def __init__(self, entries: list[tuple[ElementAnonymizer, frozenset[int], frozenset[str]]]):
-        # (handler, tags it takes, VRs it takes), in dicognito's order of asking.
-        self._entries = entries
-        self._handlers: dict[tuple[int, str], tuple[ElementAnonymizer, ...]] = {}
-        # (tag, VR as read, value as read[, patient's sex]) → the replacement value, encoded.
-        self._results: dict[tuple, bytes] = {}
-        self._result_kinds: dict[tuple[int, str | None], str] = {}
+    original_patient_id: str
+    pseudonym: str
+    original_study_uid: str
+    study_uid: str
+    original_series_uid: str
+    series_uid: str
+    original_sop_instance_uid: str
+    sop_instance_uid: str
 
-    @classmethod
-    def for_anonymizer(cls, anonymizer: Anonymizer) -> _ElementFilter | None:
-        entries: list[tuple[ElementAnonymizer, frozenset[int], frozenset[str]]] = []
-        for handler in anonymizer._element_handlers:
-            tags: set[int] = set()
-            vrs: frozenset[str] = frozenset()
-            if isinstance(handler, UnwantedElementsStripper):
-                handler.tags = frozenset(handler.tags)  # type: ignore[assignment]
-                tags.update(handler.tags)
-            elif isinstance(handler, IDAnonymizer):
-                handler.id_tags = frozenset(handler.id_tags)  # type: ignore[assignment]
-                tags.update(handler.id_tags)
-                tags.add(handler.issuer_tag)
-            elif isinstance(handler, AddressAnonymizer):
-                tags.update(handler._value_factories)
-            elif isinstance(handler, EquipmentAnonymizer):
-                tags.update(handler._element_anonymizers)
-            elif isinstance(handler, FixedValueAnonymizer):
-                tags.add(handler.tag)
-            elif isinstance(handler, _ElementKeeper):
-                tags.update(handler._tags)
-            elif isinstance(handler, UIAnonymizer):
-                vrs = frozenset({"UI"})
-            elif isinstance(handler, PNAnonymizer):
-                vrs = frozenset({"PN"})
-            elif isinstance(handler, DateTimeAnonymizer | _TolerantDateTimeAnonymizer):
-                vrs = frozenset({"DA", "DT"})
-            else:
-                return None  # a handler whose choice of elements is unknown here
-            entries.append((handler, frozenset(int(tag) for tag in tags), vrs))
-        return cls(entries)
 
-    def handlers_for(self, tag: int, vr: str) -> tuple[ElementAnonymizer, ...]:
-        """The handlers that could take an element, in dicognito's order."""
-        key = (tag, vr)
-        handlers = self._handlers.get(key)
-        if handlers is None:
-            mitra = tag >> 16 == _MITRA_GROUP and tag & 0xFF == 0x20
-            # dicognito's UIAnonymizer leaves SOP classes and the transfer syntax alone.
-            class_uid = keyword_for_tag(tag).endswith("ClassUID") or tag == _TRANSFER_SYNTAX_UID
-            handlers = tuple(
-                handler
-                for handler, tags, vrs in self._entries
-                if tag in tags
-                or (vr in vrs and not (class_uid and isinstance(handler, UIAnonymizer)))
-                or (mitra and isinstance(handler, IDAnonymizer))
-            )
-            if len(self._handlers) > 20000:  # private tags of many vendors; keep it bounded
-                self._handlers.clear()
-            self._handlers[key] = handlers
-        return handlers
+# Modes of the walk: as the table says; inside a sequence the table replaces by a dummy (its
+# text becomes dummy values); inside one it cleans (its text is cleaned).
+_NORMAL, _DUMMY, _CLEAN = 0, 1, 2
+_GENERIC_DATE_ROW = ProfileRow(-1, "X", DATE_ROW_OPTIONS)
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_DUMMY_DATES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000"}
+_LONG_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "UR"})
+# File meta elements naming the sending and receiving systems (not in the main data set).
+_FILE_META_IDENTIFYING = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 
-    def claims(self, tag: int, element: DataElement | RawDataElement) -> bool:
-        """Whether an element must be converted and offered: a handler could change it, or it
-        is a sequence whose items may hold such elements."""
-        if tag >> 16 & 1:  # private elements: always offered
-            return True
-        vr = element.VR
-        if vr == "UN":  # pydicom gives it the dictionary's VR, which changes its encoding
-            return True
-        if vr is None:  # implicit VR: the VR pydicom will give it
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                return True
-        if vr == "SQ":
-            return True
-        handlers = self.handlers_for(tag, vr)
-        # A kept element is taken first by the keeper, which leaves it as it is.
-        return bool(handlers) and not isinstance(handlers[0], _ElementKeeper)
+# Where the identifying values that cleaning removes from text come from.
+_NAME_KEYWORDS = (
+    "PatientName",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "RequestingPhysician",
+    "ResponsiblePerson",
+)
+_VALUE_KEYWORDS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "StudyID",
+    "AdmissionID",
+    "MedicalRecordLocator",
+    "InstitutionName",
+    "InstitutionAddress",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+)
+CLEANED_TEXT = "***"
 
-    def offer(self, dataset: Dataset, data_element: DataElement) -> None:
-        """What dicognito's `_anonymize_element` does, asking only the handlers that could."""
-        for handler in self.handlers_for(int(data_element.tag), data_element.VR):
-            if handler(dataset, data_element):
-                return
 
-    def walk(self, dataset: Dataset) -> None:
-        """Like `Dataset.walk(offer)`, but only over claimed elements (and into sequences)."""
-        elements = dataset._dict
-        for tag in sorted(elements):
-            element = elements.get(tag)
-            if element is None or not self.claims(tag, element):
-                continue
-            key = self._result_key(dataset, tag, element)
-            if key is not None:
-                remembered = self._results.get(key)
-                if remembered is not None:
-                    raw = cast(RawDataElement, element)
-                    elements[tag] = raw._replace(value=remembered, length=len(remembered))
-                    continue
-            data_element = dataset[tag]
-            self.offer(dataset, data_element)
-            if tag in elements and data_element.VR == "SQ":
-                for item in data_element.value:
-                    self.walk(item)
-            elif key is not None and tag in elements:
-                self._remember_result(key, elements[tag])
+def _text_values(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | MultiValue):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
 
-    # Most UIDs, IDs and names of an instance (study, series, accession number, physicians,
-    # ...) are the same in every instance of its study, and dicognito replaces them by value
-    # (names: and the patient's sex). Their replacements are remembered as encoded bytes: the
-    # next instance gets them without converting, asking the handlers and encoding again.
 
-    def _result_key(self, dataset: Dataset, tag: int, element) -> tuple | None:
-        """What a remembered replacement of the element is found by; None: not remembered."""
-        if type(element) is not RawDataElement or element.value is None:
-            return None
-        kind = self._result_kinds.get((tag, element.VR))
-        if kind is None:
-            kind = self._result_kind(tag, element)
-            self._result_kinds[(tag, element.VR)] = kind
-        if kind == "value":
-            return (tag, element.VR, element.value)
-        if kind == "name":
-            sex = _patient_sex(dataset)
-            return None if sex is None else (tag, element.VR, element.value, sex)
+def identifying_text_pattern(ds: Dataset) -> re.Pattern | None:
+    """A pattern of the identifying values ``ds`` names (see the module docstring), or None."""
+    tokens: set[str] = set()
+    for keyword in _NAME_KEYWORDS:
+        for name in _text_values(ds.get(keyword)):
+            tokens.update(part for part in re.split(r"[\^=\s,]+", name) if len(part) >= 2)
+    for keyword in _VALUE_KEYWORDS:
+        for value in _text_values(ds.get(keyword)):
+            if len(value.strip()) >= 2:
+                tokens.add(value.strip())
+    for item in ds.get("OtherPatientIDsSequence") or []:
+        tokens.update(v.strip() for v in _text_values(item.get("PatientID")) if len(v) >= 2)
+    birth_date = str(ds.get("PatientBirthDate", "") or "").strip()
+    if re.fullmatch(r"\d{8}", birth_date):
+        y, m, d = birth_date[:4], birth_date[4:6], birth_date[6:]
+        tokens.update({birth_date, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}"})
+    if not tokens:
         return None
-
-    def _result_kind(self, tag: int, element: RawDataElement) -> str:
-        if tag >> 16 & 1 or tag >> 16 == _MITRA_GROUP or element.VR == "UN":
-            return ""
-        try:
-            vr = element.VR or dictionary_VR(tag)
-        except KeyError:
-            return ""
-        handlers = self.handlers_for(tag, vr)
-        if handlers and isinstance(handlers[0], UIAnonymizer | IDAnonymizer):
-            return "value"
-        if handlers and isinstance(handlers[0], PNAnonymizer):
-            return "name"
-        return ""
-
-    def _remember_result(self, key: tuple, result) -> None:
-        encoded = _encoded_ascii(result.value, b"\0" if result.VR == "UI" else b" ")
-        if encoded is not None:
-            if len(self._results) > 10000:  # new values of a study; old studies are done
-                self._results.clear()
-            self._results[key] = encoded
+    return _compiled_pattern(frozenset(tokens))
 
 
-def _patient_sex(dataset: Dataset) -> str | None:
-    """PatientSex as dicognito's name handler tells it apart: "F", "M" or "" (any other);
-    None when its raw bytes are unusual enough that pydicom might read them otherwise."""
-    element = dataset._dict.get(0x00100040)  # type: ignore[call-overload]
-    if element is None:
-        return ""
-    value = element.value
-    if isinstance(value, bytes):
-        text = value.rstrip(b" \0").decode("ascii", "replace")
-        if text != text.strip():
-            return None
-    else:
-        text = str(value or "")
-    return text if text in ("F", "M") else ""
+@functools.lru_cache(maxsize=256)
+def _compiled_pattern(tokens: frozenset[str]) -> re.Pattern:
+    # Every instance of a study names the same people: compiled once per study, not per instance.
+    alternatives = "|".join(re.escape(token) for token in sorted(tokens, key=len, reverse=True))
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])", re.IGNORECASE)
 
 
-def _encoded_ascii(value, padding: bytes) -> bytes | None:
-    """A text value as pydicom writes it, if it is ASCII only (UIDs and generated IDs are)."""
-    if isinstance(value, str | PersonName):
-        parts = [str(value)]
-    elif isinstance(value, list | tuple | MultiValue) and all(
-        isinstance(v, str | PersonName) for v in value
-    ):
-        parts = [str(v) for v in value]
-    else:
-        return None
-    try:
-        encoded = "\\".join(parts).encode("ascii")
-    except UnicodeEncodeError:
-        return None
-    return encoded + padding if len(encoded) % 2 else encoded
+def _code_sequence(codes: list[tuple[str, str]]) -> Sequence:
+    """DeidentificationMethodCodeSequence items (CID 7050, scheme DCM), new for each instance."""
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.add_new(0x00080100, "SH", value)  # CodeValue
+        item.add_new(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+        item.add_new(0x00080104, "LO", meaning)  # CodeMeaning
+        items.append(item)
+    return Sequence(items)
+
+
+class _PatientGenerators:
+    """dicognito's value generators, seeded for one original patient."""
+
+    def __init__(self, seed: str) -> None:
+        anonymizer = Anonymizer(seed=seed)
+        handlers = anonymizer._element_handlers
+        self.uids = next(h for h in handlers if isinstance(h, UIAnonymizer))
+        self.names = next(h for h in handlers if isinstance(h, PNAnonymizer))
+        self.dates = _TolerantDateTimeAnonymizer(
+            next(h for h in handlers if isinstance(h, DateTimeAnonymizer))
+        )
+        self.randomizer = Randomizer(seed)
+
+    def dummy_id(self, value: str) -> str:
+        """A consistent dummy for a short text (an ID or label): 8 characters A–Z, 0–9."""
+        number = self.randomizer.to_int(value)
+        chars = []
+        for _ in range(8):
+            number, index = divmod(number, len(PSEUDONYM_ALPHABET))
+            chars.append(PSEUDONYM_ALPHABET[index])
+        return "".join(chars)
 
 
 class Pseudonymizer:
-    """Pseudonymizes datasets in place, consistently per (seed, original patient).
+    """De-identifies datasets in place by the PS3.15 Basic Profile and the chosen options.
 
     Example:
-        >>> pseudonymizer = Pseudonymizer(seed="job-secret")
-        >>> pseudonymizer.pseudonymize(ds, "PSEUDO0001")
+        >>> pseudonymizer = Pseudonymizer(seed="secret", options=["retain_modified_dates"])
+        >>> replaced = pseudonymizer.pseudonymize(ds, "PSEUDO0001")
+        >>> replaced.study_uid  # the new StudyInstanceUID
     """
 
     def __init__(
         self,
         seed: str | None = None,
-        keep_elements: Iterable[str] = DEFAULT_KEEP_ELEMENTS,
-        remove_private_tags: bool = False,
+        options: Iterable[str] = (),
+        safe_private_tags: Iterable[tuple[str, int, int]] = DEFAULT_SAFE_PRIVATE_TAGS,
     ) -> None:
         """Creates a pseudonymizer.
 
         Args:
             seed: makes the output deterministic per original patient; ``None`` = a random seed
                 (consistent only within this object).
-            keep_elements: keywords (or ``"gggg,eeee"`` tags) of elements left unchanged.
-            remove_private_tags: also delete all private elements (they may hold PHI, but some
-                tools need them, e.g. vendor diffusion headers).
+            options: codes of `DeidOption` (PS3.15 options; ALLOW_BURNED_IN_ANNOTATION is for
+                :class:`InstanceTransformer` and changes nothing here).
+            safe_private_tags: (private creator, group, element within the block) kept with
+                Retain Safe Private.
 
         Raises:
-            ValueError: if a keyword in ``keep_elements`` is not a DICOM keyword.
+            ValueError: on an unknown option or contradicting options.
         """
         self._seed = seed if seed is not None else secrets.token_hex(32)
-        self.keep_elements = tuple(keep_elements)
-        for keyword in self.keep_elements:
-            if keyword not in keyword_dict and not re.fullmatch(
-                r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}", keyword
-            ):
-                raise ValueError(f"Unknown DICOM keyword in keep_elements: {keyword!r}")
-        self.remove_private_tags = remove_private_tags
-        self._anonymizers: dict[str, tuple[Anonymizer, _ElementFilter | None]] = {}
+        self.options = parse_options(options)
+        self._columns = option_columns(self.options)
+        self._safe_private = frozenset(
+            (creator.strip().upper(), group, element)
+            for creator, group, element in safe_private_tags
+        )
+        self._keep_safe_private = DeidOption.RETAIN_SAFE_PRIVATE in self.options
+        self._cleans_text = bool(
+            self.options
+            & {
+                DeidOption.CLEAN_DESCRIPTORS,
+                DeidOption.CLEAN_STRUCTURED_CONTENT,
+                DeidOption.RETAIN_PATIENT_CHARACTERISTICS,
+            }
+        )
+        self._generators: dict[str, _PatientGenerators] = {}
+        self._decisions: dict[tuple[int, str | None, int], str] = {}
+        self._method = self._method_elements()
+
+    # --- what every instance records -------------------------------------------------------
+
+    def _method_elements(self) -> tuple[list[str], list[tuple[str, str]], str]:
+        chosen = [option for option in DeidOption if option in self.options]
+        codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in chosen if o in OPTION_CODES]
+        words = ["DICOM PS3.15 " + BASIC_PROFILE_CODE[1]] + [meaning for _, meaning in codes[1:]]
+        if DeidOption.RETAIN_FULL_DATES in self.options:
+            temporal = "UNMODIFIED"
+        elif DeidOption.RETAIN_MODIFIED_DATES in self.options:
+            temporal = "MODIFIED"
+        else:
+            temporal = "REMOVED"
+        return [w[:MAX_LO_LENGTH] for w in words], codes, temporal
 
     def anonymizer_seed(self, patient_id: str) -> str:
         """The dicognito seed used for the patient with this original PatientID."""
         return hmac.new(self._seed.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
 
-    def _anonymizer_for(self, patient_id: str) -> tuple[Anonymizer, _ElementFilter | None]:
-        cached = self._anonymizers.get(patient_id)
-        if cached is None:
-            anonymizer = Anonymizer(seed=self.anonymizer_seed(patient_id))
-            # dicognito asks the first handler that claims an element; handlers added later
-            # come first, so the keepers (added last) win over everything else.
-            anonymizer.add_element_handler(UnwantedElementsStripper(*EXTRA_REMOVED_ELEMENTS))
-            date_shifter = next(
-                (
-                    handler
-                    for handler in anonymizer._element_handlers
-                    if isinstance(handler, DateTimeAnonymizer)
-                ),
-                None,
-            )
-            if date_shifter is not None:
-                anonymizer.add_element_handler(_TolerantDateTimeAnonymizer(date_shifter))
-            if self.keep_elements:
-                anonymizer.add_element_handler(_ElementKeeper(self.keep_elements))
-            cached = (anonymizer, _ElementFilter.for_anonymizer(anonymizer))
-            self._anonymizers[patient_id] = cached
-        return cached
+    def _generators_for(self, patient_id: str) -> _PatientGenerators:
+        generators = self._generators.get(patient_id)
+        if generators is None:
+            if len(self._generators) > 1000:  # a long batch; earlier patients are done
+                self._generators.clear()
+            generators = _PatientGenerators(self.anonymizer_seed(patient_id))
+            self._generators[patient_id] = generators
+        return generators
 
-    def pseudonymize(self, ds: Dataset, pseudonym: str) -> None:
-        """Pseudonymizes ``ds`` in place and sets PatientID and PatientName to ``pseudonym``.
+    def pseudonymize(self, ds: Dataset, pseudonym: str) -> PseudonymizedInstance:
+        """De-identifies ``ds`` in place; PatientID and PatientName become ``pseudonym``.
 
-        UIDs (also in nested sequences and MediaStorageSOPInstanceUID), IDs, names, addresses,
-        institution and dates other than the kept ones are replaced; free-text elements that
-        often hold identifiers are removed. Pixel data is not touched (compressed data stays
-        compressed).
+        Pixel data is not touched (compressed data stays compressed).
+
+        Returns:
+            What was replaced (see :class:`PseudonymizedInstance`).
 
         Raises:
             ValueError: if the pseudonym is empty, too long or has forbidden characters.
-            PseudonymizationError: if dicognito fails on the dataset.
+            PseudonymizationError: if the dataset cannot be processed.
         """
         pseudonym = validate_lo_value(pseudonym, "Pseudonym")
         original_patient_id = str(ds.get("PatientID", "") or "")
-        anonymizer, element_filter = self._anonymizer_for(original_patient_id)
+        originals = [
+            uid_of(ds, tag) for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)
+        ]
+        generators = self._generators_for(original_patient_id)
         if not hasattr(ds, "file_meta") or ds.file_meta is None:
             ds.ensure_file_meta()
         try:
-            if element_filter is None:
-                anonymizer.anonymize(ds)
-            else:
-                # What `Anonymizer.anonymize()` does, the walk over the main data set limited
-                # to the elements and handlers that matter.
-                ds.file_meta.walk(anonymizer._anonymize_element)
-                element_filter.walk(ds)
-                for updater in anonymizer._dataset_updaters:
-                    updater(ds)
+            pattern = identifying_text_pattern(ds) if self._cleans_text else None
+            self._walk(ds, generators, _NORMAL, pattern)
+            for tag in _FILE_META_IDENTIFYING:
+                if tag in ds.file_meta:
+                    del ds.file_meta[tag]
         except Exception as err:
             # The SOP Instance UID is not PHI; the patient's identifiers must not be in the text.
             raise PseudonymizationError(
-                f"Pseudonymization failed for instance {ds.get('SOPInstanceUID', '?')}: "
-                f"{type(err).__name__}"
+                f"Pseudonymization failed for instance {originals[2] or '?'}: {type(err).__name__}"
             ) from err
-        if self.remove_private_tags:
-            ds.remove_private_tags()
         ds.PatientID = pseudonym
         ds.PatientName = pseudonym
         ds.PatientIdentityRemoved = "YES"
+        words, codes, temporal = self._method
+        ds.DeidentificationMethod = list(words)
+        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
+        ds.LongitudinalTemporalInformationModified = temporal
         if "SOPInstanceUID" in ds:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         if "SOPClassUID" in ds:
             ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        return PseudonymizedInstance(
+            original_patient_id,
+            pseudonym,
+            originals[0],
+            uid_of(ds, STUDY_INSTANCE_UID),
+            originals[1],
+            uid_of(ds, SERIES_INSTANCE_UID),
+            originals[2],
+            uid_of(ds, SOP_INSTANCE_UID),
+        )
+
+    # --- the walk ------------------------------------------------------------------------------
+
+    def _walk(
+        self, ds: Dataset, generators: _PatientGenerators, mode: int, pattern: re.Pattern | None
+    ) -> None:
+        elements = ds._dict
+        kept_private_blocks: set[tuple[int, int]] = set()
+        private_creators: list[int] = []
+        # Sorted: a date comes before its time, which dicognito shifts together with it.
+        for tag in sorted(elements):
+            element = elements.get(tag)
+            if element is None:
+                continue
+            if tag >> 16 & 1:
+                element_number = tag & 0xFFFF
+                if 0x10 <= element_number <= 0xFF:
+                    private_creators.append(tag)
+                elif self._keep_safe_private and self._is_safe_private(ds, tag):
+                    kept_private_blocks.add((tag >> 16, element_number >> 8))
+                else:
+                    del ds[tag]
+                continue
+            vr = element.VR
+            if vr is None or vr == "UN":
+                try:
+                    vr = dictionary_VR(tag)
+                except KeyError:
+                    vr = None
+            key = (tag, vr, mode)
+            decision = self._decisions.get(key)
+            if decision is None:
+                decision = self._decide(tag, vr, mode)
+                self._decisions[key] = decision
+            if decision != "K":
+                self._apply(ds, tag, element, vr, decision, generators, pattern)
+            elif element.VR == "UN" and vr is not None:
+                ds[tag]  # noqa: B018 - decoding gives it its real VR, as any reader would
+        for tag in private_creators:
+            if (tag >> 16, tag & 0xFF) not in kept_private_blocks:
+                del ds[tag]
+
+    def _is_safe_private(self, ds: Dataset, tag: int) -> bool:
+        group, element = tag >> 16, tag & 0xFFFF
+        creator_tag = (group << 16) | (element >> 8)
+        if creator_tag not in ds:
+            return False
+        value = ds[creator_tag].value or ""
+        if isinstance(value, bytes):  # a creator received as UN
+            value = value.decode("latin-1")
+        creator = str(value).strip(" \0").upper()
+        return (creator, group, element & 0xFF) in self._safe_private
+
+    def _decide(self, tag: int, vr: str | None, mode: int) -> str:
+        """What happens to an element (cached by tag, VR and mode; see `_apply`)."""
+        if tag & 0xFFFF == 0:
+            return "X"  # group lengths: stale once anything in the group changes
+        group = tag >> 16
+        if 0x6000 <= group <= 0x60FF and not group & 1:
+            # An overlay goes as a whole: its other attributes describe the removed Overlay Data.
+            overlay_data = profile_row(0x60003000)
+            assert overlay_data is not None
+            return self._resolve(overlay_data.action(self._columns), vr, mode)
+        row = profile_row(tag)
+        if row is not None:
+            return self._resolve(row.action(self._columns), vr, mode)
+        if vr == "SQ":
+            return f"SQ{mode}"
+        if vr == "UI":
+            keyword = keyword_for_tag(tag)
+            # SOP classes, transfer syntaxes and the like name kinds of things, not people.
+            return "K" if keyword.endswith("ClassUID") or keyword == "TransferSyntaxUID" else "U"
+        if vr in _DATE_VRS:
+            action = _GENERIC_DATE_ROW.action(self._columns)
+            return self._resolve("D" if action == "X" and mode != _NORMAL else action, vr, mode)
+        if vr in IDENTIFYING_VRS:
+            if keyword_for_tag(tag) in SAFE_TEXT_KEYWORDS:
+                return "K"
+            if mode == _DUMMY:
+                return self._resolve("D", vr, mode)
+            if mode == _CLEAN:
+                return self._resolve("C", vr, mode)
+            return "X"
+        if vr is None:
+            return "X"  # unknown VR: its content is anyone's guess
+        return "K"
+
+    def _resolve(self, action: str, vr: str | None, mode: int) -> str:
+        """The concrete step for a table action (compound actions: see `deid_profile`)."""
+        if action == "X/Z/U*":
+            return f"SQ{mode}" if vr == "SQ" else "U"
+        if action == "Z/D":
+            action = "Z"
+        elif action.startswith("X"):
+            return "X"
+        if action == "K":
+            return f"SQ{mode}" if vr == "SQ" else "K"
+        if action == "Z":
+            return "Z"
+        if action == "U":
+            return "U" if vr == "UI" else "Z"
+        if action == "D":
+            if vr == "SQ":
+                return f"SQ{_DUMMY}"
+            if vr == "UI":
+                return "U"
+            if vr == "PN":
+                return "NAME"
+            if vr in _DATE_VRS:
+                return f"DUMMY_{vr}"
+            if vr in _LONG_TEXT_VRS:
+                return "REMOVED"
+            if vr in ("LO", "SH", "CS", "AE"):
+                return "ID"
+            return "Z"
+        if action == "C":
+            if vr == "SQ":
+                return f"SQ{_CLEAN}"
+            if vr in ("DA", "DT"):
+                return "SHIFT"
+            if vr == "TM":
+                return "K"  # shifted together with its date
+            if vr == "PN":
+                return "NAME"
+            if vr in IDENTIFYING_VRS:
+                return "CLEAN"
+            return "K"
+        raise ValueError(f"Unknown profile action {action!r}")
+
+    def _apply(
+        self,
+        ds: Dataset,
+        tag: int,
+        element: DataElement | RawDataElement,
+        vr: str | None,
+        decision: str,
+        generators: _PatientGenerators,
+        pattern: re.Pattern | None,
+    ) -> None:
+        if decision == "X":
+            del ds[tag]
+            return
+        if decision == "Z":
+            if isinstance(element, RawDataElement):
+                # An element received as UN gets its real VR, as decoding it would give it.
+                real_vr = vr if element.VR == "UN" and vr else element.VR
+                ds._dict[BaseTag(tag)] = element._replace(value=b"", length=0, VR=real_vr)
+            else:
+                element.value = [] if element.VR == "SQ" else ""
+            return
+        data_element = ds[tag]
+        if decision.startswith("SQ"):
+            mode = int(decision[2:])
+            for item in data_element.value or []:
+                self._walk(item, generators, mode, pattern)
+            return
+        value = data_element.value
+        if value is None or value == "" or (isinstance(value, list | MultiValue) and not value):
+            return
+        if decision == "U":
+            values = _text_values(value)
+            if all(v in UID_dictionary for v in values):
+                return  # well-known UIDs (coding schemes, ...) identify no one
+            generators.uids(ds, data_element)
+        elif decision == "NAME":
+            generators.names(ds, data_element)
+        elif decision == "SHIFT":
+            generators.dates(ds, data_element)
+        elif decision.startswith("DUMMY_"):
+            data_element.value = _DUMMY_DATES[decision[6:]]
+        elif decision == "REMOVED":
+            data_element.value = "REMOVED"
+        elif decision == "ID":
+            data_element.value = generators.dummy_id(str(value))
+        elif decision == "CLEAN":
+            cleaned = [
+                pattern.sub(CLEANED_TEXT, v) if pattern is not None else v
+                for v in _text_values(value)
+            ]
+            data_element.value = cleaned if len(cleaned) > 1 else cleaned[0]
+        else:
+            raise ValueError(f"Unknown decision {decision!r}")
 
 
 def xnat_patient_comments(ds: Dataset, pseudonym: str, trial_protocol_id: str) -> str:
@@ -513,13 +638,20 @@ def xnat_patient_comments(ds: Dataset, pseudonym: str, trial_protocol_id: str) -
 
         Project: <trial id> Subject: <pseudonym> Session: <pseudonym>_<StudyDate>-<StudyTime>
 
-    StudyDate and StudyTime are the values in ``ds`` (after pseudonymization; kept by default),
-    StudyTime cut to ``HHMMSS``. Characters that XNAT does not allow in a session label (other
-    than letters, digits, ``_`` and ``-``) are replaced by ``_`` in the session part.
+    StudyDate and StudyTime are the values in ``ds`` (after pseudonymization: kept or shifted
+    by a date option), StudyTime cut to ``HHMMSS``. Without a StudyDate (the Basic Profile
+    empties it) the session is ``<pseudonym>_<last 16 digits of the StudyInstanceUID>``, so that
+    the studies of one subject stay apart. Characters that XNAT does not allow in a session
+    label (other than letters, digits, ``_`` and ``-``) are replaced by ``_`` in the session.
     """
     study_date = str(ds.get("StudyDate", "") or "")
     study_time = str(ds.get("StudyTime", "") or "").split(".")[0][:6]
-    session = re.sub(r"[^A-Za-z0-9_-]", "_", f"{pseudonym}_{study_date}-{study_time}")
+    if study_date:
+        label = f"{pseudonym}_{study_date}-{study_time}"
+    else:
+        digits = str(ds.get("StudyInstanceUID", "") or "").replace(".", "")
+        label = f"{pseudonym}_{digits[-16:]}"
+    session = re.sub(r"[^A-Za-z0-9_-]", "_", label)
     return f"Project: {trial_protocol_id} Subject: {pseudonym} Session: {session}"
 
 
@@ -537,17 +669,47 @@ def apply_trial_protocol(
         ds.ClinicalTrialProtocolName = validate_lo_value(trial_protocol_name, "Trial protocol name")
 
 
+@dataclass
+class UidMap:
+    """Original → pseudonymized identifiers an :class:`InstanceTransformer` has produced."""
+
+    patients: dict[str, str] = field(default_factory=dict)
+    studies: dict[str, str] = field(default_factory=dict)
+    series: dict[str, str] = field(default_factory=dict)
+
+    def add(self, replaced: PseudonymizedInstance) -> None:
+        self.patients[replaced.original_patient_id] = replaced.pseudonym
+        if replaced.original_study_uid:
+            self.studies[replaced.original_study_uid] = replaced.study_uid
+        if replaced.original_series_uid:
+            self.series[replaced.original_series_uid] = replaced.series_uid
+
+
+MAX_LISTED_EXCLUSIONS = 100
+"""Instances excluded for burned-in text that a task lists one by one (the count is complete)."""
+
+
 class InstanceTransformer:
     """The single entry point that prepares an instance for its destination.
 
     Applied by transfer processors, downloads and WADO-RS: pseudonymization (if a pseudonym is
-    given), modality exclusion (only when pseudonymizing), trial protocol tags, and the XNAT
-    PatientComments (when both pseudonym and trial protocol ID are given). With nothing to do,
-    datasets pass through unchanged. Datasets are modified in place.
+    given), modality exclusion and burned-in annotation exclusion (only when pseudonymizing),
+    trial protocol tags, and the XNAT PatientComments (when both pseudonym and trial protocol
+    ID are given). With nothing to do, datasets pass through unchanged. Datasets are modified
+    in place.
+
+    Burned-in annotation: when pseudonymizing, an instance with BurnedInAnnotation=YES, or of a
+    SOP class prone to burned-in text without the flag (`deid_profile.BURNED_IN_PRONE_SOP_CLASSES`)
+    is excluded: no tag-based profile can clean its pixels. The option
+    ``allow_burned_in_annotation`` lets them through.
 
     Attributes:
         skipped_count: number of instances skipped because of their modality.
         skipped_modalities: the modalities that were skipped.
+        burned_in_count: number of instances excluded for possible burned-in text.
+        burned_in_excluded: (original SOP Instance UID, reason) of the first
+            `MAX_LISTED_EXCLUSIONS` of them.
+        uid_map: original → pseudonymized PatientID, Study and Series Instance UIDs so far.
     """
 
     def __init__(
@@ -557,8 +719,9 @@ class InstanceTransformer:
         trial_protocol_name: str | None = None,
         seed: str | None = None,
         exclude_modalities: Iterable[str] = DEFAULT_EXCLUDE_MODALITIES,
-        keep_elements: Iterable[str] = DEFAULT_KEEP_ELEMENTS,
+        deid_options: Iterable[str] = (),
         pseudonymizer: Pseudonymizer | None = None,
+        on_pseudonymized: Callable[[PseudonymizedInstance], None] | None = None,
     ) -> None:
         """Creates a transformer; validates every value up front.
 
@@ -568,9 +731,11 @@ class InstanceTransformer:
             trial_protocol_name: ClinicalTrialProtocolName to set.
             seed: seed of the pseudonymizer (see :class:`Pseudonymizer`).
             exclude_modalities: modalities skipped when pseudonymizing.
-            keep_elements: elements the pseudonymizer leaves unchanged.
-            pseudonymizer: use this pseudonymizer instead of creating one (``seed`` and
-                ``keep_elements`` are then ignored).
+            deid_options: codes of `deid_profile.DeidOption` chosen for the job.
+            pseudonymizer: use this pseudonymizer instead of creating one (``seed`` is then
+                ignored; ``deid_options`` still decides about burned-in annotation).
+            on_pseudonymized: called with what was replaced, once per pseudonymized instance
+                (in the thread that transforms; keep it quick).
 
         Raises:
             ValueError: naming the bad value.
@@ -587,13 +752,19 @@ class InstanceTransformer:
         self.exclude_modalities = tuple(
             m.strip().upper() for m in exclude_modalities if m and m.strip()
         )
+        self.deid_options = parse_options(deid_options)
+        self.allow_burned_in = DeidOption.ALLOW_BURNED_IN_ANNOTATION in self.deid_options
         self._pseudonymizer: Pseudonymizer | None = None
         if self.pseudonym:
             self._pseudonymizer = pseudonymizer or Pseudonymizer(
-                seed=seed, keep_elements=keep_elements
+                seed=seed, options=self.deid_options
             )
+        self.on_pseudonymized = on_pseudonymized
         self.skipped_count = 0
         self.skipped_modalities: set[str] = set()
+        self.burned_in_count = 0
+        self.burned_in_excluded: list[tuple[str, str]] = []
+        self.uid_map = UidMap()
 
     @property
     def is_noop(self) -> bool:
@@ -604,23 +775,65 @@ class InstanceTransformer:
         """Transforms ``ds`` in place.
 
         Returns:
-            The same dataset, or ``None`` if it is skipped (excluded modality while
-            pseudonymizing).
+            The same dataset, or ``None`` if it is left out (excluded modality or possible
+            burned-in text, both only while pseudonymizing).
         """
         if self.is_noop:
             return ds
-        # Whatever happens below changes the instance: its received bytes are no longer it.
-        forget_received_encoding(ds)
         if self.pseudonym and self._pseudonymizer is not None:
             if should_skip(ds, self.exclude_modalities):
                 self.skipped_count += 1
                 self.skipped_modalities.add(str(ds.Modality).upper())
                 return None
-            self._pseudonymizer.pseudonymize(ds, self.pseudonym)
+            if not self.allow_burned_in:
+                reason = burned_in_annotation_risk(
+                    str(ds.get("BurnedInAnnotation", "") or ""),
+                    str(ds.get("SOPClassUID", "") or ""),
+                )
+                if reason is not None:
+                    self.burned_in_count += 1
+                    if len(self.burned_in_excluded) < MAX_LISTED_EXCLUSIONS:
+                        self.burned_in_excluded.append(
+                            (str(ds.get("SOPInstanceUID", "") or "?"), reason)
+                        )
+                    return None
+        # Whatever happens below changes the instance: its received bytes are no longer it.
+        forget_received_encoding(ds)
+        if self.pseudonym and self._pseudonymizer is not None:
+            replaced = self._pseudonymizer.pseudonymize(ds, self.pseudonym)
+            self.uid_map.add(replaced)
+            if self.on_pseudonymized is not None:
+                self.on_pseudonymized(replaced)
         apply_trial_protocol(ds, self.trial_protocol_id, self.trial_protocol_name)
         if self.pseudonym and self.trial_protocol_id:
             ds.PatientComments = xnat_patient_comments(ds, self.pseudonym, self.trial_protocol_id)
         return ds
+
+    def exclusion_log(self) -> list[str]:
+        """Lines for a task's log about the instances left out (empty when none were)."""
+        lines = []
+        if self.skipped_count:
+            lines.append(
+                f"{self.skipped_count} instance(s) of excluded modalities "
+                f"({', '.join(sorted(self.skipped_modalities))}) were not transferred."
+            )
+        if self.burned_in_count:
+            lines.append(
+                f"{self.burned_in_count} instance(s) {BURNED_IN_EXCLUSION_TEXT} "
+                "(not transferred; the job option 'allow burned-in annotation' lets them through)."
+            )
+            lines.extend(
+                f"SOP Instance UID {uid}: {BURNED_IN_EXCLUSION_TEXT} ({reason})"
+                for uid, reason in self.burned_in_excluded
+            )
+            if self.burned_in_count > len(self.burned_in_excluded):
+                lines.append(f"... and {self.burned_in_count - len(self.burned_in_excluded)} more.")
+        return lines
+
+    @property
+    def excluded_count(self) -> int:
+        """Instances left out for their modality or possible burned-in text."""
+        return self.skipped_count + self.burned_in_count
 
     def as_callable(self) -> Callable[[Dataset], Dataset | None]:
         """The transform as a plain function (handy as a fetch callback)."""

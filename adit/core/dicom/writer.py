@@ -89,13 +89,18 @@ def job_folder_name(app_label: str, job_id: int, created: date, username: str) -
 def study_folder_name(ds: Dataset, study_modalities: Iterable[str] | None = None) -> str:
     """``<StudyDate>-<StudyTime HHMMSS>-<modalities comma-joined>``, sanitized.
 
-    Modalities come from ``study_modalities`` when given (usually the study's
+    Without a StudyDate (pseudonymized without a date option: the Basic Profile empties it) the
+    StudyInstanceUID takes the place of date and time, so that the studies of one patient stay
+    apart; the name is built from the transformed instance, so it holds only pseudonymized
+    values. Modalities come from ``study_modalities`` when given (usually the study's
     ModalitiesInStudy from the query, minus excluded ones), else from the dataset's
     ModalitiesInStudy; without either the part is left out, so that every instance of a study
     lands in the same folder.
     """
-    study_date = str(ds.get("StudyDate", "") or "") or "NoDate"
+    study_date = str(ds.get("StudyDate", "") or "")
     study_time = str(ds.get("StudyTime", "") or "").split(".")[0][:6] or "NoTime"
+    if not study_date:
+        study_date, study_time = "NoDate", str(ds.get("StudyInstanceUID", "") or "") or "NoTime"
     if study_modalities is None:
         value = ds.get("ModalitiesInStudy", None)
         study_modalities = [value] if isinstance(value, str) else list(value or [])

@@ -6,12 +6,15 @@ and once as a DICOMweb-only server (QIDO-RS, WADO-RS, STOW-RS).
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import requests
 from pydicom import Dataset
 
+from adit.core.deidentification import pseudonymization_seed
+from adit.core.dicom.pseudonymizer import Pseudonymizer
 from adit.core.dicom.testing.synthetic import iter_identifying_values
 from adit.dicom_web.models import APIUsage
 
@@ -171,6 +174,13 @@ def test_pseudonymized_retrieval_is_consistent_and_clean(live_adit, orthanc_a, s
     assert {str(ds.StudyInstanceUID) for ds in first} == {str(ds.StudyInstanceUID) for ds in second}
     assert not _uids(first) & _uids(study)
     assert {str(ds.StudyInstanceUID) for ds in first} != {study_uid}
+    # The UIDs every transfer job with this pseudonym gives (one seed per installation).
+    as_in_a_job = copy.deepcopy(study[0])
+    Pseudonymizer(seed=pseudonymization_seed("PSEUDO-API-1")).pseudonymize(
+        as_in_a_job, "PSEUDO-API-1"
+    )
+    assert {str(ds.StudyInstanceUID) for ds in first} == {as_in_a_job.StudyInstanceUID}
+    assert as_in_a_job.SOPInstanceUID in _uids(first)
     original = study[0]
     identifying = set(
         iter_identifying_values(

@@ -164,11 +164,15 @@ def test_query_select_and_transfer_pseudonymized(
     expect(page.locator("#st-selection-count")).to_contain_text("2 selected")
     pseudonym = "PSEUDO-" + patient_id[-8:]
     page.get_by_label("Pseudonym").fill(pseudonym)
+    # The Basic Profile empties dates; this option keeps them (sent over the WebSocket).
+    page.get_by_label("Retain Longitudinal Temporal Information with Full Dates").check()
+    screenshot(page, "deid-options")
     page.get_by_role("button", name="Transfer selected studies").click()
 
     expect(page.locator("#st-job-created")).to_contain_text("with 2 studies was created")
     page.locator("#st-job-link").click()
     expect(page.locator("h1")).to_contain_text("Selective transfer job")
+    expect(page.locator("#job-deid")).to_contain_text("with Full Dates")
     screenshot(page, "job-running")
     expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
     expect(page.locator("#job-progress-count")).to_have_text("2 of 2 tasks finished")

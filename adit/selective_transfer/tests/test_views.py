@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import zipfile
 from urllib.parse import parse_qs
@@ -12,8 +13,12 @@ from django.test import override_settings
 from django.urls import reverse
 
 from adit.accounts.factories import UserFactory
+from adit.core.deidentification import pseudonymization_seed
+from adit.core.dicom.pseudonymizer import Pseudonymizer
+from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
+from adit.core.models import GroupDeidentificationDefaults
 from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
 
 from .conftest import give_access, grant
@@ -191,6 +196,44 @@ def test_transfer_rules(client, researcher, researchers):
     assert SelectiveTransferJob.objects.latest("created").archive_password == "pw"
 
 
+def test_deid_options_are_preselected_from_the_group_and_stored_with_the_job(
+    client, researcher, researchers
+):
+    server = DicomServerFactory()
+    give_access(researchers, server)
+    GroupDeidentificationDefaults.objects.create(
+        group=researchers, options=["retain_patient_characteristics"]
+    )
+    client.force_login(researcher)
+
+    page = client.get(PAGE)
+    assert page.context["form"]["deid_options"].value() == ["retain_patient_characteristics"]
+    assert b"Retain Longitudinal Temporal Information with Modified Dates" in page.content
+
+    common = dict(source=server.pk, destination=server.pk, patient_id="P1", pseudonym="X")
+    both = ["retain_full_dates", "retain_modified_dates"]
+    response = client.post(
+        PAGE,
+        {**common, "action": "transfer", "selected_studies": "P1\\1.2.3", "deid_options": both},
+    )
+    assert "not both" in form_errors(response)["deid_options"]
+    response = client.post(
+        PAGE,
+        {
+            **common,
+            "action": "transfer",
+            "selected_studies": "P1\\1.2.3",
+            "deid_options": ["retain_safe_private", "retain_full_dates"],
+        },
+    )
+    assert response.status_code == 302
+    job = SelectiveTransferJob.objects.get()
+    assert job.deid_options == ["retain_full_dates", "retain_safe_private"]
+    detail = client.get(job.get_absolute_url()).content.decode()
+    assert "Retain Longitudinal Temporal Information with Full Dates" in detail
+    assert "Retain Safe Private" in detail
+
+
 def test_urgent_and_unpseudonymized_need_their_permissions(client, researcher, researchers):
     server = DicomServerFactory()
     give_access(researchers, server)
@@ -330,8 +373,16 @@ def test_download_streams_a_pseudonymized_zip(client, researcher, orthanc_a, nod
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
-    assert f"study_download_{study_uid}.zip" in response["Content-Disposition"]
+    # The name holds only pseudonymized values: the pseudonym and the new StudyInstanceUID,
+    # the one every transfer job with this pseudonym gives the study (installation-wide seed).
+    expected = copy.deepcopy(study[0])
+    Pseudonymizer(seed=pseudonymization_seed("PSEUDO1")).pseudonymize(expected, "PSEUDO1")
+    disposition = response["Content-Disposition"]
+    assert f'filename="study_download_PSEUDO1_{expected.StudyInstanceUID}.zip"' in disposition
+    assert study_uid not in disposition and patient_id not in disposition
     content = b"".join(response)  # consumes the async stream
+    originals = [patient_id, "Doe", "Jane", study_uid, *(str(ds.SOPInstanceUID) for ds in study)]
+    assert not [value for value in originals if value.encode() in content]
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         names = archive.namelist()
         assert len(names) == len(study)
@@ -341,7 +392,33 @@ def test_download_streams_a_pseudonymized_zip(client, researcher, orthanc_a, nod
             assert ds.PatientID == "PSEUDO1"
             assert ds.ClinicalTrialProtocolID == "T1"
             assert "Doe" not in str(ds.PatientName)
-            assert ds.StudyInstanceUID != study_uid
+            assert ds.StudyInstanceUID == expected.StudyInstanceUID != study_uid
+
+
+@pytest.mark.peers
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_zip_download_of_the_phi_rich_study_holds_no_identifier(
+    client, researcher, orthanc_a, node_a
+):
+    patient_id = "ST-PHI-" + make_study("x")[0].StudyInstanceUID[-8:]
+    corpus = make_phi_corpus(seed=patient_id, patient_id=patient_id)
+    orthanc_a.upload(corpus.datasets)
+    client.force_login(researcher)
+
+    study_uid = corpus.datasets[0].StudyInstanceUID
+    response = client.get(_download_url(node_a, patient_id, study_uid, pseudonym="PSEUDO9"))
+
+    assert response.status_code == 200
+    content = b"".join(response)  # consumes the async stream
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        names = archive.namelist()
+        files = [archive.read(name) for name in names]
+    # The two CT instances; SR (modality), SC and US (burned-in text) stay behind.
+    assert len(files) == 2
+    outputs = [content, *files, *(name.encode() for name in names)]
+    outputs.append(response["Content-Disposition"].encode())
+    assert find_identifiers(outputs, corpus.all_identifiers()) == set()
+    assert find_identifiers(outputs, corpus.original_uids) == set()
 
 
 @pytest.mark.peers

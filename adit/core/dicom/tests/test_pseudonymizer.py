@@ -13,7 +13,6 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
 from adit.core.dicom.pseudonymizer import (
-    DEFAULT_KEEP_ELEMENTS,
     PSEUDONYM_ALPHABET,
     InstanceTransformer,
     Pseudonymizer,
@@ -30,6 +29,7 @@ BIRTH_DATE = "19630415"
 ACCESSION = "ACC-99812-ZK"
 INSTITUTION = "Saint Example Memorial Hospital"
 SEED = "job-secret-1"
+SHIFT = ["retain_modified_dates"]
 
 
 def make_patient_study(seed="data", **kwargs) -> list[Dataset]:
@@ -108,8 +108,8 @@ def test_no_residual_identifiers_anywhere_including_nested_sequences():
         assert ds.PatientID == "PSEUDO01"
         assert ds.PatientName == "PSEUDO01"
         assert ds.PatientIdentityRemoved == "YES"
-        assert ds.OtherPatientIDsSequence[0].PatientID != f"{PATIENT_ID}-ALT"
-        assert ds.RequestAttributesSequence[0].AccessionNumber == ds.AccessionNumber
+        assert "OtherPatientIDsSequence" not in ds
+        assert "RequestAttributesSequence" not in ds
 
 
 def test_free_text_that_may_hold_identifiers_is_removed():
@@ -126,25 +126,24 @@ def test_free_text_that_may_hold_identifiers_is_removed():
 def test_same_seed_gives_same_uids_and_dates_in_two_runs():
     originals = make_patient_study()
 
-    first = pseudonymized(originals)
-    second = pseudonymized(originals)
+    first = pseudonymized(originals, options=SHIFT)
+    second = pseudonymized(originals, options=SHIFT)
 
     assert first == second
-    assert first[0].PatientBirthDate == second[0].PatientBirthDate != BIRTH_DATE
+    assert first[0].StudyDate == second[0].StudyDate != originals[0].StudyDate
     assert [ds.SOPInstanceUID for ds in first] == [ds.SOPInstanceUID for ds in second]
 
 
 def test_same_seed_gives_same_values_in_another_process():
     ds = make_patient_study(series=(("CT", 1),))[0]
-    expected = pseudonymized([ds])[0]
+    expected = pseudonymized([ds], options=SHIFT)[0]
     script = (
         "import json, sys\n"
         "from adit.core.dicom.pseudonymizer import Pseudonymizer\n"
         "from adit.core.dicom.tests.test_pseudonymizer import make_patient_study, SEED\n"
         "ds = make_patient_study(series=(('CT', 1),))[0]\n"
-        "Pseudonymizer(seed=SEED).pseudonymize(ds, 'PSEUDO01')\n"
-        "print(json.dumps([ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientBirthDate,"
-        " ds.AccessionNumber]))\n"
+        "Pseudonymizer(seed=SEED, options=['retain_modified_dates']).pseudonymize(ds, 'P01')\n"
+        "print(json.dumps([ds.StudyInstanceUID, ds.SOPInstanceUID, ds.StudyDate]))\n"
     )
 
     output = subprocess.run(
@@ -154,21 +153,19 @@ def test_same_seed_gives_same_values_in_another_process():
     assert json.loads(output) == [
         expected.StudyInstanceUID,
         expected.SOPInstanceUID,
-        expected.PatientBirthDate,
-        expected.AccessionNumber,
+        expected.StudyDate,
     ]
 
 
 def test_another_seed_gives_different_values():
     originals = make_patient_study()
 
-    first = pseudonymized(originals, seed="seed-a")
-    other = pseudonymized(originals, seed="seed-b")
+    first = pseudonymized(originals, seed="seed-a", options=SHIFT)
+    other = pseudonymized(originals, seed="seed-b", options=SHIFT)
 
     assert first[0].StudyInstanceUID != other[0].StudyInstanceUID
     assert first[0].SOPInstanceUID != other[0].SOPInstanceUID
-    assert first[0].AccessionNumber != other[0].AccessionNumber
-    assert first[0].PatientBirthDate != other[0].PatientBirthDate
+    assert first[0].StudyDate != other[0].StudyDate
 
 
 def test_two_series_of_one_patient_in_two_tasks_stay_consistent():
@@ -177,18 +174,10 @@ def test_two_series_of_one_patient_in_two_tasks_stay_consistent():
     mr_series = [ds for ds in originals if ds.Modality == "MR"]
 
     # Two tasks (possibly on different workers) each create their own pseudonymizer.
-    task_1 = pseudonymized(ct_series)
-    task_2 = pseudonymized(mr_series)
+    task_1 = pseudonymized(ct_series, options=SHIFT)
+    task_2 = pseudonymized(mr_series, options=SHIFT)
 
-    for shared in (
-        "StudyInstanceUID",
-        "FrameOfReferenceUID",
-        "AccessionNumber",
-        "PatientBirthDate",
-        "StudyID",
-        "PatientID",
-        "InstitutionName",
-    ):
+    for shared in ("StudyInstanceUID", "FrameOfReferenceUID", "StudyDate", "PatientID"):
         assert task_1[0][shared].value == task_2[0][shared].value, shared
     assert task_1[0].SeriesInstanceUID != task_2[0].SeriesInstanceUID
     assert len({ds.SeriesInstanceUID for ds in task_1}) == 1
@@ -199,36 +188,40 @@ def test_another_study_of_the_same_patient_shares_the_date_shift():
     study_1 = make_patient_study(seed="study-1")
     study_2 = make_patient_study(seed="study-2", accession_number="ACC-OTHER-1")
 
-    first = pseudonymized(study_1[:1])[0]
-    second = pseudonymized(study_2[:1])[0]
+    first = pseudonymized(study_1[:1], options=SHIFT)[0]
+    second = pseudonymized(study_2[:1], options=SHIFT)[0]
 
-    assert first.PatientBirthDate == second.PatientBirthDate
+    assert first.StudyDate == second.StudyDate != study_1[0].StudyDate
     assert first.StudyInstanceUID != second.StudyInstanceUID
 
 
-def test_kept_dates_and_times_stay_unchanged_and_others_are_shifted():
-    originals = make_patient_study()
-
-    for original, ds in zip(originals, pseudonymized(originals), strict=True):
-        for keyword in DEFAULT_KEEP_ELEMENTS:
-            if keyword in original:
-                assert ds[keyword].value == original[keyword].value, keyword
-        assert ds.InstanceCreationDate != original.InstanceCreationDate
-        assert ds.PatientBirthDate != original.PatientBirthDate
-
-
-def test_keep_elements_is_configurable():
+def test_dates_are_emptied_by_default_kept_or_shifted_by_the_date_options():
     original = make_patient_study()[0]
 
-    ds = pseudonymized([original], keep_elements=("PatientSex",))[0]
+    basic = pseudonymized([original])[0]
+    full = pseudonymized([original], options=["retain_full_dates"])[0]
+    shifted = pseudonymized([original], options=SHIFT)[0]
 
-    assert ds.StudyDate != original.StudyDate
-    assert ds.PatientSex == original.PatientSex
+    assert basic.StudyDate == "" and "SeriesDate" not in basic
+    assert basic.LongitudinalTemporalInformationModified == "REMOVED"
+    assert (full.StudyDate, full.StudyTime) == (original.StudyDate, original.StudyTime)
+    assert full.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    assert shifted.StudyDate not in ("", original.StudyDate)
+    assert shifted.LongitudinalTemporalInformationModified == "MODIFIED"
+    # The birth date has no option in Table E.1-1: always emptied.
+    assert basic.PatientBirthDate == full.PatientBirthDate == shifted.PatientBirthDate == ""
 
 
-def test_unknown_keep_element_is_rejected():
-    with pytest.raises(ValueError, match="StudyDat"):
-        Pseudonymizer(seed=SEED, keep_elements=("StudyDat",))
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["retain_everything"], "Unknown de-identification option 'retain_everything'"),
+        (["retain_full_dates", "retain_modified_dates"], "either"),
+    ],
+)
+def test_unknown_or_contradicting_options_are_rejected(options, message):
+    with pytest.raises(ValueError, match=message):
+        Pseudonymizer(seed=SEED, options=options)
 
 
 def test_compressed_pixel_data_is_untouched_and_file_meta_follows_new_uid(tmp_path):
@@ -253,19 +246,19 @@ def test_malformed_dates_are_blanked_instead_of_failing():
     ds.PatientBirthDate = "1963-4-X"
     ds.InstanceCreationDate = "20240231"
 
-    Pseudonymizer(seed=SEED).pseudonymize(ds, "PSEUDO01")
+    Pseudonymizer(seed=SEED, options=SHIFT).pseudonymize(ds, "PSEUDO01")
 
     assert ds.PatientBirthDate == ""
     assert ds.InstanceCreationDate == ""
     assert ds.InstanceCreationTime == ""
 
 
-def test_private_tags_can_be_removed():
+def test_private_tags_are_removed():
     ds = make_patient_study()[0]
     block = ds.private_block(0x0011, "ACME PRIVATE", create=True)
     block.add_new(0x01, "LO", PATIENT_NAME)
 
-    Pseudonymizer(seed=SEED, remove_private_tags=True).pseudonymize(ds, "PSEUDO01")
+    Pseudonymizer(seed=SEED).pseudonymize(ds, "PSEUDO01")
 
     assert not any(element.tag.is_private for element in ds)
 
@@ -345,6 +338,7 @@ def test_trial_protocol_and_xnat_comments():
         trial_protocol_id="TRIAL_1",
         trial_protocol_name="Lung Study",
         seed=SEED,
+        deid_options=["retain_full_dates"],
     ).transform(copy.deepcopy(original))
 
     assert ds is not None
@@ -366,6 +360,18 @@ def test_trial_tags_without_pseudonym_keep_identity_and_add_no_comments():
     assert "PatientComments" not in ds
     assert ds.PatientID == PATIENT_ID
     assert ds.StudyInstanceUID == original.StudyInstanceUID
+
+
+def test_xnat_session_without_a_study_date_is_named_by_the_study_uid():
+    transformer = InstanceTransformer(pseudonym="PSEUDO01", trial_protocol_id="T1", seed=SEED)
+    first = transformer.transform(make_patient_study(seed="study-1")[0])
+    second = transformer.transform(make_patient_study(seed="study-2")[0])
+
+    assert first is not None and second is not None
+    assert first.StudyDate == ""
+    digits = first.StudyInstanceUID.replace(".", "")[-16:]
+    assert first.PatientComments == f"Project: T1 Subject: PSEUDO01 Session: PSEUDO01_{digits}"
+    assert first.PatientComments != second.PatientComments
 
 
 def test_xnat_session_label_is_cleaned():

@@ -102,6 +102,17 @@ def test_series_without_number_or_description(study):
     assert instance_relative_path(ds).parts[2] == ds.SeriesInstanceUID
 
 
+def test_study_without_a_date_is_named_by_its_uid_so_studies_stay_apart(study):
+    # The PS3.15 Basic Profile empties StudyDate and StudyTime of pseudonymized instances.
+    first, other = study[0], make_study("P-OTHER", series=(("CT", 1),))[0]
+    for ds in (first, other):
+        ds.StudyDate = ""
+        ds.StudyTime = ""
+
+    assert instance_relative_path(first).parts[1] == f"NoDate-{first.StudyInstanceUID}-CT,MR"
+    assert instance_relative_path(first).parts[1] != instance_relative_path(other).parts[1]
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [

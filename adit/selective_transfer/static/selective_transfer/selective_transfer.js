@@ -50,10 +50,11 @@
 
     function formMessage(action) {
       const data = new FormData(form);
-      const message = { action: action, selected_studies: [] };
+      // Lists: every checked value (a checkbox group may also send none).
+      const message = { action: action, selected_studies: [], deid_options: [] };
       for (const [key, value] of data.entries()) {
         if (key === "csrfmiddlewaretoken" || key === "action") continue;
-        if (key === "selected_studies") message.selected_studies.push(value);
+        if (key === "selected_studies" || key === "deid_options") message[key].push(value);
         else message[key] = value;
       }
       return message;
