@@ -23,6 +23,7 @@ pickup and status bookkeeping are included; the task's own start→end time is p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -38,6 +39,14 @@ if str(PROJECT_DIR) not in sys.path:
 
 from adit.core.dicom.testing.peers import OrthancInstance, require_orthanc  # noqa: E402
 
+RECEIVER_AE = "ADIT_RECV"
+# What A offers while a transfer goes through the receiver (AE titles are unique, so A's own
+# entry is switched for that run).
+C_MOVE_ONLY = {
+    "study_root_get_support": False,
+    "patient_root_get_support": False,
+    "dicomweb_root_url": "",
+}
 PATIENT_ID = "BENCH0001"
 PSEUDONYM = "BENCHPSN01"
 WORKER_START_TIMEOUT = 60
@@ -110,7 +119,17 @@ class Bench:
         self.study_uid = ""
         self.results: list[Measurement] = []
         self.worker = None
+        self.receiver = None
         self.idle_rss: int | None = None
+        from adit.core.dicom.testing.peers import free_port
+
+        # Worker and receiver read these settings from the environment; A pushes C-MOVEs there.
+        self.store_scp_port = free_port()
+        self.process_env = {
+            "RECEIVER_AE_TITLE": RECEIVER_AE,
+            "STORE_SCP_PORT": str(self.store_scp_port),
+            "FILE_TRANSMIT_PORT": str(free_port()),
+        }
 
     # --- peers --------------------------------------------------------------------------------
 
@@ -118,14 +137,48 @@ class Bench:
         a, b = self.orthanc_a, self.orthanc_b
         a.modalities[b.ae_title] = b.as_modality
         b.modalities[a.ae_title] = a.as_modality
+        a.modalities[RECEIVER_AE] = (RECEIVER_AE, "127.0.0.1", self.store_scp_port)
         a.start()
         b.start()
+
+    def start_receiver(self) -> None:
+        """`manage.py receiver` as its own process, as in production."""
+        import socket
+        import subprocess
+
+        from adit.core.testing.workers import PROJECT_DIR, worker_environment
+
+        log_path = self.work_dir / "receiver.log"
+        with open(log_path, "a") as log:
+            self.receiver = subprocess.Popen(
+                [sys.executable, str(PROJECT_DIR / "manage.py"), "receiver", "--refresh", "1"],
+                env=worker_environment(self.process_env),
+                cwd=PROJECT_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.receiver.poll() is not None:
+                raise SystemExit(f"The receiver exited at start:\n{log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.store_scp_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"The receiver did not listen within {WORKER_START_TIMEOUT} s")
 
     def stop(self) -> None:
         from adit.core.testing.workers import stop_worker
 
         if self.worker is not None:
             stop_worker(self.worker)
+        if self.receiver is not None:
+            self.receiver.terminate()
+            try:
+                self.receiver.wait(timeout=10)
+            except Exception:
+                self.receiver.kill()
         self.orthanc_a.stop()
         self.orthanc_b.stop()
 
@@ -189,7 +242,7 @@ class Bench:
         from adit.core.testing.workers import start_worker
 
         log_path = self.work_dir / "worker.log"
-        self.worker = start_worker("dicom", log_path=log_path)
+        self.worker = start_worker("dicom", env=self.process_env, log_path=log_path)
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.worker.poll() is not None:
@@ -205,19 +258,32 @@ class Bench:
         time.sleep(0.5)  # let it settle (periodic task deferral at start)
         self.idle_rss = MemoryWatcher(self.worker.pid).process.memory_info().rss
 
-    def adit_transfer(self, pseudonymized: bool, timeout: float) -> None:
+    def adit_transfer(self, pseudonymized: bool, timeout: float, via_c_move: bool = False) -> None:
+        from adit.core.models import DicomServer
+
+        assert self.worker is not None
+        label = "ADIT engine A → B, " + ("pseudonymized" if pseudonymized else "unmodified")
+        if via_c_move:
+            label = "ADIT engine A → B via C-MOVE, unmodified"
+        source = DicomServer.objects.get(ae_title=self.orthanc_a.ae_title)
+        if via_c_move:
+            with using_only_c_move(source):
+                self._run_job(label, source, pseudonymized, timeout)
+        else:
+            self._run_job(label, source, pseudonymized, timeout)
+
+    def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
         from adit.accounts.models import User
         from adit.core.models import DicomJob, DicomServer
         from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
 
         assert self.worker is not None
-        label = "ADIT engine A → B, " + ("pseudonymized" if pseudonymized else "unmodified")
         self._clear_b()
         owner, _ = User.objects.get_or_create(username="benchmark")
         job = ExampleTransferJob.objects.create(owner=owner)
         ExampleTransferTask.objects.create(
             job=job,
-            source=DicomServer.objects.get(ae_title=self.orthanc_a.ae_title),
+            source=source,
             destination=DicomServer.objects.get(ae_title=self.orthanc_b.ae_title),
             patient_id=PATIENT_ID,
             study_uid=self.study_uid,
@@ -318,12 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_peers()
         bench.upload_study()
         create_servers(bench)
+        bench.start_receiver()
         bench.start_worker()
         print("Runs (B is emptied before each):", flush=True)
         for _ in range(max(1, args.repeat)):
             bench.orthanc_c_move()
             bench.adit_transfer(pseudonymized=False, timeout=args.timeout)
             bench.adit_transfer(pseudonymized=True, timeout=args.timeout)
+            bench.adit_transfer(pseudonymized=False, timeout=args.timeout, via_c_move=True)
         bench.report()
     finally:
         bench.stop()
@@ -341,6 +409,21 @@ def require_orthanc_or_exit() -> None:
         require_orthanc()
     except BaseException as error:  # pytest's skip outside of pytest
         raise SystemExit(f"Orthanc is needed: {error}") from None
+
+
+@contextlib.contextmanager
+def using_only_c_move(server):
+    """Switches a DicomServer row to C-MOVE only for the block, then back."""
+    saved = {field: getattr(server, field) for field in C_MOVE_ONLY}
+    for field, value in C_MOVE_ONLY.items():
+        setattr(server, field, value)
+    server.save()
+    try:
+        yield
+    finally:
+        for field, value in saved.items():
+            setattr(server, field, value)
+        server.save()
 
 
 def create_servers(bench: Bench) -> None:
