@@ -82,6 +82,9 @@ TIMEOUTS = Timeouts(connection=10, acse=30, dimse=120, network=120)
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+# Transient, by the service user, no reason given: "try again later" (e.g. ADIT's database is
+# down), not "you are not known", which would make a PACS give up on the receiver.
+TRANSIENT_NO_REASON = (0x02, 0x01, 0x01)
 
 
 def _normalized_address(address: str) -> str:
@@ -283,8 +286,8 @@ class Receiver:
         try:
             allowed = _peers(self._allowed())
         except Exception:
-            logger.exception("Looking up the allowed calling AE titles failed; rejecting")
-            allowed = {}
+            logger.exception("Looking up the allowed calling AE titles failed; rejecting for now")
+            return TRANSIENT_NO_REASON
         if request.calling_ae_title not in allowed:
             logger.warning(
                 "Rejected an association from %r at %s: not a configured server",

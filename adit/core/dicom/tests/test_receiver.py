@@ -956,3 +956,26 @@ def test_an_instance_c_get_cannot_deliver_fails_the_fetch_naming_its_sop_class(
     # Named before anything is asked for: no half-fetched study, and C-MOVE may do it instead.
     assert "cannot be retrieved completely with C-GET" in message
     assert OPHTHALMIC_TOMOGRAPHY in message and "Ophthalmic Tomography" in message
+
+
+def test_a_receiver_that_cannot_look_up_its_peers_rejects_transiently(tmp_path):
+    """ADIT's database being down means "try again later", never "you are not known"."""
+    from pynetdicom import build_context
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    def database_down():
+        raise ConnectionError("the database is down")
+
+    port = free_port()
+    with Receiver(f"RECV{port}", port, 0, tmp_path / "spool", database_down, host=LOOPBACK):
+        with pytest.raises(association.AssociationRejected) as rejected:
+            association.Association.request(
+                LOOPBACK,
+                port,
+                calling_ae_title=SCU_AE,
+                called_ae_title=f"RECV{port}",
+                contexts=[build_context(Verification)],
+                timeouts=Timeouts(connection=5, acse=5, dimse=5, network=5),
+            )
+    assert (rejected.value.result, rejected.value.source) == (2, 1)
+    assert not rejected.value.is_permanent
