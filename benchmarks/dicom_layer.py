@@ -18,6 +18,7 @@ instance. Run it with::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
@@ -168,7 +169,10 @@ class Bench:
             fetcher = ReceiverMoveFetcher(
                 host=LOOPBACK, port=self.receiver.transmit_port, inactivity_timeout=60
             )
-        return DicomOperator(self.source(method), self.local, move_fetcher=fetcher)
+        operator = DicomOperator(self.source(method), self.local, move_fetcher=fetcher)
+        # Orthanc A has no association limit here: C-GET may list the study beside itself.
+        operator.side_association = lambda: contextlib.nullcontext(True)
+        return operator
 
     # --- runs ---------------------------------------------------------------------------------
 

@@ -223,6 +223,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
         from .dicom_config import local_config
 
         operator = DicomOperator(server.to_config(), local_config())
+        operator.side_association = lambda: _one_more_association_slot(server)
         self.on_abort(operator.abort)
         return operator
 
@@ -320,3 +321,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
         if count == 0 and not transformer.excluded_count:
             status, message = "FA", "The source returned no instances for this study."
         return ProcessingResult(status, message, self.log_lines)
+
+
+@contextlib.contextmanager
+def _one_more_association_slot(server):
+    """A further slot of the server's association limit if one is free now (True), else False."""
+    from .association_limits import extra_association_slots
+
+    with extra_association_slots(server.pk, server.max_associations, 1) as extra:
+        yield extra > 0

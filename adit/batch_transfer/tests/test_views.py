@@ -201,7 +201,7 @@ def test_contradicting_date_options_are_refused_by_name(
         URL, form_data(source_server, destination_server, file, deid_options=both)
     )
 
-    assert response.status_code == 200
+    assert response.status_code == 400  # an invalid upload is a client error
     assert "Full Dates or with Modified Dates, not both" in " ".join(
         response.context["form"].errors["deid_options"]
     )

@@ -25,6 +25,8 @@ the C-MOVE path is skipped.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +85,9 @@ IMAGE_KEYS = (
 )
 
 
+logger = logging.getLogger(__name__)
+
+
 @dataclass
 class MoveRequest:
     """What a `MoveFetcher` needs to fetch instances through C-MOVE and the receiver."""
@@ -124,7 +129,13 @@ class DicomOperator:
     Attributes:
         warnings: messages for the task log (partial sub-operations, skipped instances,
             fallbacks to another retrieve method).
+        side_association: where the server's association limit allows it, a second
+            association beside a fetch's own one (C-GET lists the study on it meanwhile): a
+            callable returning a context manager that yields True while a further association
+            slot is held, False if none is free now. None (the default): never a second one.
     """
+
+    side_association: Callable[[], contextlib.AbstractContextManager[bool]] | None = None
 
     def __init__(
         self,
@@ -388,11 +399,17 @@ class DicomOperator:
         sop_classes = self._sop_classes_in_study(query)
         background: _InBackground[dict[str, str]] | None = None
         listing: dict[str, str] = {}
-        if sop_classes is None:
+        side_slot = contextlib.ExitStack()
+        if sop_classes is not None and self._side_association(side_slot):
+
+            def list_then_free_the_slot() -> dict[str, str]:
+                with side_slot:
+                    return self._listing_if_possible(query)
+
+            background = _InBackground("source-listing", list_then_free_the_slot)
+        else:
             listing = self._listing_if_possible(query)
             sop_classes = set(listing.values())
-        else:
-            background = _InBackground("source-listing", lambda: self._listing_if_possible(query))
         received: set[str] = set()
         failure: DicomError | None = None
         try:
@@ -415,6 +432,16 @@ class DicomOperator:
                 f"source lists did not arrive ({missing_by_sop_class(missing, listing)})"
                 f"{because}"
             ) from failure
+
+    def _side_association(self, stack: contextlib.ExitStack) -> bool:
+        """Whether a second association to the server may be opened now (held on `stack`)."""
+        if self.side_association is None:
+            return False
+        try:
+            return bool(stack.enter_context(self.side_association()))
+        except Exception:  # no slot bookkeeping at hand: do without the second association
+            logger.debug("No side association for %s", self.server, exc_info=True)
+            return False
 
     def _sop_classes_in_study(self, query: QueryDataset) -> set[str] | None:
         """The SOP classes the PACS says the study holds (STUDY-level C-FIND), None if unsaid."""
