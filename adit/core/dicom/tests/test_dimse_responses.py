@@ -473,3 +473,29 @@ def test_c_get_honours_the_scp_role_answer(grants_scp_role):
     assert "SCP role refused" in str(raised.value)
     assert not isinstance(raised.value, RetriableDicomError)  # C-MOVE may do it instead
     assert requests == []  # nothing was asked for that could not arrive
+
+
+@pytest.mark.parametrize("pending", [0xFF00, 0xFF01], ids=["FF00", "FF01"])
+def test_c_find_matches_of_both_pending_statuses_are_results(pending):
+    """FF01: a match whose optional keys the PACS did not all support is still a match."""
+
+    def script(assoc, request):
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.PatientID = "SCRIPT-PAT"
+        match.StudyInstanceUID = "1.2.3.4"
+        command = find_rsp(request, pending).replace(
+            US(commands.COMMAND_DATA_SET_TYPE, commands.NO_DATA_SET),
+            US(commands.COMMAND_DATA_SET_TYPE, commands.DATA_SET_PRESENT),
+        )
+        return (
+            command_pdu(request.context_id, command)
+            + p_data_tf((request.context_id, 0x02, _encode_for(match, ImplicitVRLittleEndian)))
+            + command_pdu(request.context_id, find_rsp(request, 0x0000))
+        )
+
+    with scripted_scp(script) as (_, port):
+        find = connector(port)
+        results = list(find.send_c_find(study_query()))
+    assert [result.StudyInstanceUID for result in results] == ["1.2.3.4"]
+    assert find.warnings == []
