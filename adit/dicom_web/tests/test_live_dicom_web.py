@@ -345,3 +345,33 @@ def test_api_usage_is_recorded(live_adit, orthanc_a, study):
     assert usage.error_count == 1
     assert usage.bytes_sent > len(response.content)
     assert usage.last_access is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pseudonymized_wado_retrieve_of_a_phi_rich_study_carries_no_identifier(
+    live_adit, orthanc_a, mode
+):
+    """PS3.15 Basic Profile on the DICOMweb path: every byte of the response is scanned."""
+    from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
+
+    patient_id = new_patient_id()
+    corpus = make_phi_corpus(seed=patient_id, patient_id=patient_id)
+    orthanc_a.upload(corpus.datasets)
+    api_user, server = setup_user_and_server(orthanc_a, mode)
+    wado = dicomweb_url(live_adit, server, "wadors")
+    study_uid = str(corpus.datasets[0].StudyInstanceUID)
+
+    response = requests.get(
+        f"{wado}/studies/{study_uid}",
+        params={"pseudonym": "PSEUDO-PHI-1"},
+        headers=api_user.headers,
+        timeout=120,
+    )
+
+    assert response.status_code == 200, response.text
+    retrieved = parse_multipart(response)
+    assert retrieved, "nothing was retrieved"
+    assert {str(ds.PatientID) for ds in retrieved} == {"PSEUDO-PHI-1"}
+    assert find_identifiers([response.content], corpus.all_identifiers()) == set()
+    assert find_identifiers([response.content], corpus.original_uids) == set()
+    assert find_identifiers(retrieved, corpus.all_identifiers()) == set()
