@@ -58,6 +58,11 @@ from .completeness import check_complete
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
 from .errors import DicomError, RetriableDicomError
 from .net import association, commands, errors, statuses
+from .net.c_echo import c_echo
+from .net.c_find import c_cancel, c_find
+from .net.c_get import answer_sub_operation, c_get
+from .net.c_move import c_move
+from .net.c_store import c_store
 from .query import QueryDataset, ResultDataset
 
 logger = logging.getLogger(__name__)
@@ -302,15 +307,10 @@ class DimseConnector:
         assoc = self._open_bulk_association("C-ECHO", [build_context(Verification)])
         release = False
         try:
-            context = assoc.contexts_for(Verification)[0]
-            assoc.send_message(context.context_id, commands.c_echo_rq(1, Verification))
-            message = assoc.receive_message()
-            self._check_response("C-ECHO", assoc, message, commands.C_ECHO_RSP, 1)
+            status = c_echo(assoc, assoc.contexts_for(Verification)[0])
             release = True
-            if message.status != 0x0000:
-                raise DicomError(
-                    f"C-ECHO on {self.server}: {statuses.describe('C-ECHO', message.status)}"
-                )
+            if status != 0x0000:
+                raise DicomError(f"C-ECHO on {self.server}: {statuses.describe('C-ECHO', status)}")
         except errors.UpperLayerError as error:
             raise RetriableDicomError(f"C-ECHO on {self.server}: {error}") from error
         finally:
@@ -361,15 +361,9 @@ class DimseConnector:
         release = False
         try:
             context = assoc.contexts_for(model)[0]
-            assoc.send_message(
-                context.context_id,
-                commands.c_find_rq(1, model),
-                _encode_for(query.dataset, context.transfer_syntax),
-            )
+            identifier = _encode_for(query.dataset, context.transfer_syntax)
             count = 0
-            while True:
-                message = assoc.receive_message()
-                self._check_response("C-FIND", assoc, message, commands.C_FIND_RSP, 1)
+            for message in c_find(assoc, context, identifier):
                 status = message.status
                 if status in _PENDING:
                     if message.data is None:
@@ -405,39 +399,10 @@ class DimseConnector:
     ) -> bool:
         """Sends C-CANCEL and reads the last answers; False if the association must abort."""
         try:
-            assoc.send_message(context.context_id, commands.c_cancel_rq(1))
-            for _ in range(1000):  # a server that ignores C-CANCEL is not read to the end
-                message = assoc.receive_message()
-                if message.status not in _PENDING:
-                    return True
-            return False
+            return c_cancel(assoc, context)
         except errors.UpperLayerError:
             logger.debug("C-CANCEL on %s failed; aborting", self.server, exc_info=True)
             return False
-
-    def _check_response(
-        self,
-        operation: str,
-        assoc: association.Association,
-        message: commands.Message,
-        command_field: int,
-        message_id: int,
-    ) -> None:
-        """A response must be the one asked for: its command, the request's message ID and a
-        Status. A missing Status is not success (it used to read as 0x0000)."""
-        problem = None
-        if message.command_field != command_field:
-            problem = f"unexpected message 0x{message.command_field:04X}"
-        elif message.us(commands.MESSAGE_ID_BEING_RESPONDED_TO) != message_id:
-            problem = (
-                f"an answer to message {message.us(commands.MESSAGE_ID_BEING_RESPONDED_TO)}, "
-                f"not to the request {message_id}"
-            )
-        elif commands.STATUS not in message.command:
-            problem = "an answer without a Status"
-        if problem is not None:
-            assoc.abort()
-            raise RetriableDicomError(f"{operation} on {self.server}: {problem}")
 
     # --- associations of ADIT's own upper layer (bulk C-GET and C-STORE) -------------------
 
@@ -522,27 +487,13 @@ class DimseConnector:
                     "SCP role refused), so the study cannot be retrieved completely with C-GET"
                 )
             identifier = _encode_for(query.dataset, get_context.transfer_syntax)
-            assoc.send_message(
-                get_context.context_id, commands.c_get_rq(1, query_model), identifier
-            )
-            while True:
-                message = assoc.receive_message()
-                command_field = message.command_field
-                if command_field == commands.C_STORE_RQ:
+            for message in c_get(assoc, get_context, identifier):
+                if message.command_field == commands.C_STORE_RQ:
                     ds, status = self._received_instance(assoc, message)
-                    assoc.send_message(
-                        message.context_id,
-                        commands.c_store_rsp(
-                            message.us(commands.MESSAGE_ID),
-                            message.ui(commands.AFFECTED_SOP_CLASS_UID),
-                            message.ui(commands.AFFECTED_SOP_INSTANCE_UID),
-                            status,
-                        ),
-                    )
+                    answer_sub_operation(assoc, message, status)
                     if ds is not None:
                         yield ds
                     continue
-                self._check_response("C-GET", assoc, message, commands.C_GET_RSP, 1)
                 failed_uids: list[str] = []
                 if message.data is not None and message.status not in _PENDING:
                     failed_uids = _failed_sop_instance_uids(assoc, message)
@@ -659,14 +610,8 @@ class DimseConnector:
         release = False
         try:
             context = assoc.contexts_for(query_model)[0]
-            assoc.send_message(
-                context.context_id,
-                commands.c_move_rq(1, query_model, destination_ae_title),
-                _encode_for(query.dataset, context.transfer_syntax),
-            )
-            while True:
-                message = assoc.receive_message()
-                self._check_response("C-MOVE", assoc, message, commands.C_MOVE_RSP, 1)
+            identifier = _encode_for(query.dataset, context.transfer_syntax)
+            for message in c_move(assoc, context, identifier, destination_ae_title):
                 failed_uids: list[str] = []
                 if message.status not in _PENDING:
                     failed_uids = _failed_sop_instance_uids(assoc, message)
@@ -854,23 +799,7 @@ class DimseConnector:
             result.failed_sop_instance_uids.append(uid)
             result.warnings.append(f"C-STORE on {self.server}: instance {uid} not sent: {error}")
             return None
-        assoc.send_message(
-            context.context_id,
-            commands.c_store_rq(msg_id, context.abstract_syntax, uid),
-            encoded,
-        )
-        response = assoc.receive_message()
-        if (
-            response.command_field != commands.C_STORE_RSP
-            or response.us(commands.MESSAGE_ID_BEING_RESPONDED_TO) != msg_id
-            or commands.STATUS not in response.command
-        ):
-            assoc.abort()
-            raise RetriableDicomError(
-                f"C-STORE on {self.server}: unexpected answer to an instance "
-                f"(command 0x{response.command_field:04X})"
-            )
-        status = response.status
+        status = c_store(assoc, context, uid, encoded, msg_id)
         kind = statuses.category(status)
         if kind == statuses.SUCCESS:
             result.stored += 1

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .errors import UpperLayerError
+from .errors import InvalidResponse, UpperLayerError
+
+if TYPE_CHECKING:
+    from .association import Association
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
@@ -204,3 +208,35 @@ def decode_command(encoded: bytes) -> dict[int, bytes]:
         elements[key] = encoded[offset : offset + length]
         offset += length
     return elements
+
+
+# --- responses ------------------------------------------------------------------------------
+
+PENDING_STATUSES = frozenset({0xFF00, 0xFF01})
+
+
+def receive_response(assoc: Association, command_field: int, message_id: int) -> Message:
+    """The next message, which must be the response asked for (`check_response`)."""
+    return check_response(assoc, assoc.receive_message(), command_field, message_id)
+
+
+def check_response(
+    assoc: Association, message: Message, command_field: int, message_id: int
+) -> Message:
+    """`message` must answer request `message_id` with `command_field` and carry a Status
+    (PS3.7 9.3): anything else aborts the association and raises `InvalidResponse`. A missing
+    Status is not success (it used to read as 0x0000)."""
+    problem = None
+    if message.command_field != command_field:
+        problem = f"unexpected message 0x{message.command_field:04X}"
+    elif message.us(MESSAGE_ID_BEING_RESPONDED_TO) != message_id:
+        problem = (
+            f"an answer to message {message.us(MESSAGE_ID_BEING_RESPONDED_TO)}, "
+            f"not to the request {message_id}"
+        )
+    elif STATUS not in message.command:
+        problem = "an answer without a Status"
+    if problem is not None:
+        assoc.abort()
+        raise InvalidResponse(problem)
+    return message

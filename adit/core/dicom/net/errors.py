@@ -32,3 +32,7 @@ class AssociationRejected(UpperLayerError):
 
 class PduTooLarge(UpperLayerError):
     """A peer announced a PDU longer than ADIT accepts for its type (nothing was read of it)."""
+
+
+class InvalidResponse(UpperLayerError):
+    """A DIMSE response that is not the answer asked for (the association was aborted)."""
