@@ -59,6 +59,7 @@ from .dimse import (
 )
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 from .net import association, commands, errors
+from .net.acceptor import RequestReader
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,11 @@ AllowedPeers = Mapping[str, Collection[str] | None] | Iterable[str]
 AllowedAETitles = Callable[[], AllowedPeers] | AllowedPeers
 
 MAX_ASSOCIATIONS = 64
-# Connections still negotiating (each holds a thread until its ARTIM deadline); more are
-# closed at once, so a flood of idle connections cannot exhaust the receiver.
-MAX_PENDING_NEGOTIATIONS = 16
+# Connections whose association request has not arrived yet (no thread, at most 256 KiB each;
+# see `net/acceptor.py`); more, or more from one host, are closed at once, so a flood of idle
+# connections can neither exhaust the receiver nor lock the configured PACS out.
+MAX_PENDING_NEGOTIATIONS = 128
+MAX_PENDING_NEGOTIATIONS_PER_HOST = 16
 # acse is also the ARTIM deadline for a connection to ask for an association.
 TIMEOUTS = Timeouts(connection=10, acse=30, dimse=120, network=120)
 # Rejections (result, source, diagnostic), PS3.8 9.3.4.
@@ -175,7 +178,6 @@ class Receiver:
         self._active_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._janitor: threading.Thread | None = None
-        self._negotiating = threading.BoundedSemaphore(MAX_PENDING_NEGOTIATIONS)
 
     @property
     def store_port(self) -> int:
@@ -255,22 +257,32 @@ class Receiver:
     def _accept_loop(self) -> None:
         listener = self._listener
         assert listener is not None
-        while not self._stop_event.is_set():
-            try:
-                sock, address = listener.accept()
-            except OSError:
-                return  # closed by stop()
-            if not self._negotiating.acquire(blocking=False):
-                logger.warning(
-                    "Closed a connection from %s: %d others are still negotiating",
-                    address[0],
-                    MAX_PENDING_NEGOTIATIONS,
-                )
-                sock.close()
-                continue
-            threading.Thread(
-                target=self._serve, args=(sock,), name="receiver-association", daemon=True
-            ).start()
+        RequestReader(
+            listener,
+            self._negotiate,
+            lambda: TIMEOUTS.acse,
+            self._stop_event,
+            max_pending=MAX_PENDING_NEGOTIATIONS,
+            max_pending_per_host=MAX_PENDING_NEGOTIATIONS_PER_HOST,
+        ).run()
+
+    def _negotiate(self, sock: socket.socket, peer_address: str, request_pdu: bytes) -> None:
+        """Called with a complete A-ASSOCIATE-RQ; only an accepted association gets a thread."""
+        negotiated = association.accept_association(
+            sock,
+            TIMEOUTS,
+            lambda request: self._rejection(request, peer_address),
+            _transfer_syntax_for,
+            request_pdu=request_pdu,
+        )
+        if negotiated is None:
+            return
+        threading.Thread(
+            target=self._serve,
+            args=(negotiated, peer_address),
+            name="receiver-association",
+            daemon=True,
+        ).start()
 
     def _rejection(
         self, request: association.AssociationRequest, peer_address: str
@@ -308,24 +320,11 @@ class Receiver:
                 return LOCAL_LIMIT_EXCEEDED
         return None
 
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            peer_address = str(sock.getpeername()[0])
-        except OSError:
-            sock.close()
-            self._negotiating.release()
-            return
-        try:
-            negotiated = association.accept_association(
-                sock,
-                TIMEOUTS,
-                lambda request: self._rejection(request, peer_address),
-                _transfer_syntax_for,
-            )
-        finally:
-            self._negotiating.release()
-        if negotiated is None:
-            return
+    def _serve(
+        self,
+        negotiated: tuple[association.Association, association.AssociationRequest],
+        peer_address: str,
+    ) -> None:
         assoc, request = negotiated
         with self._active_lock:
             self._active.add(assoc)

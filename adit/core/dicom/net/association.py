@@ -511,6 +511,7 @@ def accept_association(
     reject: Callable[[AssociationRequest], Rejection | None],
     transfer_syntax_for: Callable[[str, list[str]], str | None],
     requestor_may_be_scp: Callable[[str], bool] = lambda sop_class_uid: False,
+    request_pdu: bytes | None = None,
 ) -> tuple[Association, AssociationRequest] | None:
     """Negotiates an association a peer asks for on `sock`, as the acceptor.
 
@@ -520,6 +521,10 @@ def accept_association(
     (PS3.7 D.3.3.4): the requestor keeps the SCU role it asked for, and the SCP role only where
     `requestor_may_be_scp(SOP class)` says so (the receiver never sends, so: never). Returns
     None (the connection closed) when the peer was rejected or did not ask properly.
+
+    `request_pdu`: the whole A-ASSOCIATE-RQ PDU when the caller has read it already (the
+    receiver reads requests of all connections in one thread, see `RequestReader`); else it is
+    read here.
     """
     reader = None
     # ARTIM as a deadline (PS3.8 9.1.5): the socket timeout bounds each read only, so a peer
@@ -531,11 +536,14 @@ def accept_association(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeouts.acse)
         reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-        try:
-            pdu_type, header, body = read_pdu(reader)
-        except PduTooLarge:
-            sock.sendall(abort_pdu(2, 6))
-            raise
+        if request_pdu is not None:
+            pdu_type, header, body = request_pdu[0], request_pdu[:6], request_pdu[6:]
+        else:
+            try:
+                pdu_type, header, body = read_pdu(reader)
+            except PduTooLarge:
+                sock.sendall(abort_pdu(2, 6))
+                raise
         if pdu_type != A_ASSOCIATE_RQ_PDU:
             sock.sendall(ABORT)
             raise UpperLayerError(f"PDU 0x{pdu_type:02X} instead of an association request")

@@ -860,13 +860,26 @@ def test_a_flood_of_idle_connections_cannot_lock_the_receiver_out(receiver):
 
     from adit.core.dicom import receiver as receiver_module
 
-    limit = receiver_module.MAX_PENDING_NEGOTIATIONS
+    limit = receiver_module.MAX_PENDING_NEGOTIATIONS_PER_HOST
+    threads_before = threading.active_count()
     idle = [socket.create_connection((LOOPBACK, receiver.store_port)) for _ in range(limit + 4)]
     try:
         time.sleep(0.5)
-        # The connections beyond the limit were closed at once, without a thread each.
+        # The connections beyond the per-host limit were closed at once, and the idle ones
+        # hold no thread: requests are read by one thread for all connections.
         closed = sum(1 for sock in idle[limit:] if read_until_closed(sock, 1) == b"")
         assert closed == 4
+        assert threading.active_count() <= threads_before
+        # Another host is not locked out by this one (127.0.0.2 is loopback too).
+        other = socket.create_connection(
+            (LOOPBACK, receiver.store_port), source_address=("127.0.0.2", 0)
+        )
+        try:
+            other.settimeout(0.5)
+            with pytest.raises(TimeoutError):  # still open, waiting for its request
+                other.recv(1)
+        finally:
+            other.close()
     finally:
         for sock in idle:
             sock.close()
