@@ -547,9 +547,9 @@ def accept_association(
         if pdu_type != A_ASSOCIATE_RQ_PDU:
             sock.sendall(ABORT)
             raise UpperLayerError(f"PDU 0x{pdu_type:02X} instead of an association request")
-        request_pdu = A_ASSOCIATE_RQ()
-        request_pdu.decode(header + body)
-        asked = request_pdu.to_primitive()
+        decoded = A_ASSOCIATE_RQ()
+        decoded.decode(header + body)
+        asked = decoded.to_primitive()
         request = AssociationRequest(
             str(asked.calling_ae_title or "").strip(), str(asked.called_ae_title or "").strip()
         )
