@@ -148,6 +148,10 @@ async def download_study(
         return _text(
             400, "A pseudonym is required: your group may only download pseudonymized data."
         )
+    if request.GET.get("check") == "1":
+        # The page asks first, so a refusal shows next to the results instead of replacing
+        # the page with it; nothing is fetched for the check.
+        return _text(200, "The download may start.")
     pseudonym = options["pseudonym"]
     try:
         transformer = InstanceTransformer(

@@ -221,3 +221,32 @@ def test_results_stream_in_and_cancel_stops_them(page: Page, daphne_url, researc
         assert rows.count() == shown < scp.total
     finally:
         scp.stop()
+
+
+def test_refusals_show_above_the_results_and_keep_them(
+    page: Page, daphne_url, researcher, orthanc_a, node_a
+):
+    """A form error clears the old "N studies found."; a download refused for a missing
+    pseudonym says so next to the results instead of navigating away from them."""
+    patient_id = "ST-KEEP-" + make_study("y")[0].StudyInstanceUID[-8:]
+    orthanc_a.upload(make_study(patient_id, series=(("CT", 1),)))
+    open_page(page, daphne_url)
+    page.get_by_label("Source").select_option(label="Orthanc A")
+    page.get_by_label("Patient ID").fill(patient_id)
+    page.get_by_role("button", name="Query").click()
+    rows = page.locator("#st-result-rows tr")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#st-done")).to_have_text("1 study found.")
+
+    # Download without a pseudonym: rita's group may download pseudonymized data only.
+    rows.nth(0).locator("a.st-download").click()
+    expect(page.locator("#st-alert")).to_contain_text("A pseudonym is required")
+    expect(rows).to_have_count(1)
+    assert page.url == f"{daphne_url}/selective-transfer/"
+    screenshot(page, "download-refused")
+
+    # A query the form refuses: its error shows and the old count is gone.
+    page.get_by_label("Patient ID").fill("bad\\id")
+    page.get_by_role("button", name="Query").click()
+    expect(page.locator("#st-fields")).to_contain_text("Backslashes are not allowed")
+    expect(page.locator("#st-done")).to_have_count(0)

@@ -96,6 +96,7 @@
         tbody.innerHTML = "";
         results.hidden = true;
         jobBox.innerHTML = "";
+        status.innerHTML = ""; // no "N studies found." of an earlier query next to new errors
         updateSelection();
       }
       send(formMessage(action));
@@ -190,7 +191,35 @@
         else url.searchParams.delete(name);
       }
       link.href = url.toString();
+      // Ask first: a refused download (e.g. a pseudonym is required) is shown above the
+      // results instead of navigating away from them to a bare error text.
+      event.preventDefault();
+      const check = new URL(url);
+      check.searchParams.set("check", "1");
+      fetch(check, { credentials: "same-origin" })
+        .then(function (response) {
+          if (response.ok) {
+            window.location.assign(url.toString());
+            return null;
+          }
+          return response.text();
+        })
+        .then(function (text) {
+          if (text !== null) showAlert("danger", "Download refused: " + text);
+        })
+        .catch(function () {
+          showAlert("danger", "Download refused: ADIT could not be reached.");
+        });
     });
+
+    function showAlert(level, text) {
+      const alert = document.createElement("div");
+      alert.className = "alert alert-" + level + " py-2 mb-2";
+      alert.setAttribute("role", "alert");
+      alert.id = "st-alert";
+      alert.textContent = text; // text, never markup
+      status.replaceChildren(alert);
+    }
 
     // --- archive password only for folder destinations --------------------------------------
 
