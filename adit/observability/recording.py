@@ -9,10 +9,11 @@ the count is lost.
 from __future__ import annotations
 
 import logging
+import threading
 
 from pydicom.dataelem import RawDataElement
 
-from .metrics import PACS_ERRORS, TRANSFERRED_BYTES, TRANSFERRED_INSTANCES
+from .metrics import PACS_ERRORS, RECEIVER_ASSOCIATIONS, TRANSFERRED_BYTES, TRANSFERRED_INSTANCES
 from .models import Counter
 
 logger = logging.getLogger(__name__)
@@ -58,3 +59,63 @@ def count_pacs_error(server: str, role: str, error: BaseException) -> None:
         Counter.add(PACS_ERRORS, {"server": server, "role": role, "retriable": retriable})
     except Exception:  # noqa: BLE001 - counting must not hide the error itself
         logger.exception("Counting a PACS error of %s for /metrics failed", server)
+
+
+class AssociationCounts:
+    """The receiver's association outcomes, counted in memory and added to the database every
+    `interval` seconds by a background thread (and at `stop()`).
+
+    The receiver must answer a PACS at once whether or not the database is reachable, so it
+    only bumps a number here; counts that cannot be written stay and go with the next flush.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._pending: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, calling_ae: str, outcome: str) -> None:
+        with self._lock:
+            key = (calling_ae, outcome)
+            self._pending[key] = self._pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        from django.db import close_old_connections
+
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        failed: dict[tuple[str, str], int] = {}
+        close_old_connections()
+        for (calling_ae, outcome), amount in pending.items():
+            try:
+                Counter.add(
+                    RECEIVER_ASSOCIATIONS, {"calling_ae": calling_ae, "outcome": outcome}, amount
+                )
+            except Exception as error:  # noqa: BLE001 - the database may be away for a while
+                failed[(calling_ae, outcome)] = amount
+                logger.warning("Receiver counts for /metrics not written yet: %s", error)
+        if failed:
+            with self._lock:
+                for key, amount in failed.items():
+                    self._pending[key] = self._pending.get(key, 0) + amount
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="receiver-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 5)
+        self.flush()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                self.flush()
+        finally:
+            connection.close()

@@ -82,6 +82,12 @@ TIMEOUTS = Timeouts(connection=10, acse=30, dimse=120, network=120)
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+# Outcomes reported to `on_association` for each rejection.
+REFUSAL_OUTCOMES = {
+    CALLING_AE_NOT_RECOGNISED: "refused_calling_ae",
+    CALLED_AE_NOT_RECOGNISED: "refused_called_ae",
+    LOCAL_LIMIT_EXCEEDED: "refused_busy",
+}
 
 
 def _normalized_address(address: str) -> str:
@@ -136,6 +142,10 @@ class Receiver:
         host: address both servers listen on.
         retention: seconds a spooled file is kept for late subscribers.
         heartbeat_interval: seconds between heartbeats to idle subscribers.
+        on_association: called as ``on_association(calling_ae_title, outcome)`` for each
+            association request ("accepted", "refused_calling_ae", "refused_called_ae",
+            "refused_busy"; refused unknown peers come as "(not configured)"), in the
+            association's thread; it must be quick (ADIT counts them for /metrics).
     """
 
     def __init__(
@@ -149,8 +159,10 @@ class Receiver:
         retention: float = DEFAULT_RETENTION,
         heartbeat_interval: float = 5.0,
         transmit_secret: bytes | None = None,
+        on_association: Callable[[str, str], None] | None = None,
     ) -> None:
         self.transmit_secret = transmit_secret
+        self.on_association = on_association
         if not ae_title.strip() or len(ae_title.strip()) > 16:
             raise ValueError(f"receiver AE title {ae_title!r} must have 1-16 characters")
         self.ae_title = ae_title.strip()
@@ -312,18 +324,29 @@ class Receiver:
             sock.close()
             self._negotiating.release()
             return
+
+        def decide(request: association.AssociationRequest) -> association.Rejection | None:
+            rejection = self._rejection(request, peer_address)
+            if rejection is not None:
+                # An unknown peer's AE title is whatever it sent: counted under one label, so
+                # that a scan with random titles cannot grow the metrics without bound.
+                known = rejection == LOCAL_LIMIT_EXCEEDED
+                self._report(
+                    request.calling_ae_title if known else "(not configured)",
+                    REFUSAL_OUTCOMES.get(rejection, "refused"),
+                )
+            return rejection
+
         try:
             negotiated = association.accept_association(
-                sock,
-                TIMEOUTS,
-                lambda request: self._rejection(request, peer_address),
-                _transfer_syntax_for,
+                sock, TIMEOUTS, decide, _transfer_syntax_for
             )
         finally:
             self._negotiating.release()
         if negotiated is None:
             return
         assoc, request = negotiated
+        self._report(request.calling_ae_title, "accepted")
         with self._active_lock:
             self._active.add(assoc)
         try:
@@ -362,6 +385,14 @@ class Receiver:
             assoc.close()
             with self._active_lock:
                 self._active.discard(assoc)
+
+    def _report(self, calling_ae: str, outcome: str) -> None:
+        if self.on_association is None:
+            return
+        try:
+            self.on_association(calling_ae, outcome)
+        except Exception:  # counting must not break an association
+            logger.exception("Reporting an association outcome failed")
 
     def _store(
         self,
