@@ -166,14 +166,19 @@ def prune_backups(directory: Path, keep: int) -> list[Path]:
 
 def run_scheduled_backup() -> BackupResult | None:
     """The periodic task's work: back up when staff switched backups on."""
-    from .models import DatabaseBackupSettings
+    from .metrics import DATABASE_BACKUPS
+    from .models import Counter, DatabaseBackupSettings
 
     backup_settings = DatabaseBackupSettings.get()
     if not backup_settings.enabled:
         return None
     try:
-        return backup_database(Path(settings.DB_BACKUP_DIR), backup_settings.keep)
+        result = backup_database(Path(settings.DB_BACKUP_DIR), backup_settings.keep)
     except (BackupError, OSError) as error:
-        # CRITICAL mails the admins (settings.LOGGING): a missing backup must not go unnoticed.
+        # CRITICAL mails the admins (settings.LOGGING): a missing backup must not go unnoticed;
+        # /metrics counts it too, for an alert.
         logger.critical("The daily database backup failed: %s", error)
+        Counter.add(DATABASE_BACKUPS, {"outcome": "failure"})
         raise
+    Counter.add(DATABASE_BACKUPS, {"outcome": "success"})
+    return result

@@ -32,6 +32,7 @@ TRANSFERRED_INSTANCES = "adit_transferred_instances"
 TRANSFERRED_BYTES = "adit_transferred_bytes"
 PACS_ERRORS = "adit_pacs_errors"
 RECEIVER_ASSOCIATIONS = "adit_receiver_associations"
+DATABASE_BACKUPS = "adit_database_backups"
 COUNTERS = {
     TRANSFERRED_INSTANCES: (
         "Instances transferred to a destination (by app, source and destination)",
@@ -48,6 +49,10 @@ COUNTERS = {
     RECEIVER_ASSOCIATIONS: (
         "Associations the receiver accepted or refused, by calling AE title",
         ["calling_ae", "outcome"],
+    ),
+    DATABASE_BACKUPS: (
+        "Daily database backups that succeeded or failed",
+        ["outcome"],
     ),
 }
 # Seconds; a task moves a study, which takes from seconds to hours.

@@ -90,6 +90,13 @@ def test_the_periodic_backup_runs_only_when_staff_switched_it_on(tmp_path):
         DatabaseBackupSettings.objects.filter(pk=1).update(enabled=True, keep=1)
         first = run_scheduled_backup()
         assert first is not None and first.path.parent == tmp_path / "backups"
+        (tmp_path / "blocked").write_text("a file where the folder should be")
+        with override_settings(DB_BACKUP_DIR=tmp_path / "blocked"), pytest.raises(OSError):
+            run_scheduled_backup()
+    outcomes = dict(
+        Counter.objects.filter(name="adit_database_backups").values_list("labels__outcome", "value")
+    )
+    assert outcomes == {"success": 1, "failure": 1}
     # A daily periodic task of the default queue.
     periodic = {task.periodic_id: task for task in app.periodic_registry.periodic_tasks.values()}
     backup = periodic["backup_database"]
