@@ -204,3 +204,22 @@ def test_health_check_passes_behind_the_https_redirect(tmp_path):
 def test_production_settings_exempt_health_from_the_redirect():
     text = (ROOT / "adit" / "settings" / "production.py").read_text()
     assert 'SECURE_REDIRECT_EXEMPT = [r"^health/$"]' in text
+
+
+def test_init_workspace_writes_the_database_password_and_compose_reads_that_env(
+    tmp_path, monkeypatch
+):
+    import cli
+
+    (tmp_path / "example.env").write_text((ROOT / "example.env").read_text())
+    monkeypatch.setattr(cli, "PROJECT_DIR", tmp_path)
+    cli.init_workspace(force=False)
+    written = dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert len(written["POSTGRES_PASSWORD"]) >= 32
+    assert len(written["METRICS_TOKEN"]) >= 32
+    # `cli compose-up` makes compose interpolate from the project's .env, not docker/.env.
+    assert cli.COMPOSE_COMMAND == ["docker", "compose", "--env-file", str(ROOT / ".env"), "-f"]
