@@ -65,13 +65,21 @@ def test_a_transfer_shows_in_the_metrics(client, orthanc_a, orthanc_b):
     failing = create_transfer_job(
         source, down, [TaskSpec(str(datasets[0].PatientID), study_uid_of(datasets))]
     )
+    down_source_server = closed_port_server("Down source", "DOWN_SRC")
+    down_source_server.study_root_get_support = True
+    down_source_server.save()
+    source_down = create_transfer_job(
+        down_source_server,
+        destination,
+        [TaskSpec(str(datasets[0].PatientID), study_uid_of(datasets))],
+    )
     before = scrape(client)
     labels = {"app": "example_app", "source": "Orthanc A", "destination": "Orthanc B"}
     assert value(before, "adit_transferred_instances_total", **labels) is None
-    assert value(before, "adit_tasks", app="example_app", status="pending") == 2
+    assert value(before, "adit_tasks", app="example_app", status="pending") == 3
     # Queue rows outlive transactional tests (Procrastinate's tables are not flushed): deltas.
     waiting_before = present(before, "adit_queue_jobs", queue="dicom", status="todo")
-    assert waiting_before >= 2
+    assert waiting_before >= 3
 
     run_dicom_worker(env={"DICOM_TASK_MAX_ATTEMPTS": "1"})
 
@@ -79,20 +87,25 @@ def test_a_transfer_shows_in_the_metrics(client, orthanc_a, orthanc_b):
     failing.refresh_from_db()
     assert job.status == DicomJob.Status.SUCCESS, task_report(job)
     assert failing.status == DicomJob.Status.FAILURE, task_report(failing)
+    source_down.refresh_from_db()
+    assert source_down.status == DicomJob.Status.FAILURE, task_report(source_down)
     after = scrape(client)
     assert value(after, "adit_transferred_instances_total", **labels) == 5
     # Bytes as received: at least the pixel data of the five instances.
     pixel_bytes = sum(len(ds.PixelData) for ds in datasets)
     assert present(after, "adit_transferred_bytes_total", **labels) >= pixel_bytes
     assert value(after, "adit_tasks", app="example_app", status="success") == 1
-    assert value(after, "adit_tasks", app="example_app", status="failure") == 1
+    assert value(after, "adit_tasks", app="example_app", status="failure") == 2
     assert value(after, "adit_jobs", app="example_app", status="success") == 1
     waiting_after = present(after, "adit_queue_jobs", queue="dicom", status="todo")
-    assert waiting_before - waiting_after >= 2
-    # The refused destination is the server that failed, not the source.
+    assert waiting_before - waiting_after >= 3
+    # Each error counts for the server that failed, in its role, once.
     error = {"server": "Down PACS", "role": "destination", "retriable": "true"}
     assert value(after, "adit_pacs_errors_total", **error) == 1
-    assert value(after, "adit_pacs_errors_total", **{**error, "server": "Orthanc A"}) is None
+    down_source = {"server": "Down source", "role": "source", "retriable": "true"}
+    assert value(after, "adit_pacs_errors_total", **down_source) == 1, task_report(source_down)
+    errors = [key for key in after if key[0] == "adit_pacs_errors_total"]
+    assert len(errors) == 2, errors
     durations = {"app": "example_app", "status": "success"}
     assert value(after, "adit_task_duration_seconds_count", **durations) == 1
     assert value(after, "adit_task_duration_seconds_bucket", **durations, le="+Inf") == 1
