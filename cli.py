@@ -294,6 +294,8 @@ SECRET_VARIABLES = [
     "PSEUDONYM_SALT",
     "FILE_TRANSMIT_SECRET",
     "SUPERUSER_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "METRICS_TOKEN",
 ]
 
 
@@ -350,13 +352,16 @@ def db_restore(
 
 
 COMPOSE_FILE = PROJECT_DIR / "docker" / "compose.yml"
+# The project's one .env also feeds compose's ${...} interpolation (by default compose would
+# read docker/.env, next to the compose file).
+COMPOSE_COMMAND = ["docker", "compose", "--env-file", str(PROJECT_DIR / ".env"), "-f"]
 
 
 @app.command("compose-up", context_settings={"allow_extra_args": True})
 def compose_up(ctx: typer.Context) -> None:
     """Start ADIT with Docker Compose (needs a Docker engine)."""
     raise typer.Exit(
-        subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "up", *ctx.args]).returncode
+        subprocess.run([*COMPOSE_COMMAND, str(COMPOSE_FILE), "up", *ctx.args]).returncode
     )
 
 
@@ -364,7 +369,7 @@ def compose_up(ctx: typer.Context) -> None:
 def compose_down(ctx: typer.Context) -> None:
     """Stop ADIT's Docker Compose stack."""
     raise typer.Exit(
-        subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "down", *ctx.args]).returncode
+        subprocess.run([*COMPOSE_COMMAND, str(COMPOSE_FILE), "down", *ctx.args]).returncode
     )
 
 

@@ -17,5 +17,6 @@ urlpatterns = [
     path("batch-query/", include("adit.batch_query.urls", namespace="batch_query")),
     path("batch-transfer/", include("adit.batch_transfer.urls", namespace="batch_transfer")),
     path("audit/", include("adit.audit.urls", namespace="audit")),
+    path("", include("adit.observability.urls")),
     path("", include("adit.core.urls")),
 ]

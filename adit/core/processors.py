@@ -127,6 +127,22 @@ def registered_task_models() -> list:
     return [apps.get_model(label) for label in _processors]
 
 
+# Attribute of an error from a DICOM operation: "source" or "destination", the server it came
+# from (an error of the source reaches the destination's side too, through the read-ahead).
+ERROR_ROLE = "_adit_error_role"
+
+
+@contextlib.contextmanager
+def _errors_of(role: str) -> Generator[None]:
+    """Marks errors raised inside as coming from the task's `role` server (first mark wins)."""
+    try:
+        yield
+    except Exception as error:
+        if not hasattr(error, ERROR_ROLE):
+            setattr(error, ERROR_ROLE, role)
+        raise
+
+
 def get_processor(model_label: str) -> type[DicomTaskProcessor]:
     try:
         return _processors[model_label]
@@ -146,18 +162,34 @@ class TransferTaskProcessor(DicomTaskProcessor):
     def process(self) -> ProcessingResult:
         # The audit trail gets every run's end and the pseudonym mapping of what was sent
         # (adit.audit.services), whatever the outcome.
+        # /metrics counts what reached the destination and which server an error came from
+        # (adit.observability.recording).
         from adit.audit.services import MappingCollector, record_transfer
+        from adit.observability.recording import count_pacs_error, count_transfer
 
         self.mapping = MappingCollector()
+        self.transferred_count = self.transferred_bytes = 0
+        source, destination = self.task.source, self.task.destination
         try:
             result = self._process()
         except BaseException as error:
+            role = getattr(error, ERROR_ROLE, None)
+            if role is not None:
+                count_pacs_error((source if role == "source" else destination).name, role, error)
             try:
                 record_transfer(self.task, self.mapping, error=error)
             except Exception:  # the processor's own error is the one to report
                 logger.exception("%s: the end of the transfer could not be audited", self.task)
             raise
         record_transfer(self.task, self.mapping, result=result)
+        if result.status != "FA":
+            count_transfer(
+                self.task._meta.app_label,
+                source.name,
+                destination.name,
+                self.transferred_count,
+                self.transferred_bytes,
+            )
         return result
 
     def _process(self) -> ProcessingResult:
@@ -190,6 +222,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 count = self._write_to_folder(destination, transformed)
             self.log_lines.extend(source_operator.warnings)
         self.check_aborted()
+        self.transferred_count = count
         return self._result(count, transformer)
 
     def make_transformer(self):
@@ -229,21 +262,26 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _fetch(self, operator) -> Generator:
         task = self.task
-        if task.series_uids:
-            for series_uid in task.series_uids:
-                yield from operator.fetch_series(task.patient_id, task.study_uid, series_uid)
-        else:
-            yield from operator.fetch_study(task.patient_id, task.study_uid)
+        with _errors_of("source"):
+            if task.series_uids:
+                for series_uid in task.series_uids:
+                    yield from operator.fetch_series(task.patient_id, task.study_uid, series_uid)
+            else:
+                yield from operator.fetch_study(task.patient_id, task.study_uid)
 
     def _transformed(self, instances, transformer) -> Generator:
+        from adit.observability.recording import instance_size
+
         # Closing the fetch when the consumer stops early (a failed store) ends its association
         # at once instead of whenever the garbage collector gets to it.
         with contextlib.closing(instances):
             self.enter_phase(Phase.FETCHING)
             for ds in instances:
                 self.check_aborted()
+                size = instance_size(ds)  # before the transform drops the received bytes
                 result = transformer.transform(ds)
                 if result is not None:
+                    self.transferred_bytes += size
                     yield result
 
     def _store_to_server(self, destination, instances) -> int:
@@ -267,9 +305,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
                 yield ds
 
         # Raises when the destination rejected any instance (after trying all others).
-        with extra_association_slots(
-            destination.pk, destination.max_associations, settings.DICOM_STORE_ASSOCIATIONS - 1
-        ) as extra:
+        with (
+            _errors_of("destination"),
+            extra_association_slots(
+                destination.pk, destination.max_associations, settings.DICOM_STORE_ASSOCIATIONS - 1
+            ) as extra,
+        ):
             # Instances carry the bytes they arrived as only while those are still theirs (see
             # `_transformed`), so they may be sent as those bytes.
             operator.upload(remember(instances), unchanged=True, associations=1 + extra)
@@ -277,14 +318,15 @@ class TransferTaskProcessor(DicomTaskProcessor):
         self.enter_phase(Phase.VERIFYING)
         total = sum(map(len, sent.values()))
         missing = 0
-        for (study_uid, series_uid), sop_uids in sent.items():
-            held = operator.instances_held(study_uid, series_uid, expected=sop_uids)
-            missing += len(sop_uids - held)
-        if missing:
-            raise RetriableDicomError(
-                f"{missing} of {total} transferred instance(s) are missing at "
-                f"{destination.name} after the transfer."
-            )
+        with _errors_of("destination"):
+            for (study_uid, series_uid), sop_uids in sent.items():
+                held = operator.instances_held(study_uid, series_uid, expected=sop_uids)
+                missing += len(sop_uids - held)
+            if missing:
+                raise RetriableDicomError(
+                    f"{missing} of {total} transferred instance(s) are missing at "
+                    f"{destination.name} after the transfer."
+                )
         return total
 
     def _write_to_folder(self, folder, instances) -> int:

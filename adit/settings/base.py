@@ -6,10 +6,12 @@ Every variable is documented in `example.env`. A `.env` file in the project fold
 when present; variables already set in the environment win.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -61,6 +63,7 @@ INSTALLED_APPS = [
     "adit.batch_query",
     "adit.batch_transfer",
     "adit.audit",
+    "adit.observability",
 ]
 
 MIDDLEWARE = [
@@ -246,14 +249,36 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=3650)
 # "host:port" over UDP, e.g. "siem.example.org:514"; empty: do not.
 AUDIT_SYSLOG_ADDRESS = env.str("AUDIT_SYSLOG_ADDRESS", default="")
 
+# --- Observability ------------------------------------------------------------------------------
+# /metrics (Prometheus) answers a request with `Authorization: Bearer <METRICS_TOKEN>` or from an
+# address in METRICS_ALLOWED_IPS (addresses or networks); without either setting, nobody.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(entry, strict=False)
+    for entry in env.list("METRICS_ALLOWED_IPS", default=[])
+]
+# "json": one JSON object per log line (for log collectors such as Loki or Elasticsearch).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
+# Daily database backups (switched on by staff in the admin): where and at which hour.
+DB_BACKUP_DIR = Path(env.str("DB_BACKUP_DIR", default=str(ADIT_DATA_DIR / "backups")))
+DB_BACKUP_HOUR = env.int("DB_BACKUP_HOUR", default=2)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
+        # python-json-logger: fields time, level, logger, message (+ exc_info, extra fields).
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
         "mail_admins": {
             "class": "django.utils.log.AdminEmailHandler",
             "level": "CRITICAL",

@@ -88,6 +88,13 @@ LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 # Transient, by the service user, no reason given: "try again later" (e.g. ADIT's database is
 # down), not "you are not known", which would make a PACS give up on the receiver.
 TRANSIENT_NO_REASON = (0x02, 0x01, 0x01)
+# Outcomes reported to `on_association` for each rejection.
+REFUSAL_OUTCOMES = {
+    CALLING_AE_NOT_RECOGNISED: "refused_calling_ae",
+    CALLED_AE_NOT_RECOGNISED: "refused_called_ae",
+    LOCAL_LIMIT_EXCEEDED: "refused_busy",
+    TRANSIENT_NO_REASON: "refused_for_now",
+}
 
 
 def _normalized_address(address: str) -> str:
@@ -142,6 +149,10 @@ class Receiver:
         host: address both servers listen on.
         retention: seconds a spooled file is kept for late subscribers.
         heartbeat_interval: seconds between heartbeats to idle subscribers.
+        on_association: called as ``on_association(calling_ae_title, outcome)`` for each
+            association request ("accepted", "refused_calling_ae", "refused_called_ae",
+            "refused_busy"; refused unknown peers come as "(not configured)"), in the
+            association's thread; it must be quick (ADIT counts them for /metrics).
     """
 
     def __init__(
@@ -155,8 +166,10 @@ class Receiver:
         retention: float = DEFAULT_RETENTION,
         heartbeat_interval: float = 5.0,
         transmit_secret: bytes | None = None,
+        on_association: Callable[[str, str], None] | None = None,
     ) -> None:
         self.transmit_secret = transmit_secret
+        self.on_association = on_association
         if not ae_title.strip() or len(ae_title.strip()) > 16:
             raise ValueError(f"receiver AE title {ae_title!r} must have 1-16 characters")
         self.ae_title = ae_title.strip()
@@ -271,7 +284,7 @@ class Receiver:
         negotiated = association.accept_association(
             sock,
             TIMEOUTS,
-            lambda request: self._rejection(request, peer_address),
+            lambda request: self._decide(request, peer_address),
             _transfer_syntax_for,
             request_pdu=request_pdu,
         )
@@ -283,6 +296,21 @@ class Receiver:
             name="receiver-association",
             daemon=True,
         ).start()
+
+    def _decide(
+        self, request: association.AssociationRequest, peer_address: str
+    ) -> association.Rejection | None:
+        """`_rejection`, with each refusal reported to `on_association`."""
+        rejection = self._rejection(request, peer_address)
+        if rejection is not None:
+            # An unknown peer's AE title is whatever it sent: counted under one label, so that
+            # a scan with random titles cannot grow the metrics without bound.
+            known = rejection in (LOCAL_LIMIT_EXCEEDED, TRANSIENT_NO_REASON)
+            self._report(
+                request.calling_ae_title if known else "(not configured)",
+                REFUSAL_OUTCOMES.get(rejection, "refused"),
+            )
+        return rejection
 
     def _rejection(
         self, request: association.AssociationRequest, peer_address: str
@@ -326,6 +354,7 @@ class Receiver:
         peer_address: str,
     ) -> None:
         assoc, request = negotiated
+        self._report(request.calling_ae_title, "accepted")
         with self._active_lock:
             self._active.add(assoc)
         try:
@@ -364,6 +393,14 @@ class Receiver:
             assoc.close()
             with self._active_lock:
                 self._active.discard(assoc)
+
+    def _report(self, calling_ae: str, outcome: str) -> None:
+        if self.on_association is None:
+            return
+        try:
+            self.on_association(calling_ae, outcome)
+        except Exception:  # counting must not break an association
+            logger.exception("Reporting an association outcome failed")
 
     def _store(
         self,

@@ -24,6 +24,7 @@ from django.db import close_old_connections, connection
 from adit.core.dicom.file_transmit import DEFAULT_RETENTION
 from adit.core.dicom.receiver import Receiver
 from adit.core.dicom_config import file_transmit_secret
+from adit.observability.recording import AssociationCounts
 
 logger = logging.getLogger("adit.receiver")
 
@@ -121,6 +122,9 @@ class Command(BaseCommand):
         allowed = ConfiguredAETitles(refresh)
         allowed.start()
         spool_dir = Path(settings.ADIT_DATA_DIR) / "receiver-spool"
+        # Associations accepted and refused, for /metrics (written to the database every 10 s).
+        association_counts = AssociationCounts()
+        association_counts.start()
         receiver = Receiver(
             settings.RECEIVER_AE_TITLE,
             settings.STORE_SCP_PORT,
@@ -130,6 +134,7 @@ class Command(BaseCommand):
             host=host or settings.STORE_SCP_HOST,
             transmit_secret=file_transmit_secret(),
             retention=retention,
+            on_association=association_counts,
         )
         stop = threading.Event()
 
@@ -151,3 +156,4 @@ class Command(BaseCommand):
         finally:
             receiver.stop()
             allowed.stop()
+            association_counts.stop()
