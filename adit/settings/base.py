@@ -211,6 +211,8 @@ DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", default=5)
 # up to DICOM_TASK_RETRY_MAX_DELAY.
 DICOM_TASK_RETRY_DELAY = env.int("DICOM_TASK_RETRY_DELAY", default=30)
 DICOM_TASK_RETRY_MAX_DELAY = env.int("DICOM_TASK_RETRY_MAX_DELAY", default=600)
+# How long a worker keeps trying to record a task's outcome while PostgreSQL is unreachable.
+DICOM_TASK_DATABASE_WAIT = env.int("DICOM_TASK_DATABASE_WAIT", default=3600)
 # A task running longer than this (seconds) is stopped and fails.
 DICOM_TASK_TIME_LIMIT = env.int("DICOM_TASK_TIME_LIMIT", default=3 * 3600)
 # How long an aborted task may take to stop before the worker records the abort regardless.
