@@ -1,0 +1,174 @@
+"""`cli serve` as a real process: every child killed with SIGKILL is back within 30 s.
+
+The children are the web server, both workers, the receiver and the embedded PostgreSQL
+cluster (started by `pg_ctl`, detached, but watched the same way). All five are killed at once,
+the worst case: the workers and the receiver then also lose their database while they start.
+SIGTERM still stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[3]
+CHILD_MARKERS = {
+    "web": "daphne",
+    "worker:default": "-q default",
+    "worker:dicom": "-q dicom",
+    "receiver": "manage.py receiver",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def children_by_name(parent: int) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        if not alive(int(pid)):
+            continue
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for name, marker in CHILD_MARKERS.items():
+            if marker in cmdline:
+                found[name] = int(pid)
+    return found
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    pid_file = data_dir / "postgres" / "data" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class Output:
+    """Collects the lines of a process's output on a thread."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, fragment: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if fragment in self.text:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"no {fragment!r} in {timeout} s; output:\n{self.text[-6000:]}")
+
+
+def test_each_child_killed_is_back_within_30_s(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": "",  # the embedded cluster (an empty value keeps .env's from applying)
+        "ADIT_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "adit.settings.development",
+        "STORE_SCP_PORT": str(free_port()),
+        "FILE_TRANSMIT_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    serve = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "cli.py"), "serve", "--port", str(port)],
+        env=env,
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(serve)
+    try:
+        output.wait_for("ADIT is running at", timeout=120)
+        before = children_by_name(serve.pid)
+        assert set(before) == set(CHILD_MARKERS), output.text
+        postgres_before = postmaster_pid(data_dir)
+        assert postgres_before is not None
+        postgres_port = (data_dir / "postgres" / "port").read_text().strip()
+
+        for pid in [*before.values(), postgres_before]:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def all_back() -> bool:
+            now = children_by_name(serve.pid)
+            postgres_now = postmaster_pid(data_dir)
+            return (
+                set(now) == set(CHILD_MARKERS)
+                and all(now[name] != before[name] for name in now)
+                and postgres_now not in (None, postgres_before)
+                and healthy(url)
+            )
+
+        while not all_back():
+            assert serve.poll() is None, output.text
+            assert time.monotonic() - killed_at < 30, (
+                f"not everything was back 30 s after the kill:\n{output.text[-6000:]}"
+            )
+            time.sleep(0.5)
+
+        for name in CHILD_MARKERS:
+            assert f"[supervisor] {name} exited (killed by signal SIGKILL)" in output.text
+            assert f"[supervisor] {name} restarted" in output.text
+        assert "[supervisor] embedded PostgreSQL restarted on 127.0.0.1:" + postgres_port in (
+            output.text
+        )
+        # The workers are working again, not just alive: each started a fresh worker.
+        output.wait_for("Worker for queue(s) dicom started", timeout=1)
+        remaining = 30 - (time.monotonic() - killed_at)
+        deadline = time.monotonic() + max(remaining, 1)
+        while output.text.count("Worker for queue(s) dicom started") < 2:
+            assert time.monotonic() < deadline, output.text[-6000:]
+            time.sleep(0.5)
+    finally:
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+    assert serve.returncode == 0, output.text[-6000:]
+    assert postmaster_pid(data_dir) is None, "SIGTERM left PostgreSQL running"
