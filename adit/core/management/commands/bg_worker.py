@@ -22,8 +22,9 @@ import logging
 import signal
 
 import psycopg
+from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand
-from django.db import connection
+from django.db import connection, connections
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import app
 
@@ -101,6 +102,9 @@ class _Supervisor:
         while not self.stop.is_set():
             if not await self._wait_for_database():
                 return
+            # Procrastinate's periodic deferrer goes through Django's connection on asgiref's
+            # thread; after an outage that connection is dead and must not be reused.
+            await sync_to_async(connections.close_all)()
             worker_app = app.with_connector(app.connector.get_worker_connector())
             worker: procrastinate_worker.Worker | None = None
             error: BaseException | None = None
