@@ -1,9 +1,12 @@
-"""`cli serve` as a real process: every child killed with SIGKILL is back within 30 s.
+"""`cli serve` as a real process: every child killed with SIGKILL is back within 30 s, and a
+transfer started afterwards succeeds.
 
 The children are the web server, both workers, the receiver and the embedded PostgreSQL
 cluster (started by `pg_ctl`, detached, but watched the same way). All five are killed at once,
 the worst case: the workers and the receiver then also lose their database while they start.
-SIGTERM still stops everything.
+SIGTERM still stops everything. `serve` runs with the test settings here, so the test's own
+job model (example_app) exists in its database; the test process points its ORM at that
+database to create the transfer.
 """
 
 from __future__ import annotations
@@ -19,6 +22,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from adit.core.dicom.testing.synthetic import make_study
+from adit.core.models import DicomJob
+from adit.core.tests.test_database_outage_live import django_database_at, fresh
+from adit.core.tests.test_transfer_engine import (
+    TaskSpec,
+    create_transfer_job,
+    orthanc_server,
+    sop_uids,
+    study_uid_of,
+    task_report,
+    unique_id,
+    wait_for,
+)
+from adit.embedded_postgres import EmbeddedPostgres
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 CHILD_MARKERS = {
@@ -98,7 +116,9 @@ class Output:
         pytest.fail(f"no {fragment!r} in {timeout} s; output:\n{self.text[-6000:]}")
 
 
-def test_each_child_killed_is_back_within_30_s(tmp_path):
+def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
+    tmp_path, django_db_blocker, orthanc_a, orthanc_b
+):
     data_dir = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -106,7 +126,7 @@ def test_each_child_killed_is_back_within_30_s(tmp_path):
         **os.environ,
         "DATABASE_URL": "",  # the embedded cluster (an empty value keeps .env's from applying)
         "ADIT_DATA_DIR": str(data_dir),
-        "DJANGO_SETTINGS_MODULE": "adit.settings.development",
+        "DJANGO_SETTINGS_MODULE": "adit.settings.test",
         "STORE_SCP_PORT": str(free_port()),
         "FILE_TRANSMIT_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
@@ -162,6 +182,31 @@ def test_each_child_killed_is_back_within_30_s(tmp_path):
         while output.text.count("Worker for queue(s) dicom started") < 2:
             assert time.monotonic() < deadline, output.text[-6000:]
             time.sleep(0.5)
+        recovered_after = time.monotonic() - killed_at
+
+        # A transfer started now goes through the restarted worker.
+        datasets = make_study(unique_id(), series=(("CT", 3),))
+        orthanc_a.upload(datasets)
+        study_uid = study_uid_of(datasets)
+        with django_db_blocker.unblock(), django_database_at(EmbeddedPostgres(data_dir).url()):
+            job = create_transfer_job(
+                orthanc_server(orthanc_a, "Orthanc A"),
+                orthanc_server(orthanc_b, "Orthanc B"),
+                [TaskSpec(str(datasets[0].PatientID), study_uid)],
+            )
+            wait_for(
+                lambda: (
+                    fresh(lambda: type(job).objects.get(pk=job.pk).status)
+                    in DicomJob.FINAL_STATUSES
+                ),
+                timeout=30,
+                what="the transfer started after the kills to finish",
+                interval=0.5,
+            )
+            job.refresh_from_db()
+            assert job.status == DicomJob.Status.SUCCESS, task_report(job) + output.text[-4000:]
+        assert orthanc_b.study_instance_uids(study_uid) == sop_uids(datasets)
+        print(f"everything was back {recovered_after:.1f} s after the kill")
     finally:
         if serve.poll() is None:
             serve.send_signal(signal.SIGTERM)
