@@ -217,3 +217,27 @@ def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
                 serve.wait()
     assert serve.returncode == 0, output.text[-6000:]
     assert postmaster_pid(data_dir) is None, "SIGTERM left PostgreSQL running"
+
+
+def test_a_child_that_keeps_exiting_is_restarted_with_a_growing_capped_delay(capsys, monkeypatch):
+    import cli
+
+    monkeypatch.setattr(cli.ChildProcesses, "FIRST_RESTART_DELAY", 1.0)
+    monkeypatch.setattr(cli.ChildProcesses, "MAX_RESTART_DELAY", 2.0)
+    children = cli.ChildProcesses()
+    children.start("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
+    deadline = time.monotonic() + 6.5
+    while time.monotonic() < deadline:
+        children.supervise()
+        time.sleep(0.05)
+    children.stop(timeout=5)
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if "[supervisor]" in line]
+    exits = [line for line in lines if "exited" in line]
+    # 1 s, then doubled, then held at the cap.
+    assert exits[:3] == [
+        "[supervisor] flaky exited (exit code 3); restarting it in 1 s",
+        "[supervisor] flaky exited (exit code 3); restarting it in 2 s",
+        "[supervisor] flaky exited (exit code 3); restarting it in 2 s",
+    ], lines
+    assert lines.count("[supervisor] flaky restarted") >= 2, lines

@@ -4,6 +4,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.core.models import DicomJob, DicomTask
@@ -176,3 +177,36 @@ def test_an_in_progress_task_whose_queue_job_waits_is_pending_again():
     assert task.status == DicomTask.Status.PENDING
     assert ProcrastinateJob.objects.get(id=task.queued_job_id).status == "todo"
     assert task.claim(task.queued_job_id)  # the queue job still delivers it
+
+
+def test_a_task_of_a_worker_that_stopped_heartbeating_is_named_and_handed_back():
+    job = make_job(task_count=1)
+    job.submit(by_staff=True)
+    task = job.tasks.get()
+    assert task.claim(task.queued_job_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id"
+        )
+        row = cursor.fetchone()
+        assert row is not None
+        worker_id = row[0]
+        cursor.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+            [worker_id, task.queued_job_id],
+        )
+
+    listing = StringIO()
+    call_command("stuck_jobs", stdout=listing)
+    assert (
+        f"example_app.exampletransfertask {task.pk} (In Progress): its worker stopped "
+        f"heartbeating (queue job {task.queued_job_id})"
+    ) in listing.getvalue()
+
+    fixed = StringIO()
+    call_command("stuck_jobs", "--fix", stdout=fixed)
+    assert "retried 1 stalled job(s)" in fixed.getvalue()
+    task.refresh_from_db()
+    assert task.status == DicomTask.Status.PENDING
+    assert ProcrastinateJob.objects.get(id=task.queued_job_id).status == "todo"

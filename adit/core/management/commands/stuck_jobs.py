@@ -23,9 +23,14 @@ class Command(BaseCommand):
         stuck = find_stuck_work()
         for item in stuck:
             self.stdout.write(item.description)
-        stalled = asyncio.run(self._stalled_count())
-        if stalled:
-            self.stdout.write(f"{stalled} queue job(s) belong to workers that stopped heartbeating")
+        stalled_jobs = asyncio.run(self._stalled_jobs())
+        for job in stalled_jobs:
+            task = job.task_kwargs
+            self.stdout.write(
+                f"{task.get('model_label', job.task_name)} {task.get('task_id', '')} (In Progress):"
+                f" its worker stopped heartbeating (queue job {job.id})"
+            )
+        stalled = len(stalled_jobs)
         if not stuck and not stalled:
             self.stdout.write("Nothing is stuck.")
             return
@@ -38,13 +43,13 @@ class Command(BaseCommand):
                 f"Recovered {recovered} task(s) or job(s); retried {retried} stalled job(s)."
             )
 
-    async def _stalled_count(self) -> int:
+    async def _stalled_jobs(self) -> list:
         worker_app = app.with_connector(app.connector.get_worker_connector())
         async with worker_app.open_async():
             jobs = await worker_app.job_manager.get_stalled_jobs(
                 seconds_since_heartbeat=settings.STALLED_JOB_SECONDS
             )
-            return len(list(jobs))
+            return list(jobs)
 
     async def _retry_stalled(self) -> int:
         worker_app = app.with_connector(app.connector.get_worker_connector())
