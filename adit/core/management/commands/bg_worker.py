@@ -36,6 +36,8 @@ ABORT_POLLING_SECONDS = 1.0
 RECONNECT_FIRST_DELAY = 1.0
 RECONNECT_MAX_DELAY = 30.0
 CONNECT_TIMEOUT_SECONDS = 3
+# A worker that ran this long before it stopped starts again after the first delay, not a longer.
+STABLE_SECONDS = 60.0
 
 
 class Command(BaseCommand):
@@ -108,11 +110,11 @@ class _Supervisor:
             worker_app = app.with_connector(app.connector.get_worker_connector())
             worker: procrastinate_worker.Worker | None = None
             error: BaseException | None = None
+            started_at: float | None = None
             try:
                 async with worker_app.open_async():
                     await self._recover(worker_app, lost_worker_id)
                     lost_worker_id = None
-                    delay = RECONNECT_FIRST_DELAY
                     worker_app.perform_import_paths()
                     worker = procrastinate_worker.Worker(
                         app=worker_app,
@@ -127,7 +129,10 @@ class _Supervisor:
                         # still lands in seconds. It only queries while the worker runs a job.
                         abort_job_polling_interval=ABORT_POLLING_SECONDS,
                     )
+                    if self.stop.is_set():  # the stop came while recovering
+                        return
                     logger.info("Worker for queue(s) %s started", ", ".join(self.queues))
+                    started_at = loop.time()
                     self.current = asyncio.create_task(worker.run())
                     await self.current
             except asyncio.CancelledError:
@@ -139,12 +144,17 @@ class _Supervisor:
                 self.current = None
             if self.stop.is_set() or (self.burst and error is None):
                 return
+            if self.burst and error is not None:
+                raise error  # a one-off run reports its failure instead of trying forever
             if worker is not None and worker.worker_id is not None:
                 lost_worker_id = worker.worker_id
+            if started_at is not None and loop.time() - started_at >= STABLE_SECONDS:
+                delay = RECONNECT_FIRST_DELAY
             logger.warning(
-                "Worker for queue(s) %s lost the database (%s); starting again in %.0f s",
+                "Worker for queue(s) %s stopped without being asked to (%s; the database went "
+                "away?); starting again in %.0f s",
                 ", ".join(self.queues),
-                _describe(error) if error else "the worker stopped",
+                _describe(error) if error else "a connection failed",
                 delay,
             )
             await self._sleep(delay)
