@@ -35,9 +35,13 @@ def _data_dir() -> Path:
     return Path(os.environ.get("ADIT_DATA_DIR") or PROJECT_DIR / ".adit-data").resolve()
 
 
+_embedded_cluster = None  # the embedded cluster `database()` started, if any
+
+
 @contextlib.contextmanager
 def database() -> Iterator[str]:
     """Yield the database URL: `DATABASE_URL`, or the embedded cluster, started and stopped here."""
+    global _embedded_cluster
     url = os.environ.get("DATABASE_URL", "")
     if url:
         yield url
@@ -51,10 +55,12 @@ def database() -> Iterator[str]:
             f"Embedded PostgreSQL started on 127.0.0.1:{cluster.port()} ({cluster.describe()})",
             flush=True,
         )
+        _embedded_cluster = cluster
     try:
         yield cluster.url()
     finally:
         if started:
+            _embedded_cluster = None
             cluster.stop()
             print("Embedded PostgreSQL stopped", flush=True)
 
@@ -70,13 +76,42 @@ def _manage(*args: str, env: dict[str, str], capture: bool = False) -> subproces
     )
 
 
-class ChildProcesses:
-    """Child processes with prefixed output, stopped together."""
+def _exit_description(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
 
-    def __init__(self) -> None:
+
+class ChildProcesses:
+    """Child processes with prefixed output, restarted when they exit, stopped together.
+
+    Supervision (`supervise`, called twice a second by `serve`): a child that exits for any
+    reason is started again after a backoff (1 s, doubling up to `MAX_RESTART_DELAY`; back to
+    1 s once it has run `STABLE_SECONDS`), and a line names the child and its exit code. The
+    embedded PostgreSQL cluster, which `pg_ctl` runs detached from us, is watched the same way
+    and started again on its own port (the `port` file), so the children's `DATABASE_URL` stays
+    right. Only `stop` (Ctrl-C, SIGTERM) ends the children for good.
+    """
+
+    FIRST_RESTART_DELAY = 1.0
+    MAX_RESTART_DELAY = 30.0
+    STABLE_SECONDS = 60.0
+    CLUSTER_CHECK_SECONDS = 2.0
+
+    def __init__(self, cluster=None) -> None:
         self.children: dict[str, subprocess.Popen] = {}
+        self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._started_at: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+        self._restart_at: dict[str, float] = {}
+        self._cluster = cluster
+        self._cluster_checked_at = 0.0
+        self.stopping = False
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self._specs[name] = (command, env)
         process = subprocess.Popen(
             command,
             env=env,
@@ -89,6 +124,7 @@ class ChildProcesses:
             start_new_session=True,
         )
         self.children[name] = process
+        self._started_at[name] = time.monotonic()
         width = 14
         prefix = f"[{name}]".ljust(width)
 
@@ -100,13 +136,68 @@ class ChildProcesses:
 
         threading.Thread(target=relay, daemon=True).start()
 
-    def first_exited(self) -> str | None:
-        for name, process in self.children.items():
-            if process.poll() is not None:
-                return name
-        return None
+    def supervise(self) -> None:
+        """Restart what exited (children and the embedded cluster), each after its backoff."""
+        now = time.monotonic()
+        self._supervise_cluster(now)
+        for name, process in list(self.children.items()):
+            if self.stopping:
+                return
+            code = process.poll()
+            if code is None:
+                if now - self._started_at[name] >= self.STABLE_SECONDS:
+                    self._delay.pop(name, None)
+                continue
+            if name not in self._restart_at:
+                delay = self._delay.get(name, self.FIRST_RESTART_DELAY)
+                self._delay[name] = min(delay * 2, self.MAX_RESTART_DELAY)
+                self._restart_at[name] = now + delay
+                print(
+                    f"[supervisor] {name} exited ({_exit_description(code)}); "
+                    f"restarting it in {delay:.0f} s",
+                    flush=True,
+                )
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                command, env = self._specs[name]
+                self.start(name, command, env)
+                print(f"[supervisor] {name} restarted", flush=True)
+
+    def _supervise_cluster(self, now: float) -> None:
+        cluster = self._cluster
+        if cluster is None or now - self._cluster_checked_at < self.CLUSTER_CHECK_SECONDS:
+            return
+        self._cluster_checked_at = now
+        if "postgres" in self._restart_at:
+            if now < self._restart_at["postgres"]:
+                return
+        elif cluster.is_running():
+            if now - self._started_at.get("postgres", 0.0) >= self.STABLE_SECONDS:
+                self._delay.pop("postgres", None)
+            return
+        else:
+            delay = self._delay.get("postgres", self.FIRST_RESTART_DELAY)
+            self._delay["postgres"] = min(delay * 2, self.MAX_RESTART_DELAY)
+            self._restart_at["postgres"] = now + delay
+            print(
+                f"[supervisor] embedded PostgreSQL is not running; restarting it in {delay:.0f} s",
+                flush=True,
+            )
+            return
+        del self._restart_at["postgres"]
+        try:
+            cluster.start()
+        except Exception as error:  # noqa: BLE001 - said, and tried again after the backoff
+            print(f"[supervisor] embedded PostgreSQL did not start: {error}", flush=True)
+            return
+        self._started_at["postgres"] = now
+        print(
+            f"[supervisor] embedded PostgreSQL restarted on 127.0.0.1:{cluster.port()}",
+            flush=True,
+        )
 
     def stop(self, timeout: float = 70.0) -> None:
+        self.stopping = True
         for process in self.children.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -120,19 +211,12 @@ class ChildProcesses:
                 process.wait()
 
 
-def _wait_for_health(url: str, children: ChildProcesses, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if children.first_exited():
-            return False
-        try:
-            with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    return False
+def _is_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health/", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def _report_instance_secrets() -> None:
@@ -169,7 +253,7 @@ def _run_adit(host: str, port: int, extra_setup=None) -> None:
         if extra_setup is not None:
             extra_setup(env)
 
-        children = ChildProcesses()
+        children = ChildProcesses(cluster=_embedded_cluster)
         python = sys.executable
         manage = str(PROJECT_DIR / "manage.py")
         children.start(
@@ -183,22 +267,23 @@ def _run_adit(host: str, port: int, extra_setup=None) -> None:
             children.start("receiver", [python, manage, "receiver"], env)
         try:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-            if _wait_for_health(url, children):
-                print(f"\nADIT is running at {url}/", flush=True)
-                if created:
-                    print(created, flush=True)
-                print("Press Ctrl-C to stop.\n", flush=True)
+            announced = False
+            health_deadline = time.monotonic() + 60.0
             while not stop_requested.is_set():
-                exited = children.first_exited()
-                if exited:
-                    print(f"{exited} exited unexpectedly; stopping ADIT", flush=True)
-                    break
+                children.supervise()
+                if not announced and _is_healthy(url):
+                    announced = True
+                    print(f"\nADIT is running at {url}/", flush=True)
+                    if created:
+                        print(created, flush=True)
+                    print("Press Ctrl-C to stop.\n", flush=True)
+                elif not announced and time.monotonic() > health_deadline:
+                    announced = True
+                    print(f"ADIT's web server did not answer at {url}/health/ in 60 s", flush=True)
                 stop_requested.wait(0.5)
         finally:
             print("Stopping ADIT...", flush=True)
             children.stop()
-    if not stop_requested.is_set():
-        raise typer.Exit(1)
 
 
 @app.command()

@@ -224,7 +224,8 @@ class EmbeddedPostgres:
         self._create_database()
         return True
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; `mode` is pg_ctl's: fast, smart or immediate (a crash, for tests)."""
         if not self.is_running():
             return
         self._run_as_owner(
@@ -233,7 +234,7 @@ class EmbeddedPostgres:
                 "stop",
                 "-w",
                 "-m",
-                "fast",
+                mode,
                 "-D",
                 self._seen(self.cluster_dir),
             ]

@@ -32,6 +32,25 @@ def _connect() -> psycopg.Connection:
     return psycopg.connect(**params, autocommit=True)
 
 
+def _unlock(lock_connection: psycopg.Connection, key: int) -> None:
+    """Release a slot; a lost connection (the database restarted) already released it."""
+    try:
+        lock_connection.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))
+    except psycopg.Error:
+        pass
+
+
+@contextlib.contextmanager
+def _lock_connection() -> Iterator[psycopg.Connection]:
+    """A connection of its own for the session-level locks, closed without a final commit (which
+    would raise when the database went away while the slots were held)."""
+    lock_connection = _connect()
+    try:
+        yield lock_connection
+    finally:
+        lock_connection.close()
+
+
 @contextlib.contextmanager
 def association_slot(
     server_id: int,
@@ -41,7 +60,7 @@ def association_slot(
 ) -> Iterator[int]:
     """Hold one of the `limit` slots of a server while the block runs; yields the slot number."""
     limit = max(1, limit)
-    with _connect() as lock_connection:
+    with _lock_connection() as lock_connection:
         deadline = time.monotonic() + timeout
         while True:
             for slot in range(limit):
@@ -53,9 +72,7 @@ def association_slot(
                     try:
                         yield slot
                     finally:
-                        lock_connection.execute(
-                            "SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key)
-                        )
+                        _unlock(lock_connection, key)
                     return
             if aborted is not None and aborted.is_set():
                 raise SlotWaitTimeout("Aborted while waiting for a free association slot.")
@@ -77,7 +94,7 @@ def extra_association_slots(server_id: int, limit: int, wanted: int) -> Iterator
     if wanted <= 0 or limit <= 1:
         yield 0
         return
-    with _connect() as lock_connection:
+    with _lock_connection() as lock_connection:
         taken: list[int] = []
         for slot in range(limit):
             if len(taken) >= wanted:
@@ -92,4 +109,4 @@ def extra_association_slots(server_id: int, limit: int, wanted: int) -> Iterator
             yield len(taken)
         finally:
             for key in taken:
-                lock_connection.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))
+                _unlock(lock_connection, key)

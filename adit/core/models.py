@@ -656,6 +656,9 @@ class DicomJob(models.Model):
             job._set_status(self.Status.PENDING)
         self.refresh_from_db()
         self.queue_pending_tasks()
+        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
+        # cancel that came when its only task had already failed) ends now, not Pending forever.
+        self.update_status()
 
     def delete_if_untouched(self) -> None:
         """Delete a job none of whose tasks has started, with its queue entries."""
@@ -696,6 +699,9 @@ class DicomJob(models.Model):
             job._set_status(self.Status.PENDING, message="")
         self.refresh_from_db()
         self.queue_pending_tasks()
+        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
+        # cancel that came when its only task had already failed) ends now, not Pending forever.
+        self.update_status()
 
     def retry(self) -> None:
         """Run the failed tasks again (only those)."""
@@ -706,6 +712,9 @@ class DicomJob(models.Model):
             job._set_status(self.Status.PENDING, message="")
         self.refresh_from_db()
         self.queue_pending_tasks()
+        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
+        # cancel that came when its only task had already failed) ends now, not Pending forever.
+        self.update_status()
 
     def restart(self) -> None:
         """Run every task again (staff)."""
@@ -718,6 +727,9 @@ class DicomJob(models.Model):
             job.save(update_fields=["start", "end"])
         self.refresh_from_db()
         self.queue_pending_tasks()
+        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
+        # cancel that came when its only task had already failed) ends now, not Pending forever.
+        self.update_status()
 
     def queue_pending_tasks(self) -> int:
         """Queue every pending task that is not queued yet (one round trip for all)."""
@@ -761,30 +773,29 @@ class DicomJob(models.Model):
             transaction.on_commit(lambda: send_job_finished_mail(self))
         return finished
 
-    def _derive_status(self) -> bool:
+    def status_from_tasks(self) -> tuple[str, str | None]:
+        """The status (and, for a final one, the message) that the tasks call for.
+
+        The one place that maps task statuses to a job status: `update_status` applies it, and
+        the stuck-work check (`adit.core.tasks.find_stuck_work`) compares it with the stored
+        status. An unverified job keeps its status whatever its tasks say.
+        """
         Status, TaskStatus = self.Status, DicomTask.Status
         if self.status == Status.UNVERIFIED:
-            return False
+            return self.status, None
         counts = self.task_counts()
         total = sum(counts.values())
         if total == 0:
-            self._finish(Status.SUCCESS, "There was nothing to process.")
-            return True
+            return Status.SUCCESS, "There was nothing to process."
         if counts[TaskStatus.IN_PROGRESS]:
-            if self.status != Status.CANCELING:
-                if self.start is None:
-                    self.start = timezone.now()
-                self.status = Status.IN_PROGRESS
-                self.save(update_fields=["status", "start"])
-            return False
-        if counts[TaskStatus.PENDING] and self.status != Status.CANCELING:
-            target = Status.IN_PROGRESS if self.start else Status.PENDING
-            if self.status != target:
-                self._set_status(target)
-            return False
-        if self.status == Status.CANCELING or counts[TaskStatus.CANCELED] == total:
-            self._finish(Status.CANCELED, "The job was canceled.")
-            return False
+            return (
+                Status.CANCELING if self.status == Status.CANCELING else Status.IN_PROGRESS
+            ), None
+        canceled_by_user = self.status in (Status.CANCELING, Status.CANCELED)
+        if counts[TaskStatus.PENDING] and not canceled_by_user:
+            return (Status.IN_PROGRESS if self.start else Status.PENDING), None
+        if canceled_by_user or counts[TaskStatus.CANCELED] == total:
+            return Status.CANCELED, "The job was canceled."
         succeeded, warned, failed = (
             counts[TaskStatus.SUCCESS],
             counts[TaskStatus.WARNING],
@@ -799,17 +810,34 @@ class DicomJob(models.Model):
                 if not done_fine and not canceled
                 else (f"{failed} of {total} tasks failed")
             )
-            self._finish(Status.FAILURE, summary + some_canceled + ".")
-        elif warned:
+            return Status.FAILURE, summary + some_canceled + "."
+        if warned:
             summary = (
                 "All tasks finished with warnings"
                 if not succeeded and not canceled
                 else (f"{warned} of {total} tasks finished with warnings")
             )
-            self._finish(Status.WARNING, summary + some_canceled + ".")
-        else:
-            self._finish(Status.SUCCESS, "All tasks succeeded" + some_canceled + ".")
-        return True
+            return Status.WARNING, summary + some_canceled + "."
+        return Status.SUCCESS, "All tasks succeeded" + some_canceled + "."
+
+    def _derive_status(self) -> bool:
+        Status = self.Status
+        status, message = self.status_from_tasks()
+        if status == Status.UNVERIFIED:
+            return False
+        if status in (Status.IN_PROGRESS, Status.CANCELING):
+            if self.status != status or self.start is None:
+                if self.start is None and status == Status.IN_PROGRESS:
+                    self.start = timezone.now()
+                self.status = status
+                self.save(update_fields=["status", "start"])
+            return False
+        if status == Status.PENDING:
+            if self.status != status:
+                self._set_status(status)
+            return False
+        self._finish(status, message or "")
+        return status != Status.CANCELED
 
     def _finish(self, status: str, message: str) -> None:
         self.status = status
@@ -1037,11 +1065,15 @@ class DicomTask(models.Model):
         self.refresh_from_db()
         max_attempts = settings.DICOM_TASK_MAX_ATTEMPTS
         if self.attempts < max_attempts:
-            delay = settings.DICOM_TASK_RETRY_DELAY * 2 ** (self.attempts - 1)
+            delay = min(
+                settings.DICOM_TASK_RETRY_DELAY * 2 ** max(0, self.attempts - 1),
+                settings.DICOM_TASK_RETRY_MAX_DELAY,
+            )
             retry_at = timezone.now() + timedelta(seconds=delay)
             self.hand_back(
-                f"Attempt {self.attempts} of {max_attempts} failed: {error}. "
-                f"Retrying at {timezone.localtime(retry_at):%H:%M:%S}.",
+                f"Attempt {self.attempts} of {max_attempts} failed: {error}. Waiting {delay} s "
+                "for the server (or ADIT's receiver) to recover; next attempt at "
+                f"{timezone.localtime(retry_at):%H:%M:%S}.",
                 retry_at,
                 True,
             )

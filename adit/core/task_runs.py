@@ -24,6 +24,12 @@ How it is built now:
 - A run records exactly one outcome (under a lock). So the worker may record the abort itself
   when a processor does not stop within the grace period, and the run's thread, should it end
   later, records nothing more.
+- The database may go away under a run (a PostgreSQL restart). An error of the database
+  connection inside the processor (an advisory-lock session, a log write) is not the PACS's
+  fault: the task is handed back to run again. The outcome is written once the database is back:
+  `_record` tries again with a backoff (1 s doubling to 30 s, for up to
+  DICOM_TASK_DATABASE_WAIT seconds), so a transfer that finished during the outage is recorded,
+  not redone, and a task is never left In Progress because one write failed.
 - The run names the phase it is in. The worker logs at INFO (task and phase, no PHI) when an
   abort arrives and when and in which phase the run stopped. Test settings may hook every phase
   (`DICOM_TASK_PHASE_HOOK`) to hold a run there, so a test can cancel at that exact point.
@@ -38,7 +44,14 @@ import time
 import traceback
 from typing import TYPE_CHECKING, cast
 
-from django.db import close_old_connections, connection
+import psycopg
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
 
 from .dicom.errors import RetriableDicomError
 from .processors import (
@@ -183,6 +196,13 @@ class TaskRun:
                 logger.debug("%s: the processor ended after the abort with %r", task, error)
                 self._record_abort()
                 return None
+            if _is_database_outage(error):
+                logger.warning("%s: the database connection was lost while processing", task)
+                message = (
+                    "The database connection was lost during the transfer; the task runs again."
+                )
+                self._record(lambda: task.hand_back(message, None, True))
+                return None
             if isinstance(error, RetriableDicomError):
                 retriable = error
                 self._record(lambda: task.fail_or_retry(retriable))
@@ -200,7 +220,7 @@ class TaskRun:
                 return
             self._outcome_recorded = True
         self._enter(Phase.RECORDING)
-        write()
+        _when_the_database_answers(write, self.label)
 
     def _record_abort(self) -> None:
         from django.conf import settings
@@ -220,3 +240,42 @@ class TaskRun:
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
         call_phase_hook(phase, self.label)
+
+
+DATABASE_RETRY_FIRST_DELAY = 1.0
+DATABASE_RETRY_MAX_DELAY = 30.0
+
+
+def _is_database_outage(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is a lost or refused database connection."""
+    while error is not None:
+        if isinstance(error, OperationalError | InterfaceError | psycopg.OperationalError):
+            return True
+        if isinstance(error, psycopg.InterfaceError):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def _when_the_database_answers(write, label: str) -> None:
+    """Run `write` (database writes), trying again while the database is unreachable."""
+    from django.conf import settings
+
+    deadline = time.monotonic() + settings.DICOM_TASK_DATABASE_WAIT
+    delay = DATABASE_RETRY_FIRST_DELAY
+    while True:
+        try:
+            write()
+            return
+        except DatabaseError as error:
+            if not _is_database_outage(error) or time.monotonic() > deadline:
+                raise
+            logger.warning(
+                "%s: the database is unreachable; recording the outcome again in %.0f s",
+                label,
+                delay,
+            )
+        # The broken connection must go, or the next try reuses it.
+        connection.close()
+        time.sleep(delay)
+        delay = min(delay * 2, DATABASE_RETRY_MAX_DELAY)

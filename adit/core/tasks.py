@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, models
 from procrastinate.contrib.django import app
 from procrastinate.job_context import AbortReason as ProcrastinateAbortReason
 
@@ -44,12 +46,27 @@ async def retry_stalled_jobs_now(procrastinate_app=app) -> int:
     return len(stalled)
 
 
-def recover_orphaned_tasks() -> int:
-    """Put ADIT tasks back in the queue whose queue job is gone or finished.
+@dataclass(frozen=True)
+class StuckItem:
+    """One task or job whose state no worker will ever change by itself."""
 
-    This happens when a worker dies between finishing its queue job and recording the task's
-    outcome, or when queue rows were pruned or deleted by hand. Without this sweep such a task
-    (and its job) would stay In Progress or Pending forever. Returns how many were recovered.
+    description: str
+    fix: Callable[[], None]
+
+
+def find_stuck_work() -> list[StuckItem]:
+    """Tasks and jobs whose state disagrees with the queue or with each other.
+
+    - a Pending or In Progress task whose queue job is gone or finished (its worker died
+      between finishing the queue job and recording the outcome, or queue rows were deleted);
+    - an In Progress task whose queue job waits in the queue (`todo`): no worker runs it, so
+      it is Pending again (its queue job still delivers it);
+    - an unfinished task of a job being canceled (or canceled) that no worker runs;
+    - a job whose status is not the one its tasks call for (`DicomJob.status_from_tasks`),
+      looked for among unfinished jobs and finished jobs that still have unfinished tasks.
+
+    Tasks of dead workers whose queue job is still `doing` are Procrastinate's stalled jobs
+    (`retry_stalled_jobs_now`); after that retry they are `todo` and found here.
     """
     from procrastinate.contrib.django.models import ProcrastinateJob
 
@@ -57,39 +74,127 @@ def recover_orphaned_tasks() -> int:
     from .processors import registered_task_models
 
     live_queue_jobs = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
+    waiting_queue_jobs = ProcrastinateJob.objects.filter(status="todo").values("id")
     running_queue_jobs = ProcrastinateJob.objects.filter(status="doing").values("id")
     unfinished_statuses = [DicomTask.Status.PENDING, DicomTask.Status.IN_PROGRESS]
-    recovered = 0
-    for model in registered_task_models():
-        unfinished = model.objects.filter(
-            status__in=unfinished_statuses,
-            job__status__in=[
-                DicomJob.Status.PENDING,
-                DicomJob.Status.IN_PROGRESS,
-                DicomJob.Status.CANCELING,
-            ],
+    unfinished_jobs = [DicomJob.Status.PENDING, DicomJob.Status.IN_PROGRESS]
+    stuck: list[StuckItem] = []
+
+    def hand_back(task) -> Callable[[], None]:
+        return lambda: task.hand_back(
+            "The task's worker stopped unexpectedly; the task will run again.", None, True
         )
-        orphans = unfinished.exclude(queued_job_id__in=live_queue_jobs).select_related("job")
-        for task in orphans:
-            logger.warning("Recovering %s whose queue job is gone", task)
-            task.hand_back(
-                "The task's worker stopped unexpectedly; the task will run again.", None, True
-            )
-            recovered += 1
-        # A job being canceled whose task no worker runs (its worker died while canceling and
-        # the queue job was handed back, or no worker is up to take it) ends here.
-        not_running = model.objects.filter(
-            status__in=unfinished_statuses, job__status=DicomJob.Status.CANCELING
-        ).exclude(queued_job_id__in=running_queue_jobs)
-        for task in not_running:
-            logger.warning("Ending %s of a canceled job that no worker runs", task)
+
+    def cancel(task) -> Callable[[], None]:
+        def end() -> None:
             if task.queued_job_id:
                 cancel_queued_job(task.queued_job_id)
             task.finish_canceled()
-            recovered += 1
-        for job in model.job.field.related_model.objects.filter(status=DicomJob.Status.CANCELING):
-            job.update_status()
-    return recovered
+
+        return end
+
+    def unclaim(task) -> Callable[[], None]:
+        def back_to_pending() -> None:
+            model = type(task)
+            model.objects.filter(
+                pk=task.pk, status=DicomTask.Status.IN_PROGRESS, queued_job_id=task.queued_job_id
+            ).filter(queued_job_id__in=waiting_queue_jobs).update(
+                status=DicomTask.Status.PENDING,
+                message="The task's worker stopped; the task waits for the next worker.",
+            )
+            task.job.update_status()
+
+        return back_to_pending
+
+    for model in registered_task_models():
+        job_model = model.job.field.related_model
+        label = model._meta.label
+        orphans = (
+            model.objects.filter(status__in=unfinished_statuses, job__status__in=unfinished_jobs)
+            .exclude(queued_job_id__in=live_queue_jobs)
+            .select_related("job")
+        )
+        for task in orphans:
+            stuck.append(
+                StuckItem(
+                    f"{label} {task.pk} ({task.get_status_display()}) of job {task.job_id}: "
+                    f"its queue job {task.queued_job_id} is gone",
+                    hand_back(task),
+                )
+            )
+        not_running = (
+            model.objects.filter(
+                status__in=unfinished_statuses,
+                job__status__in=[DicomJob.Status.CANCELING, DicomJob.Status.CANCELED],
+            )
+            .exclude(queued_job_id__in=running_queue_jobs)
+            .select_related("job")
+        )
+        for task in not_running:
+            stuck.append(
+                StuckItem(
+                    f"{label} {task.pk} ({task.get_status_display()}) of job {task.job_id}: "
+                    f"the job is {task.job.get_status_display()} and no worker runs the task",
+                    cancel(task),
+                )
+            )
+        waiting_in_progress = model.objects.filter(
+            status=DicomTask.Status.IN_PROGRESS,
+            job__status__in=unfinished_jobs,
+            queued_job_id__in=waiting_queue_jobs,
+        ).select_related("job")
+        for task in waiting_in_progress:
+            stuck.append(
+                StuckItem(
+                    f"{label} {task.pk} (In Progress) of job {task.job_id}: no worker runs it "
+                    f"(its queue job {task.queued_job_id} waits in the queue)",
+                    unclaim(task),
+                )
+            )
+        finished = [status for status in DicomJob.FINAL_STATUSES]
+        jobs = job_model.objects.exclude(status=DicomJob.Status.UNVERIFIED).filter(
+            models.Q(status__in=[*unfinished_jobs, DicomJob.Status.CANCELING])
+            | models.Q(status__in=finished, tasks__status__in=unfinished_statuses)
+        )
+        for job in jobs.distinct():
+            expected, _ = job.status_from_tasks()
+            if expected == job.status:
+                continue
+            stuck.append(
+                StuckItem(
+                    f"{job._meta.label} {job.pk} is {job.get_status_display()}, but its tasks "
+                    f"say {DicomJob.Status(expected).label}",
+                    _reconcile(job),
+                )
+            )
+    return stuck
+
+
+def _reconcile(job) -> Callable[[], None]:
+    """The fix for a job whose status disagrees with its tasks."""
+    from .models import DicomJob
+
+    def fix() -> None:
+        job.update_status()
+        if job.status in (DicomJob.Status.PENDING, DicomJob.Status.IN_PROGRESS):
+            job.queue_pending_tasks()
+
+    return fix
+
+
+def recover_orphaned_tasks() -> int:
+    """Fix everything `find_stuck_work` finds; returns how many tasks and jobs were fixed.
+
+    Runs in every worker at start and every 2 minutes (`retry_stalled_jobs`), and by
+    `manage.py stuck_jobs --fix`. Without it such a task (and its job) would stay In Progress or
+    Pending forever. Each fix re-checks under the row locks of the methods it calls, so a task a
+    worker claimed meanwhile is not taken from it.
+    """
+    stuck = find_stuck_work()
+    for item in stuck:
+        logger.warning("Recovering: %s", item.description)
+        item.fix()
+    return len(stuck)
 
 
 @app.periodic(cron="*/2 * * * *", periodic_id="retry_stalled_jobs")

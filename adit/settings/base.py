@@ -206,9 +206,16 @@ SITE_NAME = env.str("SITE_NAME", default="ADIT")
 SITE_BASE_URL = env.str("SITE_BASE_URL", default="http://127.0.0.1:8000")
 
 # --- Job engine ---------------------------------------------------------------------------------
-DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", default=3)
-# Seconds before the first retry of a task after a transient error; doubles with each attempt.
-DICOM_TASK_RETRY_DELAY = env.int("DICOM_TASK_RETRY_DELAY", default=60)
+# Attempts of a task that hits transient errors (a PACS or ADIT's receiver down, busy, timing
+# out). With the delays below the defaults wait 30 + 60 + 120 + 240 s: 7.5 minutes, long enough
+# for a PACS or the receiver to restart, before the task counts as failed.
+DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", default=5)
+# Seconds before the first retry of a task after a transient error; doubles with each attempt,
+# up to DICOM_TASK_RETRY_MAX_DELAY.
+DICOM_TASK_RETRY_DELAY = env.int("DICOM_TASK_RETRY_DELAY", default=30)
+DICOM_TASK_RETRY_MAX_DELAY = env.int("DICOM_TASK_RETRY_MAX_DELAY", default=600)
+# How long a worker keeps trying to record a task's outcome while PostgreSQL is unreachable.
+DICOM_TASK_DATABASE_WAIT = env.int("DICOM_TASK_DATABASE_WAIT", default=3600)
 # A task running longer than this (seconds) is stopped and fails.
 DICOM_TASK_TIME_LIMIT = env.int("DICOM_TASK_TIME_LIMIT", default=3 * 3600)
 # How long an aborted task may take to stop before the worker records the abort regardless.

@@ -321,6 +321,7 @@ def test_transient_errors_are_retried_with_backoff_then_fail():
     retry_row = ProcrastinateJob.objects.get(id=task.queued_job_id)
     assert retry_row.scheduled_at >= timezone.now() + datetime.timedelta(seconds=25)
     assert "Attempt 1 of 2 failed: PACS busy" in task.log
+    assert "Waiting 30 s for the server (or ADIT's receiver) to recover" in task.message
 
     assert task.claim(task.queued_job_id)
     task.fail_or_retry(ConnectionError("PACS busy"))
@@ -378,3 +379,26 @@ def test_suspended_app_keeps_its_tasks_waiting():
     app_settings.save()
     waiting = make_job(task_count=1, urgent=True).tasks.get().reason_to_wait()
     assert waiting is not None and "suspended" in waiting[1]
+
+
+def test_default_retry_backoff_outlasts_a_server_restart(settings):
+    """The waits between the default attempts add up to several minutes, capped per wait."""
+    waits = [
+        min(settings.DICOM_TASK_RETRY_DELAY * 2**n, settings.DICOM_TASK_RETRY_MAX_DELAY)
+        for n in range(settings.DICOM_TASK_MAX_ATTEMPTS - 1)
+    ]
+    assert sum(waits) >= 5 * 60
+
+
+@override_settings(
+    DICOM_TASK_MAX_ATTEMPTS=4, DICOM_TASK_RETRY_DELAY=100, DICOM_TASK_RETRY_MAX_DELAY=150
+)
+def test_retry_delay_is_capped():
+    job = make_job(task_count=1)
+    job.submit(by_staff=True)
+    task = job.tasks.get()
+    for expected_delay in (100, 150, 150):
+        assert task.claim(task.queued_job_id)
+        task.fail_or_retry(ConnectionError("receiver down"))
+        task.refresh_from_db()
+        assert f"Waiting {expected_delay} s" in task.message

@@ -506,8 +506,10 @@ def test_transient_failure_is_retried_with_backoff_and_then_succeeds(orthanc_a, 
     job.refresh_from_db()
     assert task.status == TaskStatus.PENDING, task_report(job)
     assert task.attempts == 1
-    assert "Attempt 1 of 3 failed" in task.log
-    assert "Attempt 1 of 3 failed" in task.message
+    assert "Attempt 1 of 5 failed" in task.log
+    assert "Attempt 1 of 5 failed" in task.message
+    # The message says what the task waits for, and how long.
+    assert "Waiting 30 s for the server (or ADIT's receiver) to recover" in task.message
     assert job.status == JobStatus.IN_PROGRESS
     # A new queue job, scheduled for later (the worker did not run it at once).
     assert task.queued_job_id not in (None, first_queue_id)

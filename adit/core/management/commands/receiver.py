@@ -19,7 +19,7 @@ from pathlib import Path
 from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from adit.core.dicom.file_transmit import DEFAULT_RETENTION
 from adit.core.dicom.receiver import Receiver
@@ -66,6 +66,14 @@ class ConfiguredAETitles:
             if any(field.name == "active" for field in server_model._meta.get_fields()):
                 servers = servers.filter(active=True)  # a deactivated server may not push
             rows = list(servers.values_list("ae_title", "host", "pushes_from_any_host"))
+        except (OperationalError, InterfaceError) as error:
+            # PostgreSQL is restarting or unreachable: the receiver goes on with what it knew
+            # and reads the list again at the next refresh.
+            logger.warning(
+                "Database unreachable (%s); keeping the last list of AE titles",
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+            )
+            return
         except Exception:
             logger.exception("Reading the configured AE titles failed; keeping the last list")
             return
