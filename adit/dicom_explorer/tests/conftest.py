@@ -81,3 +81,10 @@ def uploaded_study(orthanc_a):
     )
     orthanc_a.upload(study)
     return study
+
+
+@pytest.fixture
+def destination_node(orthanc_b, explorers):
+    server = server_from_orthanc(orthanc_b, "Orthanc B")
+    give_access(explorers, server, source=False, destination=True)
+    return server

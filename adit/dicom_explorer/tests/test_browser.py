@@ -15,6 +15,13 @@ from playwright.sync_api import Locator, Page, expect
 
 from adit.accounts.factories import DEFAULT_PASSWORD
 from adit.core.testing.browser import login
+from adit.selective_transfer.tests import test_browser as selective_transfer_browser
+
+from .conftest import grant
+
+# daphne (ASGI: the selective transfer page needs its WebSocket) and a dicom worker.
+daphne_url = selective_transfer_browser.daphne_url
+dicom_worker = selective_transfer_browser.dicom_worker
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.peers, pytest.mark.django_db(transaction=True)]
 
@@ -103,3 +110,43 @@ def test_search_drill_down_and_look(
     expect(row("(0008,0050)")).to_be_hidden()
     expect(page.locator("#ex-header-table > tbody > tr:visible")).to_have_count(1)
     screenshot(page, f"instance-{node_fixture}")
+
+
+def test_transfer_from_the_explorer(
+    page: Page,
+    daphne_url,
+    dicom_worker,
+    explorer_user,
+    explorers,
+    orthanc_node,
+    destination_node,
+    uploaded_study,
+    orthanc_b,
+):
+    """Study page → "Transfer…" → selective transfer with server and study prefilled → the
+    transfer (pseudonymized, as the group requires) arrives on Orthanc B."""
+    grant(explorers, "selective_transfer", "add_selectivetransferjob")
+    first = uploaded_study[0]
+    login(page, daphne_url, "erin", DEFAULT_PASSWORD)
+    page.goto(f"{daphne_url}/explorer/servers/{orthanc_node.pk}/studies/{first.StudyInstanceUID}/")
+    expect(page.locator("#ex-pseudonym-required")).to_contain_text("Pseudonymization required")
+    page.locator("#ex-transfer").click()
+
+    expect(page.locator("#st-form")).to_have_attribute("data-ws", "open")
+    expect(page.get_by_label("Source")).to_have_value(str(orthanc_node.pk))
+    expect(page.get_by_label("Study Instance UID")).to_have_value(first.StudyInstanceUID)
+    page.get_by_label("Destination").select_option(label="Orthanc B")
+    page.get_by_role("button", name="Query").click()
+    rows = page.locator("#st-result-rows tr")
+    expect(rows).to_have_count(1)
+    rows.first.get_by_role("checkbox").check()
+    pseudonym = "EXPL-" + first.PatientID[-6:]
+    page.get_by_label("Pseudonym").fill(pseudonym)
+    page.get_by_role("button", name="Transfer selected studies").click()
+    page.locator("#st-job-link").click()
+    expect(page.locator("#job-progress")).to_contain_text("Success", timeout=120_000)
+    screenshot(page, "transfer-done")
+    found = orthanc_b.rest(
+        "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": pseudonym}}
+    ).json()
+    assert len(found) == len(uploaded_study)
