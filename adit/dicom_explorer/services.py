@@ -403,6 +403,16 @@ def _rendered_by_server(server: DicomServer, where: InstanceLocation, frame: int
     return data if data.startswith(b"\x89PNG") else None
 
 
+def _render(ds: Dataset, frame: int, max_size: int | None) -> bytes:
+    try:
+        return render_png(ds, frame, max_size)
+    except PreviewError:
+        raise
+    except Exception as error:  # noqa: BLE001 — a file a PACS delivers may be broken in any way
+        logger.exception("Rendering an instance failed")
+        raise PreviewError(f"The image could not be rendered ({type(error).__name__}).") from None
+
+
 def preview_png(
     request, server: DicomServer, where: InstanceLocation, frame: int, max_size: int | None
 ) -> bytes:
@@ -417,7 +427,7 @@ def preview_png(
         if data is not None and max_size:
             data = shrink_png(data, max_size)
         if data is None:
-            data = render_png(fetch_instance(request, server, where), frame, max_size)
+            data = _render(fetch_instance(request, server, where), frame, max_size)
     except PreviewError as error:
         _audit_preview(
             request, server, where, what, AuditEntry.Outcome.FAILURE, frame=frame, reason=str(error)

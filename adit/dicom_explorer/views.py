@@ -250,7 +250,9 @@ def _preview_failed(error: PreviewError, size: int) -> HttpResponse:
     # 422: the request was fine, but this instance cannot be shown. The body is still an image
     # (the reason written on it) so that the page shows why, where the image would be.
     response = _png(placeholder_png(str(error), size), status=422)
-    response["X-Preview-Error"] = str(error).encode("ascii", "replace").decode()[:300]
+    # One line of ASCII: a header must not hold line breaks (pydicom's messages have some).
+    reason = " ".join(str(error).split()).encode("ascii", "replace").decode()
+    response["X-Preview-Error"] = reason[:300]
     return response
 
 

@@ -16,6 +16,7 @@ from adit.accounts.factories import UserFactory
 from adit.audit.models import AuditEntry
 from adit.core.dicom.testing.peers import free_port
 from adit.core.factories import DicomServerFactory
+from adit.dicom_explorer.services import make_operator
 
 from .conftest import give_access
 
@@ -177,6 +178,27 @@ def test_a_pacs_that_is_down_gives_a_message_within_the_timeout(client, explorer
     assert entry.patient_id == "P1" and entry.source == "Down PACS"
 
 
+def test_a_pacs_that_does_not_answer_gives_a_message_within_the_timeout(
+    client, explorer_user, explorers, settings
+):
+    from adit.selective_transfer.tests.test_consumer import SlowFindScp
+
+    settings.DICOM_EXPLORER_QUERY_TIMEOUT = 1.0
+    scp = SlowFindScp(total=1, delay=10)  # accepts the association, then stays silent
+    try:
+        slow = DicomServerFactory(name="Silent PACS", ae_title="SLOWSCP", port=scp.port)
+        give_access(explorers, slow)
+        client.force_login(explorer_user)
+        started = time.monotonic()
+        response = client.get(reverse("dicom_explorer:search", args=[slow.pk]), {"patient_id": "S"})
+        elapsed = time.monotonic() - started
+    finally:
+        scp.stop()
+    assert response.status_code == 200
+    assert "Silent PACS did not answer" in response.content.decode()
+    assert elapsed < 5
+
+
 # --- browsing and rendering -------------------------------------------------------------------
 
 
@@ -255,6 +277,15 @@ def test_orthanc_renders_the_image_and_thumbnails_are_small(
     urls = _urls(orthanc_node, uploaded_study)
     pixels = _pixels(client.get(urls["image"]))
     assert pixels.shape[:2] == (64, 64) and len(np.unique(pixels)) > 10
+    # The image came from Orthanc's /rendered (not from ADIT's own rendering after a fallback).
+    first = uploaded_study[0]
+    rendered = make_operator(orthanc_node).dicomweb.retrieve_rendered(  # type: ignore[union-attr]
+        first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID
+    )
+    assert (
+        _pixels(client.get(urls["image"])).tobytes()
+        == np.asarray(Image.open(io.BytesIO(rendered))).tobytes()
+    )
     thumbnail = client.get(urls["thumbnail"])
     assert thumbnail.status_code == 200
     assert len(np.unique(_pixels(thumbnail))) > 10
