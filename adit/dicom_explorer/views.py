@@ -171,6 +171,10 @@ def series(request: HttpRequest, server_id: int, study_uid: str, series_uid: str
     outcome = services.instances_of_series(
         request, server, data["patient_id"], data["study_uid"], data["series_uid"]
     )
+    # The series' own row (number, modality, description) for the heading; usually cached
+    # from the study page the user came from.
+    siblings = services.series_of_study(request, server, data["patient_id"], data["study_uid"])
+    series_row = next((s for s in siblings.rows if s.series_uid == data["series_uid"]), None)
     return render(
         request,
         "dicom_explorer/series.html",
@@ -180,6 +184,7 @@ def series(request: HttpRequest, server_id: int, study_uid: str, series_uid: str
             "patient_query": _patient_query(data["patient_id"]),
             "study_uid": data["study_uid"],
             "series_uid": data["series_uid"],
+            "series": series_row,
             "outcome": outcome,
             "limit": settings.DICOM_EXPLORER_RESULT_LIMIT,
             **_actions(request, server, data["patient_id"], data["study_uid"]),

@@ -220,6 +220,7 @@ def test_drill_down_from_search_to_instance(client, explorer_user, orthanc_node,
     assert study.count("ex-series-card") == 2 and "ex-transfer" not in study
     series = client.get(urls["series"], {"patient_id": first.PatientID}).content.decode()
     assert series.count("CT Image Storage") == 3
+    assert "#1 CT series 1" in " ".join(series.split())
     instance = client.get(urls["instance"], {"patient_id": first.PatientID})
     assert instance.status_code == 200
     html = instance.content.decode()
@@ -327,3 +328,24 @@ def test_transfer_link_prefills_selective_transfer(
     page = client.get(href.replace("&amp;", "&")).content.decode()
     assert f'value="{first.StudyInstanceUID}"' in page
     assert f'value="{orthanc_node.pk}" selected' in page
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("node_fixture", ["orthanc_node", "dimse_node"])
+def test_frames_of_a_multi_frame_instance(client, explorer_user, orthanc_a, request, node_fixture):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    node = request.getfixturevalue(node_fixture)
+    ds = dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))  # type: ignore[arg-type]
+    ds.PatientID = "EX-MULTIFRAME"
+    orthanc_a.upload([ds])
+    client.force_login(explorer_user)
+    args = [node.pk, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID]
+    page = client.get(reverse("dicom_explorer:instance", args=args)).content.decode()
+    assert 'id="ex-frame"' in page and 'max="2"' in page
+    image = reverse("dicom_explorer:instance_image", args=args)
+    first, second = (_pixels(client.get(image, {"frame": n})) for n in (1, 2))
+    assert first.shape[:2] == (100, 100) and not np.array_equal(first, second)
+    response = client.get(image, {"frame": 3})
+    assert response.status_code == 422 and "Frame 3 does not exist" in response["X-Preview-Error"]
