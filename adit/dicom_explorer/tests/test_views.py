@@ -349,3 +349,26 @@ def test_frames_of_a_multi_frame_instance(client, explorer_user, orthanc_a, requ
     assert first.shape[:2] == (100, 100) and not np.array_equal(first, second)
     response = client.get(image, {"frame": 3})
     assert response.status_code == 422 and "Frame 3 does not exist" in response["X-Preview-Error"]
+
+
+@pytest.mark.peers
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_download_link_for_users_who_may_download_unpseudonymized(
+    client, explorer_user, explorers, orthanc_node, uploaded_study
+):
+    import zipfile
+
+    from .conftest import grant
+
+    client.force_login(explorer_user)
+    study_url = _urls(orthanc_node, uploaded_study)["study"]
+    assert 'id="ex-download"' not in client.get(study_url).content.decode()
+    grant(explorers, "selective_transfer", "can_download_study", "can_transfer_unpseudonymized")
+    html = client.get(study_url).content.decode()
+    start = html.index('id="ex-download"')
+    href_at = html.rindex('href="', 0, start) + len('href="')
+    href = html[href_at : html.index('"', href_at)].replace("&amp;", "&")
+    response = client.get(href)
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(b"".join(response))) as archive:  # type: ignore[arg-type]
+        assert len(archive.namelist()) == len(uploaded_study)
