@@ -229,13 +229,9 @@ def run_query(
     limit = settings.DICOM_EXPLORER_RESULT_LIMIT
     key = _cache_key(request.user, server.pk, level, sorted(query.dictify().items()), limit)
     outcome: Outcome | None = cache.get(key)
-    record_query(
-        query,
-        level=level,
-        request=request,
-        source=server,
-        outcome=AuditEntry.Outcome.SUCCESS,
-    )
+    # Recorded before the server is asked (fail closed: no query goes out unaudited); the entry
+    # says what was asked, whether the answer then comes from the cache, the PACS or nowhere.
+    record_query(query, level=level, request=request, source=server)
     if outcome is not None:
         return dataclasses.replace(outcome, cached=True)
     outcome = Outcome()
