@@ -384,6 +384,21 @@ class SelectiveTransferForm(forms.Form):
         return studies if not self.errors else []
 
 
+def initial_from_query(params) -> dict:
+    """Prefill from GET parameters (links like the DICOM explorer's "Transfer…"): the source and
+    the query fields only. They are initial values, so the form validates them on submit like
+    anything typed; values that could not be valid are left out here already."""
+    initial: dict = {}
+    source = params.get("source", "")
+    if source.isdigit():
+        initial["source"] = int(source)
+    for name in QUERY_FIELDS:
+        value = params.get(name, "")
+        if value and len(value) <= 200:
+            initial[name] = value
+    return initial
+
+
 def initial_from_preferences(user) -> dict:
     preferences = user.preferences or {}
     return {field: preferences[key] for field, key in PREFERENCE_KEYS.items() if key in preferences}

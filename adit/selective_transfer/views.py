@@ -12,7 +12,12 @@ from django.shortcuts import redirect, render
 
 from adit.audit.services import record_query
 
-from .forms import SelectiveTransferForm, initial_from_preferences, remember_preferences
+from .forms import (
+    SelectiveTransferForm,
+    initial_from_preferences,
+    initial_from_query,
+    remember_preferences,
+)
 from .models import SelectiveTransferSettings
 from .services import download_url, run_query
 
@@ -59,7 +64,8 @@ def job_create(request: HttpRequest) -> HttpResponse:
                         )
                 context.update(outcome=outcome, can_download=can_download)
     else:
-        form = SelectiveTransferForm(initial=initial_from_preferences(user), user=user)
+        initial = {**initial_from_preferences(user), **initial_from_query(request.GET)}
+        form = SelectiveTransferForm(initial=initial, user=user)
     context.update(
         form=form,
         folder_ids=form.destination_is_folder_ids,

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "adit.batch_transfer",
     "adit.audit",
     "adit.observability",
+    "adit.dicom_explorer",
 ]
 
 MIDDLEWARE = [
@@ -235,6 +236,16 @@ SELECTIVE_TRANSFER_RESULT_LIMIT = env.int("SELECTIVE_TRANSFER_RESULT_LIMIT", def
 SELECTIVE_TRANSFER_MAX_SELECTION = env.int("SELECTIVE_TRANSFER_MAX_SELECTION", default=10)
 # Jobs of non-staff users wait for a staff member's verification unless this is true.
 START_SELECTIVE_TRANSFER_UNVERIFIED = env.bool("START_SELECTIVE_TRANSFER_UNVERIFIED", default=True)
+
+# --- DICOM explorer ------------------------------------------------------------------------------
+# Rows shown per level; with more, the page says how many more there are and asks to refine.
+DICOM_EXPLORER_RESULT_LIMIT = env.int("DICOM_EXPLORER_RESULT_LIMIT", default=100)
+# Seconds a user's repeated query (same server, same keys) is answered from the cache.
+DICOM_EXPLORER_CACHE_TTL = env.int("DICOM_EXPLORER_CACHE_TTL", default=60)
+# Seconds to wait for a server to accept a connection / answer a query from the explorer: an
+# interactive page must say "not reachable" long before a transfer would give up.
+DICOM_EXPLORER_CONNECT_TIMEOUT = env.float("DICOM_EXPLORER_CONNECT_TIMEOUT", default=5.0)
+DICOM_EXPLORER_QUERY_TIMEOUT = env.float("DICOM_EXPLORER_QUERY_TIMEOUT", default=30.0)
 
 # --- Batch query and batch transfer ------------------------------------------------------------
 # Rows of one batch file for non-staff users (staff: BATCH_FILE_MAX_ROWS).

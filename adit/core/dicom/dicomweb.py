@@ -192,6 +192,18 @@ class DicomWebConnector:
             ),
         )
 
+    def retrieve_rendered(
+        self, study_uid: str, series_uid: str, image_uid: str, frame: int = 1
+    ) -> bytes:
+        """One frame of an instance as a PNG the server rendered (WADO-RS ``/rendered``)."""
+        client = self._client()
+        return self._call(
+            "WADO-RS rendered",
+            lambda: client.retrieve_instance_frames_rendered(
+                study_uid, series_uid, image_uid, [frame], media_types=("image/png",)
+            ),
+        )
+
     def send_wado_rs(self, query: QueryDataset) -> Iterator[Dataset]:
         """Streams the instances selected by the query's level and UIDs."""
         level = query.level

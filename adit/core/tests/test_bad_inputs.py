@@ -62,6 +62,7 @@ PERMISSIONS = (
     "selective_transfer.can_transfer_unpseudonymized",
     "dicom_web.can_query",
     "dicom_web.can_store",
+    "dicom_explorer.use_explorer",
 )
 SCU_AE = "BADINPUT_SCU"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
@@ -73,6 +74,8 @@ ENTRY_POINTS: dict[str, frozenset[Kind]] = {
     "api_batch_query": frozenset({Kind.STRING, Kind.FORM_BODY}),
     "qido": frozenset({Kind.STRING}),
     "websocket_query": frozenset({Kind.STRING}),
+    "explorer_search": frozenset({Kind.STRING}),
+    "explorer_patient": frozenset({Kind.STRING}),
     "stow": frozenset({Kind.DICOM, Kind.MULTIPART}),
     "receiver": frozenset({Kind.DICOM}),
 }
@@ -250,6 +253,17 @@ def stow(world: World, item: BadInput, entry_point: str) -> Answer:
     return Answer(400 <= response.status_code < 500, response.status_code, response.text)
 
 
+def explorer(world: World, item: BadInput, entry_point: str) -> Answer:
+    """The DICOM explorer's search (wildcards allowed) and patient page (an exact PatientID)."""
+    path = "" if entry_point == "explorer_search" else "patient/"
+    response = world.http.get(
+        f"{world.live.url}/explorer/servers/{world.server.pk}/{path}",
+        params={"patient_id": str(item.make())},
+        timeout=60,
+    )
+    return Answer(400 <= response.status_code < 500, response.status_code, response.text)
+
+
 # --- the WebSocket live query -----------------------------------------------------------------
 
 
@@ -368,6 +382,8 @@ HTTP_ENTRY_POINTS: dict[str, Callable[[World, BadInput, str], Answer]] = {
     "qido": qido,
     "stow": stow,
     "websocket_query": websocket_query,
+    "explorer_search": explorer,
+    "explorer_patient": explorer,
 }
 
 
@@ -417,6 +433,9 @@ def test_a_valid_input_is_accepted(request, receiver):
     assert api_job(world, good, "api_batch_query").status == 201
     answer = qido(world, good, "qido")
     assert answer.status == 200, answer.text
+    for entry_point in ("explorer_search", "explorer_patient"):
+        answer = explorer(world, good, entry_point)
+        assert answer.status == 200 and "did not answer" not in answer.text, answer.text[:2000]
     answer = websocket_query(world, good, "websocket_query")
     assert answer.status == "form" and not answer.refused
     valid = BadInput("valid-dicom", Kind.DICOM, lambda: part10(base_instance()), ())

@@ -199,7 +199,7 @@ SPREADSHEETS = [
 
 # --- hostile strings (as a PatientID) -----------------------------------------------------------
 
-SEARCHES = frozenset({"qido", "websocket_query"})
+SEARCHES = frozenset({"qido", "websocket_query", "explorer_search"})
 
 STRINGS = [
     BadInput("wildcard-star", Kind.STRING, lambda: "PAT*", ("Wildcards",), skip=SEARCHES),
