@@ -10,6 +10,7 @@ from adit.core.deidentification import (
     options_for_new_job,
 )
 from adit.core.models import DicomNode, DicomServer
+from adit.core.query_fields import validate_lengths_on_the_server
 from adit.core.spreadsheets import (
     Problems,
     SpreadsheetContentError,
@@ -90,6 +91,7 @@ class BatchTransferJobForm(forms.Form):
             )
             widget.attrs.setdefault("class", css)
         self.fields["batch_file"].widget.attrs["accept"] = ".xlsx,.csv"
+        validate_lengths_on_the_server(self)
         if not self.is_bound:
             self.fields["deid_options"].initial = group_default_options(user)
 

@@ -41,12 +41,13 @@ PLACEHOLDERS = {
 def validate_lengths_on_the_server(form: forms.Form) -> None:
     """Drop the ``maxlength`` attributes and make a too long value an error that names the
     field and both lengths (instead of the browser silently truncating pasted text)."""
-    for form_field in form.fields.values():
+    for name, form_field in form.fields.items():
         if not isinstance(form_field, forms.CharField) or form_field.max_length is None:
             continue
         form_field.widget.attrs.pop("maxlength", None)
+        label = form_field.label or name.replace("_", " ").capitalize()
         form_field.error_messages["max_length"] = (
-            f"{form_field.label or 'This value'} may have at most %(limit_value)d characters; "
+            f"{label} may have at most %(limit_value)d characters; "
             "you entered %(show_value)d. Nothing was cut: check the value and shorten it."
         )
 

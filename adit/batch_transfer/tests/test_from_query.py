@@ -240,3 +240,29 @@ def test_batch_query_then_transfer_these_studies(
             "POST", "/tools/find", json={"Level": "Study", "Query": {"PatientID": patient_id}}
         ).json()
         assert missing == []
+
+
+@pytest.mark.django_db
+def test_too_long_values_are_refused_with_a_message_not_cut(
+    client, researcher, source_server, destination_server
+):
+    job = query_job_with_results(researcher, source_server, [(2, "P1", "A", "1.2.1", "")])
+    client.force_login(researcher)
+    for page_url in (url(job), reverse("batch_transfer:job_create"), "/batch-query/"):
+        assert "maxlength" not in client.get(page_url).content.decode()
+    response = client.post(
+        url(job),
+        {
+            "source": source_server.pk,
+            "destination": destination_server.pk,
+            **OPTIONS,
+            "project_name": "N" * 151,
+        },
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors["project_name"] == [
+        "Project name may have at most 150 characters; you entered 151. Nothing was cut: "
+        "check the value and shorten it."
+    ]
+    assert f'value="{"N" * 151}"' in response.content.decode()
+    assert not BatchTransferJob.objects.exists()
