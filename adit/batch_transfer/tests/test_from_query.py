@@ -215,6 +215,8 @@ def test_batch_query_then_transfer_these_studies(
     assert query_job.results.count() == 2
 
     page.goto(f"{live_server.url}{reverse('batch_query:results', args=[query_job.pk])}")
+    screenshot(page, f"query-results-{role}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]  # type: ignore[index]
     page.get_by_role("link", name="Transfer these studies…").click()
     expect(page.locator("#from-query-summary")).to_contain_text("2 studies found by")
     expect(page.locator("#from-query-studies")).to_contain_text(f"PSN-{tag}-A")
