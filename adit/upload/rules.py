@@ -24,6 +24,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from pydicom import Dataset
 from pydicom._dicom_dict import DicomDictionary
 from pydicom._uid_dict import UID_dictionary
@@ -32,9 +33,11 @@ from pydicom.multival import MultiValue
 
 from adit.core.dicom.deid_profile import (
     _REPEATING_ROWS,
+    BURNED_IN_PRONE_SOP_CLASSES,
     IDENTIFYING_VRS,
     PROFILE_ROWS,
     SAFE_TEXT_KEYWORDS,
+    burned_in_annotation_risk,
     option_columns,
     parse_options,
 )
@@ -56,7 +59,6 @@ def _hex(tag: int) -> str:
     return f"{tag:08X}"
 
 
-@functools.cache
 def browser_rules() -> dict[str, Any]:
     """The rule data the page's de-identifier applies (JSON-serializable)."""
     columns = option_columns(parse_options(UPLOAD_DEID_OPTIONS))
@@ -90,6 +92,9 @@ def browser_rules() -> dict[str, Any]:
         "fileMetaIdentifying": [_hex(tag) for tag in _FILE_META_IDENTIFYING],
         "method": {"words": words, "codes": codes, "temporal": temporal},
         "uidRoot": UID_ROOT,
+        # Left out in the browser, as `InstanceTransformer` leaves them out on the server.
+        "burnedInProneSopClasses": dict(BURNED_IN_PRONE_SOP_CLASSES),
+        "excludeModalities": [m.upper() for m in settings.EXCLUDE_MODALITIES],
     }
 
 
@@ -153,6 +158,21 @@ def check_instance(ds: Dataset, pseudonym: str) -> None:
         raise Refusal(
             "PatientIdentityRemoved (0012,0062) is not YES: the file was not de-identified.",
             "PatientIdentityRemoved",
+        )
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality in {m.upper() for m in settings.EXCLUDE_MODALITIES}:
+        raise Refusal(
+            f"Instances of modality {modality} are not uploaded (EXCLUDE_MODALITIES): reports "
+            "and presentation states often name the patient in free text.",
+            "Modality",
+        )
+    risk = burned_in_annotation_risk(
+        str(ds.get("BurnedInAnnotation", "") or ""), str(ds.get("SOPClassUID", "") or "")
+    )
+    if risk:
+        raise Refusal(
+            f"The instance may carry burned-in identifying text ({risk}); it is not uploaded.",
+            "BurnedInAnnotation",
         )
     _walk(ds, 0, "")
 
