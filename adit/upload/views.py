@@ -3,7 +3,9 @@
 - ``GET  /upload/``                          the page (form, rule table, limits)
 - ``POST /upload/jobs/new/``                 create a job (form fields) → ``{"job": id, ...}``
 - ``GET  /upload/jobs/<id>/instances/``      the SOP Instance UIDs the job holds already
-- ``POST /upload/jobs/<id>/instances/``      one file (``application/dicom`` body)
+- ``POST /upload/jobs/<id>/instances/``      one file (``application/dicom`` body), or several
+  as ``multipart/related; type="application/dicom"`` (one answer per part: a refused part
+  does not cost the others; fewer requests make a large upload much faster)
 - ``POST /upload/jobs/<id>/commit/``         everything is sent: store it on the destination
 
 Every call checks the permission, the app lock, the job's owner and (for sending) that the
@@ -13,12 +15,16 @@ user's active group may still use the destination. Errors are JSON ``{"error": .
 
 from __future__ import annotations
 
+import io
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
+
+from adit.dicom_web.multipart import MultipartError, iter_parts, parse_content_type
 
 from .forms import UploadJobForm
 from .models import UploadJob, UploadSettings
@@ -100,9 +106,14 @@ def job_instances(request: HttpRequest, pk: int) -> JsonResponse:
             {"error": f"Your active group may not use {job.destination.name} as destination."},
             status=403,
         )
+    if request.content_type == "multipart/related":
+        return _receive_parts(request, job)
     if request.content_type != "application/dicom":
         return JsonResponse(
-            {"error": "Send one DICOM file per request as Content-Type application/dicom."},
+            {
+                "error": "Send DICOM files as Content-Type application/dicom (one file) or "
+                'multipart/related; type="application/dicom" (several).'
+            },
             status=415,
         )
     try:
@@ -118,6 +129,45 @@ def job_instances(request: HttpRequest, pk: int) -> JsonResponse:
         {"sop_instance_uid": instance.sop_instance_uid, "already_held": not received.created},
         status=201 if received.created else 200,
     )
+
+
+def _receive_parts(request: HttpRequest, job: UploadJob) -> JsonResponse:
+    # A part is held in memory while it is checked: a batch may be at most as large as one
+    # file may be (the page sends a few MB at a time, a large file alone).
+    try:
+        length = int(request.headers.get("Content-Length", ""))
+    except ValueError:
+        return JsonResponse({"error": "The request has no Content-Length."}, status=411)
+    if length > settings.UPLOAD_MAX_FILE_SIZE:
+        return JsonResponse(
+            {
+                "error": f"A batch of files may be at most {settings.UPLOAD_MAX_FILE_SIZE} bytes "
+                "(UPLOAD_MAX_FILE_SIZE); send fewer files per request."
+            },
+            status=413,
+        )
+    _, params = parse_content_type(request.headers.get("Content-Type", ""))
+    results = []
+    try:
+        for index, (_headers, body) in enumerate(
+            iter_parts(request.read, params.get("boundary", ""))
+        ):
+            try:
+                received = receive_instance(job, io.BytesIO(body), len(body))
+            except Refusal as refusal:
+                results.append({"index": index, "status": refusal.status, **refusal.as_json()})
+                continue
+            results.append(
+                {
+                    "index": index,
+                    "status": 201 if received.created else 200,
+                    "sop_instance_uid": received.instance.sop_instance_uid,
+                    "already_held": not received.created,
+                }
+            )
+    except MultipartError as error:
+        return JsonResponse({"error": f"The multipart body is malformed: {error}"}, status=400)
+    return JsonResponse({"results": results})
 
 
 @login_required

@@ -157,11 +157,13 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
     screenshot(page, "sent")
 
     instance_posts = [body for url, body in bodies if url.endswith("/instances/")]
-    assert len(instance_posts) == 50
-    assert all(body[128:132] == b"DICM" for body in instance_posts)
-    leaks = {
-        name for name, value in identifying.items() for _, body in bodies if value in body
-    }
+    # Batches of files (multipart/related), a part per file.
+    sent_parts = sum(
+        body.count(b"Content-Type: application/dicom\r\n\r\n") for body in instance_posts
+    )
+    assert sent_parts == 50
+    assert len(instance_posts) < 50
+    leaks = {name for name, value in identifying.items() for _, body in bodies if value in body}
     assert leaks == set(), f"identifying values sent by the page: {sorted(leaks)}"
 
     page.locator("#upload-job-link").click()

@@ -259,3 +259,41 @@ def test_upload_start_is_audited(client, uploader, folder):
     assert entry.pseudonym == PSEUDONYM
     assert entry.destination == "Research folder"
     assert entry.details["upload"] == "started"
+
+
+# --- several files in one request ---------------------------------------------------------------
+
+
+def multipart(*payloads: bytes, boundary: str = "adit-test-boundary") -> bytes:
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload + b"\r\n"
+        for payload in payloads
+    )
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def test_a_batch_answers_per_file_and_a_refused_one_costs_no_other(client, job_id, staging):
+    good, bad = browser_file(), browser_file(PatientName="Quaxworth^Eulalia")
+    response = post_file(
+        client,
+        job_id,
+        multipart(good, bad, good),
+        content_type='multipart/related; type="application/dicom"; boundary=adit-test-boundary',
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 400, 200]
+    assert results[1]["attribute"] == "PatientName"
+    assert results[2]["already_held"] is True
+    assert len(staged_files(staging)) == 1
+
+
+def test_a_malformed_batch_is_refused(client, job_id):
+    response = post_file(
+        client,
+        job_id,
+        b"--other\r\nContent-Type: application/dicom\r\n\r\nxx",
+        content_type='multipart/related; type="application/dicom"; boundary=adit-test-boundary',
+    )
+    assert response.status_code == 400
+    assert "malformed" in response.json()["error"]
