@@ -211,9 +211,10 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
                 if sent_seconds is not None and instances_held(orthanc, PSEUDONYM) >= n:
                     break
                 if time.perf_counter() - started > timeout:
+                    held = instances_held(orthanc, PSEUDONYM)
+                    says = page.locator("#upload-error").inner_text()
                     raise SystemExit(
-                        f"ADIT upload: Orthanc holds {instances_held(orthanc, PSEUDONYM)} of {n} "
-                        f"after {timeout} s; page says: {page.locator('#upload-error').inner_text()}"
+                        f"ADIT upload: Orthanc holds {held} of {n} after {timeout} s: {says}"
                     )
                 time.sleep(0.25)
             seconds = time.perf_counter() - started
@@ -281,15 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         ratio = curl_seconds / adit_seconds
         print()
         print(f"{n} instances, {total / 1024**2:.0f} MiB")
+        curl_rate, adit_rate = n / curl_seconds, n / adit_seconds
         print(
-            f"curl STOW-RS to Orthanc (reference):  {curl_seconds:7.2f} s  {n / curl_seconds:7.1f} inst/s"
+            f"curl STOW-RS to Orthanc (reference):  {curl_seconds:7.2f} s  {curl_rate:7.1f} inst/s"
         )
         print(
-            f"ADIT upload page → Orthanc:           {adit_seconds:7.2f} s  {n / adit_seconds:7.1f} inst/s"
+            f"ADIT upload page → Orthanc:           {adit_seconds:7.2f} s  {adit_rate:7.1f} inst/s"
             f"  ratio {ratio:.2f} × (goal ≥ 0.5)"
         )
         print(
-            f"  of which the page sending all:      {sent_seconds:7.2f} s  (reading the folder before: {read_seconds:.2f} s)"
+            f"  of which the page sending all:      {sent_seconds:7.2f} s"
+            f"  (reading the folder before: {read_seconds:.2f} s)"
         )
         print(f"Browser memory peak: Chromium RSS {mib(rss_peak)}, page JS heap {mib(heap_peak)}")
         print(f"Load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

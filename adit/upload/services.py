@@ -66,7 +66,7 @@ class Received:
     created: bool
 
 
-def _refuse_size(size: int, job: UploadJob) -> None:
+def _refuse_size(size: int, job: UploadJob, received: int | None = None) -> None:
     file_limit = settings.UPLOAD_MAX_FILE_SIZE
     if size > file_limit:
         raise Refusal(
@@ -75,7 +75,8 @@ def _refuse_size(size: int, job: UploadJob) -> None:
             status=413,
         )
     job_limit = settings.UPLOAD_MAX_JOB_SIZE
-    received = job.received_bytes()
+    if received is None:
+        received = job.received_bytes()
     if received + size > job_limit:
         raise Refusal(
             f"The upload would grow to {filesizeformat(received + size)}; one upload may hold "
@@ -84,15 +85,19 @@ def _refuse_size(size: int, job: UploadJob) -> None:
         )
 
 
-def receive_instance(job: UploadJob, stream, content_length: int | None) -> Received:
+def receive_instance(
+    job: UploadJob, stream, content_length: int | None, received_bytes: int | None = None
+) -> Received:
     """Check and stage one file read from ``stream`` (the request body).
+
+    ``received_bytes``: what the job holds already, when the caller keeps count (a batch).
 
     Raises:
         Refusal: the file is too big, not DICOM, not de-identified, or lacks its UIDs.
     """
     if content_length is None:
         raise Refusal("The request has no Content-Length; send one file per request.", status=411)
-    _refuse_size(content_length, job)
+    _refuse_size(content_length, job, received_bytes)
     job.staging_dir.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=job.staging_dir, suffix=".part")
     try:

@@ -148,12 +148,15 @@ def _receive_parts(request: HttpRequest, job: UploadJob) -> JsonResponse:
         )
     _, params = parse_content_type(request.headers.get("Content-Type", ""))
     results = []
+    held_bytes = job.received_bytes()
     try:
         for index, (_headers, body) in enumerate(
             iter_parts(request.read, params.get("boundary", ""))
         ):
             try:
-                received = receive_instance(job, io.BytesIO(body), len(body))
+                received = receive_instance(job, io.BytesIO(body), len(body), held_bytes)
+                if received.created:
+                    held_bytes += received.instance.size
             except Refusal as refusal:
                 results.append({"index": index, "status": refusal.status, **refusal.as_json()})
                 continue

@@ -135,8 +135,16 @@
         return ((100 - this.overallPercent) / 100) * this.summary.bytes / this.throughput;
       },
       get visibleQueue() {
-        const order = { sending: 0, failed: 1, retrying: 2, pending: 3, done: 4, held: 5 };
-        return [...this.queue].sort((a, b) => order[a.state] - order[b.state]).slice(0, 200);
+        // The files that need attention first (being sent, failed, waiting), then the others;
+        // at most 100 rows, however large the upload.
+        const shown = [];
+        for (const states of [["sending", "retrying", "failed"], ["pending"], ["done", "held"]]) {
+          for (const item of this.queue) {
+            if (shown.length >= 100) return shown;
+            if (states.includes(item.state)) shown.push(item);
+          }
+        }
+        return shown;
       },
 
       formatBytes(bytes) {
@@ -408,6 +416,7 @@
         const size = body.byteLength;
         const items = parts.map((part) => part.item);
         let attempts = 0;
+        let lastShown = 0;
         for (;;) {
           if (this.stopped) return;
           attempts++;
@@ -420,6 +429,11 @@
               body,
               { "Content-Type": contentType, "X-CSRFToken": this.csrf() },
               (loaded) => {
+                // At most four page updates a second: re-rendering on every progress event
+                // of every request costs the page more than the sending itself.
+                const now = performance.now();
+                if (now - lastShown < 250 && loaded < size) return;
+                lastShown = now;
                 const percent = Math.round((100 * loaded) / size);
                 for (const item of items) item.progress = percent;
                 this.updateThroughput();
