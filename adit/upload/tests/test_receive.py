@@ -28,6 +28,7 @@ def staging(tmp_path, settings):
 
 @pytest.fixture
 def folder(uploaders, tmp_path):
+    (tmp_path / "out").mkdir()
     node = DicomFolderFactory(name="Research folder", path=str(tmp_path / "out"))
     give_access(uploaders, node)
     return node
@@ -297,3 +298,50 @@ def test_a_malformed_batch_is_refused(client, job_id):
     )
     assert response.status_code == 400
     assert "malformed" in response.json()["error"]
+
+
+def test_without_pseudonym_files_go_unchanged_only_with_the_permission(
+    client, uploaders, folder, staging
+):
+    from .conftest import grant
+
+    grant(uploaders, "can_transfer_unpseudonymized")
+    user = UserFactory(username="dora", groups=[uploaders])
+    client.force_login(user)
+    response = new_job(client, folder, pseudonym="")
+    assert response.status_code == 201
+    job = response.json()["job"]
+    original = make_study("PAT-RAW-1", series=(("CT", 1),))[0]
+    assert post_file(client, job, encode(original)).status_code == 201
+    assert UploadJob.objects.get(pk=job).deid_options == []
+
+
+def test_a_locked_app_refuses_everyone_but_superusers(client, job_id):
+    from adit.upload.models import UploadSettings
+
+    settings_row = UploadSettings.get()
+    settings_row.locked = True
+    settings_row.save()
+    assert client.get("/upload/").status_code == 403
+    assert post_file(client, job_id, browser_file()).status_code == 403
+
+
+def test_the_worker_writes_a_committed_upload_to_the_folder_and_unstages_it(
+    client, job_id, folder, staging
+):
+    from adit.upload.processors import UploadTaskProcessor
+
+    sent = [browser_file(), browser_file()]
+    for data in sent:
+        assert post_file(client, job_id, data).status_code == 201
+    client.post(f"/upload/jobs/{job_id}/commit/")
+    tasks = list(UploadTask.objects.filter(job_id=job_id))
+    for task in tasks:
+        result = UploadTaskProcessor(task).process()
+        assert (result.status, result.message) == ("SU", "1 instance(s) stored.")
+    written = sorted(__import__("pathlib").Path(folder.path).rglob("*.dcm"))
+    assert len(written) == 2
+    assert {dcmread(p).PatientID for p in written} == {PSEUDONYM}
+    assert staged_files(staging) == []  # the staged copies are gone once stored
+    held = client.get(f"/upload/jobs/{job_id}/instances/").json()["sop_instance_uids"]
+    assert len(held) == 2  # and the job still knows what it holds (nothing is sent twice)
