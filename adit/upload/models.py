@@ -14,10 +14,13 @@ reopens a finished job.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 
 from adit.core.dicom.deid_profile import DeidOption
@@ -152,3 +155,10 @@ class UploadInstance(models.Model):
             / f"job-{self.job_id}"
             / f"{self.sop_instance_uid}.dcm"
         )  # type: ignore[attr-defined]
+
+
+@receiver(post_delete, sender=UploadJob)
+def remove_staged_files(sender, instance: UploadJob, **kwargs) -> None:
+    """A deleted job's staged files go with it (once the deletion is committed)."""
+    staging_dir = instance.staging_dir
+    transaction.on_commit(lambda: shutil.rmtree(staging_dir, ignore_errors=True))

@@ -345,3 +345,15 @@ def test_the_worker_writes_a_committed_upload_to_the_folder_and_unstages_it(
     assert staged_files(staging) == []  # the staged copies are gone once stored
     held = client.get(f"/upload/jobs/{job_id}/instances/").json()["sop_instance_uids"]
     assert len(held) == 2  # and the job still knows what it holds (nothing is sent twice)
+
+
+def test_deleting_a_job_removes_its_staged_files(
+    client, job_id, staging, django_capture_on_commit_callbacks
+):
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    assert staged_files(staging)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/upload/jobs/{job_id}/delete/")
+    assert response.status_code == 302
+    assert not UploadJob.objects.filter(pk=job_id).exists()
+    assert staged_files(staging) == []
