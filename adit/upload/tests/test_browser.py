@@ -224,3 +224,55 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
         "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": PSEUDONYM}}
     ).json()
     assert len(instances) == 50
+
+
+def test_failed_requests_are_retried_and_a_stopped_upload_resumes(
+    page: Page,
+    daphne_url,  # noqa: F811
+    dicom_worker,  # noqa: F811
+    uploader,
+    uploaders,
+    orthanc_b,
+    tmp_path,
+):
+    destination = server_from_orthanc(orthanc_b, "Orthanc B")
+    give_access(uploaders, destination)
+    patient_id = "MRN-RES-" + make_study("x")[0].StudyInstanceUID[-6:]
+    make_folder(tmp_path / "cd", patient_id)
+    reached_adit: list[bytes] = []
+    overloaded = {"on": True}
+
+    def instances(route) -> None:
+        if overloaded["on"]:
+            route.fulfill(status=503, content_type="application/json", body='{"error": "busy"}')
+        else:
+            reached_adit.append(route.request.post_data_buffer or b"")
+            route.continue_()
+
+    page.route("**/upload/jobs/*/instances/", instances)
+    login(page, daphne_url, "uma", DEFAULT_PASSWORD)
+    page.goto(f"{daphne_url}/upload/")
+    pick_folder(page, tmp_path / "cd")
+    page.get_by_label("Destination").select_option(label="Orthanc B")
+    page.get_by_label("Pseudonym").fill("UPL-2")
+    page.locator("#upload-start").click()
+    files = page.locator("#upload-files")
+    expect(files).to_contain_text("busy — retrying in")
+    page.locator("#upload-stop").click()
+    expect(page.locator("#upload-resume-note")).to_contain_text("Stopped")
+    expect(page.locator("#upload-start")).to_have_text("Resume upload")
+    screenshot(page, "stopped")
+
+    overloaded["on"] = False
+    page.locator("#upload-start").click()
+    expect(page.locator("#upload-done")).to_contain_text(
+        "50 file(s) sent, 0 already stored", timeout=JOB_TIMEOUT_MS
+    )
+    parts = sum(body.count(b"Content-Type: application/dicom\r\n\r\n") for body in reached_adit)
+    assert parts == 50  # every file reached ADIT once
+    page.locator("#upload-job-link").click()
+    expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
+    instances_at_b = orthanc_b.rest(
+        "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": "UPL-2"}}
+    ).json()
+    assert len(instances_at_b) == 50
