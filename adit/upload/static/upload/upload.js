@@ -370,7 +370,11 @@
           this.error = error.message || String(error);
         } finally {
           this.sending = false;
-          for (const item of this.queue) if (item.state === "sending" || item.state === "retrying") item.state = "pending";
+          for (const item of this.queue) {
+            if (item.state === "sending" || item.state === "retrying") {
+              Object.assign(item, { state: "pending", progress: 0, message: "waiting (stopped)" });
+            }
+          }
         }
       },
 
