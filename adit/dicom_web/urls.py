@@ -1,6 +1,6 @@
 """DICOMweb URLs: /api/dicom-web/<ae_title>/qidors|wadors|stowrs/... (no trailing slashes)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
@@ -13,6 +13,21 @@ urlpatterns = [
         "<str:ae_title>/qidors/studies",
         views.QidoStudiesView.as_view(),
         name="qido_rs-studies",
+    ),
+    path(
+        "<str:ae_title>/qidors/series",
+        views.QidoSeriesView.as_view(),
+        name="qido_rs-series",
+    ),
+    path(
+        "<str:ae_title>/qidors/instances",
+        views.QidoInstancesView.as_view(),
+        name="qido_rs-images",
+    ),
+    path(
+        f"<str:ae_title>/qidors/{STUDY}/instances",
+        views.QidoInstancesView.as_view(),
+        name="qido_rs-images_with_study_uid",
     ),
     path(
         f"<str:ae_title>/qidors/{STUDY}/series",
@@ -60,4 +75,6 @@ urlpatterns = [
         views.StowView.as_view(),
         name="stow_rs-series_with_study_uid",
     ),
+    # Last: everything else under the prefix answers a JSON 404 (not Django's HTML page).
+    re_path(r"^.*$", views.UnknownRouteView.as_view(), name="unknown_route"),
 ]

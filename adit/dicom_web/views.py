@@ -108,7 +108,19 @@ class QidoView(DicomWebView):
         search = services.build_search(request.query_params, path_uids)
         server = self.get_server(ae_title)
         record_query(search.query, level=self.level, request=request, source=server)
-        results = services.search(services.make_operator(server), self.level, search)
+        wado_root = request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors")
+
+        def retrieve_url(study: str, series: str | None, instance: str | None) -> str:
+            url = f"{wado_root}/studies/{study}"
+            if series:
+                url += f"/series/{series}"
+            if instance:
+                url += f"/instances/{instance}"
+            return url
+
+        results = services.search(
+            services.make_operator(server), self.level, search, retrieve_url=retrieve_url
+        )
         return Response(results, content_type=DICOM_JSON)
 
 
@@ -122,6 +134,24 @@ class QidoSeriesView(QidoView):
 
 class QidoInstancesView(QidoView):
     level = "IMAGE"
+
+
+@extend_schema(exclude=True)
+class UnknownRouteView(DicomWebView):
+    """Any path under the DICOMweb prefix that names no resource: a JSON 404, never HTML."""
+
+    permission_classes = []
+    authentication_classes = []
+
+    def _not_found(self, request, *args, **kwargs):
+        raise NotFound(
+            f"{request.path} is not a DICOMweb resource of ADIT. Routes: "
+            "/api/dicom-web/<AE title>/qidors/{studies,series,instances}, "
+            "/api/dicom-web/<AE title>/wadors/studies/..., "
+            "/api/dicom-web/<AE title>/stowrs/studies[/<study>]."
+        )
+
+    get = post = put = patch = delete = head = options = _not_found
 
 
 # --- WADO-RS --------------------------------------------------------------------------------

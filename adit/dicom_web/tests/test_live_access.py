@@ -125,11 +125,14 @@ def test_unknown_inactive_or_inaccessible_server_is_404(live_adit, operation):
 @pytest.mark.parametrize(
     "path, params, message",
     [
-        ("qidors/studies", {"PatientNam": "X"}, "Unknown DICOM keyword 'PatientNam'"),
+        ("qidors/studies", {"PatientNam": "X"}, "Unknown query parameter 'PatientNam'"),
         ("qidors/studies", {"StudyDate": "2024-13-45"}, "StudyDate"),
         ("qidors/studies", {"StudyInstanceUID": "1.2.abc"}, "not a valid UID"),
         ("qidors/studies", {"limit": "many"}, "limit must be a whole number"),
-        ("qidors/studies", {"includefield": "all"}, "includefield=all is not supported"),
+        ("qidors/series", {"offset": "-1"}, "offset must be between 0 and"),
+        ("qidors/instances", {"fuzzymatching": "maybe"}, "fuzzymatching must be true or false"),
+        ("qidors/studies", {"includefield": "all,Nonsense"}, "Unknown query parameter 'Nonsense'"),
+        ("qidors/studies", {"Modality": "C\\T"}, "Backslashes are not allowed"),
         ("qidors/studies", {"99999999": "1"}, "Unknown DICOM tag '99999999'"),
         ("qidors/studies/1.2.x/series", {}, "not a valid UID"),
         (f"wadors/studies/{STUDY_UID}", {"pseudonym": "A\\B"}, "Pseudonym"),
@@ -151,6 +154,24 @@ def test_bad_parameters_are_400_with_a_message(live_adit, path, params, message)
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"] == "application/json"
     assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/dicom-web/"),
+        ("GET", "/api/dicom-web/SOME_AE/qidors/patients"),
+        ("GET", "/api/dicom-web/SOME_AE/wadors/studies"),
+        ("GET", "/api/dicom-web/SOME_AE/qidors/studies/"),
+        ("DELETE", "/api/dicom-web/SOME_AE/wadors/studies/1.2/series/3.4/instances/5.6/x"),
+        ("POST", "/api/dicom-web/SOME_AE/stowrs/nonsense"),
+    ],
+)
+def test_unknown_routes_answer_json_not_html(live_adit, method, path):
+    response = requests.request(method, f"{live_adit.url}{path}", timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert "is not a DICOMweb resource of ADIT" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
