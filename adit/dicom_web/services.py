@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import json
 import logging
 import queue
 import threading
@@ -51,15 +50,6 @@ logger = logging.getLogger(__name__)
 
 QIDO_RESERVED_PARAMETERS = ("includefield", "limit", "offset", "fuzzymatching")
 MAX_QIDO_LIMIT = 10_000
-# Elements never sent in metadata responses (bulk data; the standard would give BulkDataURIs).
-BULK_DATA_KEYWORDS = (
-    "PixelData",
-    "FloatPixelData",
-    "DoubleFloatPixelData",
-    "WaveformData",
-    "EncapsulatedDocument",
-    "SpectroscopyData",
-)
 # Failure reasons of STOW-RS (PS3.4 Storage Service status codes).
 FAILURE_PROCESSING = 0x0110
 FAILURE_OUT_OF_RESOURCES = 0xA700
@@ -541,14 +531,6 @@ def encode_instance(ds: Dataset) -> bytes:
     buffer = BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def instance_metadata(ds: Dataset) -> bytes:
-    """The instance's DICOM JSON without bulk data, as UTF-8 bytes."""
-    for keyword in BULK_DATA_KEYWORDS:
-        if keyword in ds:
-            delattr(ds, keyword)
-    return json.dumps(ds.to_json_dict(bulk_data_threshold=1024 * 1024)).encode()
 
 
 _END = object()

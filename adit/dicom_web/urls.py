@@ -69,6 +69,29 @@ urlpatterns = [
         views.WadoMetadataView.as_view(),
         name="wado_rs-image_metadata_with_study_uid_and_series_uid_and_image_uid",
     ),
+    path(
+        f"<str:ae_title>/wadors/{INSTANCE}/bulkdata/<str:tag>",
+        views.WadoBulkDataView.as_view(),
+        name="wado_rs-bulkdata",
+    ),
+    path(
+        f"<str:ae_title>/wadors/{INSTANCE}/frames/<str:frames>",
+        views.WadoFramesView.as_view(),
+        name="wado_rs-frames",
+    ),
+    path(
+        f"<str:ae_title>/wadors/{INSTANCE}/frames/<str:frames>/rendered",
+        views.WadoRenderedView.as_view(),
+        name="wado_rs-frames_rendered",
+    ),
+    *[
+        path(f"<str:ae_title>/wadors/{level}/{kind}", view.as_view(), name=f"wado_rs-{name}_{kind}")
+        for level, name in ((STUDY, "study"), (SERIES, "series"), (INSTANCE, "instance"))
+        for kind, view in (
+            ("rendered", views.WadoRenderedView),
+            ("thumbnail", views.WadoThumbnailView),
+        )
+    ],
     path("<str:ae_title>/stowrs/studies", views.StowView.as_view(), name="stow_rs-series"),
     path(
         f"<str:ae_title>/stowrs/{STUDY}",

@@ -11,11 +11,19 @@ by their path.
 
 from __future__ import annotations
 
+from io import BytesIO
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+import requests
 from dicomweb_client.api import DICOMwebClient
-from pydicom import Dataset
+from PIL import Image
+from pydicom import Dataset, dcmread
+from pydicom.encaps import generate_frames
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+
+from adit.dicom_web.multipart import iter_parts, parse_content_type
 
 from .helpers import MODES, new_patient_id, setup_user_and_server, small_study
 
@@ -160,3 +168,277 @@ def test_search_parameters(live_adit, orthanc_a, patient, mode):
         search_filters={"PatientID": patient_id, "PatientName": "apit^an"}
     )
     assert exact == []
+
+
+def _uids(datasets) -> list[str]:
+    return sorted(str(ds.SOPInstanceUID) for ds in datasets)
+
+
+def _on(client: DICOMwebClient, uri: str) -> str:
+    """A BulkDataURI on the client's host and port (see the module docstring)."""
+    return urlparse(uri)._replace(netloc=urlparse(client.base_url).netloc).geturl()
+
+
+def _multipart_payloads(response: requests.Response) -> list[bytes]:
+    _, params = parse_content_type(response.headers["Content-Type"])
+    return [body for _, body in iter_parts(BytesIO(response.content).read, params["boundary"])]
+
+
+def _image(data: bytes) -> Image.Image:
+    image = Image.open(BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retrieve_and_metadata_match_orthanc(live_adit, orthanc_a, patient, mode):
+    client = adit_client(live_adit, orthanc_a, mode)
+    direct = orthanc_client(orthanc_a)
+    _, (first, _second) = patient
+    study_uid = str(first[0].StudyInstanceUID)
+    ct, mr = first[0], first[-1]  # the last series is stored RLE compressed
+    assert mr.file_meta.TransferSyntaxUID == RLELossless
+    series_uid, sop_uid = str(ct.SeriesInstanceUID), str(ct.SOPInstanceUID)
+
+    assert _uids(client.retrieve_study(study_uid)) == _uids(direct.retrieve_study(study_uid))
+    assert _uids(client.iter_study(study_uid)) == _uids(first)
+    assert _uids(client.retrieve_series(study_uid, series_uid)) == _uids(
+        direct.retrieve_series(study_uid, series_uid)
+    )
+    assert _uids(client.iter_series(study_uid, series_uid)) == _uids(
+        ds for ds in first if ds.SeriesInstanceUID == ct.SeriesInstanceUID
+    )
+    ours = client.retrieve_instance(study_uid, series_uid, sop_uid)
+    theirs = direct.retrieve_instance(study_uid, series_uid, sop_uid)
+    assert ours.SOPInstanceUID == sop_uid and ours.PixelData == theirs.PixelData
+
+    # Metadata at three levels: the same instances, Orthanc's attributes with its values, and
+    # a BulkDataURI where Orthanc has one.
+    for method, args in (
+        ("retrieve_study_metadata", (study_uid,)),
+        ("retrieve_series_metadata", (study_uid, series_uid)),
+        ("retrieve_instance_metadata", (study_uid, series_uid, sop_uid)),
+    ):
+        mine = getattr(client, method)(*args)
+        reference = getattr(direct, method)(*args)
+        mine = mine if isinstance(mine, list) else [mine]
+        reference = reference if isinstance(reference, list) else [reference]
+        assert len(mine) == len(reference)
+        by_uid = _by(mine, SOP_UID)
+        for expected in reference:
+            got = by_uid[_value(expected, SOP_UID)[0]]
+            assert not set(expected) - set(got) - {"00080005"}, method
+            for tag, element in expected.items():
+                if "BulkDataURI" in element:
+                    assert "BulkDataURI" in got[tag], (method, tag)
+                elif "Value" in element and element["vr"] not in ("SQ", "OB", "OW", "UN"):
+                    assert got[tag].get("Value") == element["Value"], (method, tag)
+
+    # Bulk data behind the URIs: the same bytes as Orthanc's (native and RLE pixel data).
+    for ds in (ct, mr):
+        args = (study_uid, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+        mine = client.retrieve_instance_metadata(*args)["7FE00010"]["BulkDataURI"]
+        assert urlparse(mine).path.startswith(urlparse(client.base_url).path + "/wadors/")
+        ours_bulk = client.retrieve_bulkdata(_on(client, mine))
+        # Orthanc answers dicomweb-client's default Accept for frames and bulk data
+        # (type="*/*") with 400, and sends RLE bulk data still compressed whatever the Accept
+        # says: its uncompressed frames are the reference, and its bulk data fetched plainly
+        # for the uncompressed instance.
+        octets = ("application/octet-stream",)
+        reference_frames = direct.retrieve_instance_frames(
+            *args, frame_numbers=[1], media_types=octets
+        )
+        assert b"".join(ours_bulk) == b"".join(reference_frames)
+        if ds is ct:  # (Orthanc leaves encapsulated pixel data out of its metadata)
+            reference = direct.retrieve_instance_metadata(*args)["7FE00010"]["BulkDataURI"]
+            plain = requests.get(_on(direct, reference), timeout=60)
+            assert ours_bulk == _multipart_payloads(plain)
+        assert b"".join(client.iter_bulkdata(_on(client, mine))) == b"".join(ours_bulk)
+
+        # Frames (the default asks for uncompressed ones): the same bytes as Orthanc's.
+        ours_frames = client.retrieve_instance_frames(*args, frame_numbers=[1])
+        assert ours_frames == reference_frames
+        assert len(ours_frames[0]) == ds.Rows * ds.Columns * ds.BitsAllocated // 8
+        assert list(client.iter_instance_frames(*args, frame_numbers=[1])) == ours_frames
+    # ... and as stored when asked so.
+    args = (study_uid, str(mr.SeriesInstanceUID), str(mr.SOPInstanceUID))
+    stored = client.retrieve_instance_frames(
+        *args, frame_numbers=[1], media_types=(("application/octet-stream", "*"),)
+    )
+    assert stored == [next(generate_frames(mr.PixelData, number_of_frames=1))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rendered_and_thumbnail(live_adit, orthanc_a, patient, mode):
+    client = adit_client(live_adit, orthanc_a, mode)
+    direct = orthanc_client(orthanc_a)
+    _, (first, _second) = patient
+    ct = first[0]
+    study_uid, series_uid, sop_uid = (
+        str(ct.StudyInstanceUID),
+        str(ct.SeriesInstanceUID),
+        str(ct.SOPInstanceUID),
+    )
+    calls = [
+        ("retrieve_instance_rendered", (study_uid, series_uid, sop_uid), {}),
+        ("retrieve_instance_frames_rendered", (study_uid, series_uid, sop_uid, [1]), {}),
+        ("retrieve_series_rendered", (study_uid, series_uid), {}),
+    ]
+    for method, args, kwargs in calls:
+        mine = _image(getattr(client, method)(*args, **kwargs))
+        theirs = _image(getattr(direct, method)(*args, **kwargs))
+        assert (mine.format, mine.size) == (theirs.format, theirs.size) == ("JPEG", (16, 16))
+
+    # The study level (dicomweb-client has no call for it).
+    mine = requests.get(
+        f"{client.base_url}/wadors/studies/{study_uid}/rendered",
+        headers=dict(client._session.headers),
+        timeout=60,
+    )
+    theirs = requests.get(f"{orthanc_a.dicomweb_url}/studies/{study_uid}/rendered", timeout=60)
+    assert mine.status_code == theirs.status_code == 200, mine.text
+    assert mine.headers["Content-Type"] == theirs.headers["Content-Type"] == "image/jpeg"
+    assert _image(mine.content).size == _image(theirs.content).size
+
+    png = _image(
+        client.retrieve_instance_rendered(
+            study_uid,
+            series_uid,
+            sop_uid,
+            media_types=("image/png",),
+            params={"window": "40,400,linear", "viewport": "8,8"},
+        )
+    )
+    assert (png.format, png.size) == ("PNG", (8, 8))
+    # A narrow window makes a different image than a wide one.
+    narrow = client.retrieve_instance_rendered(
+        study_uid, series_uid, sop_uid, media_types=("image/png",), params={"window": "0,2"}
+    )
+    wide = client.retrieve_instance_rendered(
+        study_uid, series_uid, sop_uid, media_types=("image/png",), params={"window": "0,4000"}
+    )
+    assert np.asarray(_image(narrow)).tolist() != np.asarray(_image(wide)).tolist()
+    low = client.retrieve_instance_rendered(study_uid, series_uid, sop_uid, params={"quality": "5"})
+    assert _image(low).format == "JPEG"
+
+    # Thumbnails (dicomweb-client has no call for them) at every level.
+    headers = client._session.headers
+    for path in (
+        f"studies/{study_uid}",
+        f"studies/{study_uid}/series/{series_uid}",
+        f"studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+    ):
+        response = requests.get(
+            f"{client.base_url}/wadors/{path}/thumbnail",
+            headers={**headers, "Accept": "image/png"},
+            params={"viewport": "4,4"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"] == "image/png"
+        assert _image(response.content).size == (4, 4)
+
+    response = requests.get(
+        f"{client.base_url}/wadors/studies/{study_uid}/rendered",
+        headers={**headers, "Accept": "image/gif"},
+        timeout=60,
+    )
+    assert response.status_code == 406
+    assert "image/jpeg or image/png" in response.json()["detail"]
+    response = requests.get(
+        f"{client.base_url}/wadors/studies/{study_uid}/rendered",
+        headers=headers,
+        params={"window": "40"},
+        timeout=60,
+    )
+    assert response.status_code == 400 and "window must be" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_accept_negotiation(live_adit, orthanc_a, patient, mode):
+    client = adit_client(live_adit, orthanc_a, mode)
+    direct = orthanc_client(orthanc_a)
+    _, (first, _second) = patient
+    mr = first[-1]
+    study_uid, series_uid, sop_uid = (
+        str(mr.StudyInstanceUID),
+        str(mr.SeriesInstanceUID),
+        str(mr.SOPInstanceUID),
+    )
+    # As stored (transfer-syntax=*) and transcoded to Explicit VR Little Endian when asked.
+    as_stored = client.retrieve_series(
+        study_uid, series_uid, media_types=(("application/dicom", "*"),)
+    )
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in as_stored} == {RLELossless}
+    explicit = (("application/dicom", ExplicitVRLittleEndian),)
+    mine = client.retrieve_series(study_uid, series_uid, media_types=explicit)
+    theirs = direct.retrieve_series(study_uid, series_uid, media_types=explicit)
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in mine} == {ExplicitVRLittleEndian}
+    assert {ds.SOPInstanceUID: ds.PixelData for ds in mine} == {
+        ds.SOPInstanceUID: ds.PixelData for ds in theirs
+    }
+
+    headers = dict(client._session.headers)
+    instance_url = (
+        f"{client.base_url}/wadors/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    )
+    # Single part where the standard allows it (one instance).
+    response = requests.get(
+        instance_url, headers={**headers, "Accept": "application/dicom"}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/dicom"
+    assert dcmread(BytesIO(response.content)).SOPInstanceUID == sop_uid
+    # ... but a study is never one part.
+    response = requests.get(
+        f"{client.base_url}/wadors/studies/{study_uid}",
+        headers={**headers, "Accept": "application/dicom"},
+        timeout=60,
+    )
+    assert response.status_code == 406
+    assert response.headers["Content-Type"] == "application/json"
+    # A compressed syntax the data is not stored in: 406 with the reason.
+    response = requests.get(
+        instance_url,
+        headers={
+            **headers,
+            "Accept": 'multipart/related; type="application/dicom"; '
+            f"transfer-syntax={JPEGBaseline8Bit}",
+        },
+        timeout=60,
+    )
+    assert response.status_code == 406, response.text
+    assert "ADIT can send it as stored" in response.json()["detail"]
+    response = requests.get(instance_url, headers={**headers, "Accept": "text/html"}, timeout=60)
+    assert response.status_code == 406
+    assert response.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_store_answers_retrieve_urls_like_orthanc(live_adit, orthanc_a, orthanc_b, mode):
+    client = adit_client(live_adit, orthanc_a, mode)
+    datasets = small_study()[:2]
+    mine = client.store_instances(datasets)
+    theirs = orthanc_client(orthanc_b).store_instances(datasets)
+    assert not mine.get("FailedSOPSequence")
+    assert {str(item.ReferencedSOPInstanceUID) for item in mine.ReferencedSOPSequence} == {
+        str(item.ReferencedSOPInstanceUID) for item in theirs.ReferencedSOPSequence
+    }
+    for item in mine.ReferencedSOPSequence:
+        path = urlparse(item.RetrieveURL).path
+        assert path.startswith(f"{urlparse(client.base_url).path}/wadors/studies/")
+        assert path.endswith(f"/instances/{item.ReferencedSOPInstanceUID}")
+        # The URL answers with that instance.
+        study, series = datasets[0].StudyInstanceUID, None
+        for ds in datasets:
+            if ds.SOPInstanceUID == item.ReferencedSOPInstanceUID:
+                series = ds.SeriesInstanceUID
+        retrieved = client.retrieve_instance(
+            str(study), str(series), str(item.ReferencedSOPInstanceUID)
+        )
+        assert retrieved.SOPInstanceUID == item.ReferencedSOPInstanceUID
+    assert urlparse(mine.RetrieveURL).path.endswith(f"/wadors/studies/{study}")
+    # Orthanc names its character set; ADIT's answer is plain ASCII.
+    assert {elem.keyword for elem in theirs} - {"SpecificCharacterSet"} <= {
+        elem.keyword for elem in mine
+    }
