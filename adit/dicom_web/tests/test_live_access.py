@@ -24,6 +24,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.2"
 MULTIPART = "multipart/related; type=application/dicom; boundary=b0undary"
+INSTANCE = "{root}/wadors/studies/" + STUDY_UID + "/series/" + SERIES_UID + "/instances/1.2.3"
+OPERATIONS = [
+    "qido",
+    "wado",
+    "stow",
+    "qido_series",
+    "qido_instances",
+    "bulkdata",
+    "frames",
+    "rendered",
+    "thumbnail",
+]
 
 
 def _urls(base: str, ae_title: str) -> dict[str, tuple[str, str]]:
@@ -32,6 +44,12 @@ def _urls(base: str, ae_title: str) -> dict[str, tuple[str, str]]:
         "qido": ("GET", f"{root}/qidors/studies"),
         "wado": ("GET", f"{root}/wadors/studies/{STUDY_UID}"),
         "stow": ("POST", f"{root}/stowrs/studies"),
+        "qido_series": ("GET", f"{root}/qidors/series"),
+        "qido_instances": ("GET", f"{root}/qidors/studies/{STUDY_UID}/instances"),
+        "bulkdata": ("GET", f"{INSTANCE.format(root=root)}/bulkdata/7FE00010"),
+        "frames": ("GET", f"{INSTANCE.format(root=root)}/frames/1,2"),
+        "rendered": ("GET", f"{root}/wadors/studies/{STUDY_UID}/series/{SERIES_UID}/rendered"),
+        "thumbnail": ("GET", f"{root}/wadors/studies/{STUDY_UID}/thumbnail"),
     }
 
 
@@ -47,7 +65,7 @@ def _unreachable_server(**kwargs):
     return DicomServerFactory(host=LOOPBACK, port=free_port(), **kwargs)
 
 
-@pytest.mark.parametrize("operation", ["qido", "wado", "stow"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_missing_or_bad_token_is_401(live_adit, operation):
     server = DicomServerFactory()
     method, url = _urls(live_adit.url, server.ae_title)[operation]
@@ -75,7 +93,17 @@ def test_expired_token_is_401(live_adit):
 
 @pytest.mark.parametrize(
     "operation, permission",
-    [("qido", "can_query"), ("wado", "can_retrieve"), ("stow", "can_store")],
+    [
+        ("qido", "can_query"),
+        ("wado", "can_retrieve"),
+        ("stow", "can_store"),
+        ("qido_series", "can_query"),
+        ("qido_instances", "can_query"),
+        ("bulkdata", "can_retrieve"),
+        ("frames", "can_retrieve"),
+        ("rendered", "can_retrieve"),
+        ("thumbnail", "can_retrieve"),
+    ],
 )
 def test_missing_permission_is_403(live_adit, operation, permission):
     others = tuple(p for p in ("can_query", "can_retrieve", "can_store") if p != permission)
@@ -101,7 +129,7 @@ def test_permission_of_an_inactive_group_does_not_count(live_adit):
     assert _call(method, url, api_user.headers).status_code == 403
 
 
-@pytest.mark.parametrize("operation", ["qido", "wado", "stow"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_unknown_inactive_or_inaccessible_server_is_404(live_adit, operation):
     api_user = make_api_user()
     inactive = DicomServerFactory(active=False)
