@@ -116,7 +116,7 @@ class Bench:
         from adit.dicom_web.testing import start_live_server
 
         self.orthanc.start()
-        self.server = start_live_server(self.work_dir)
+        self.server = start_live_server(self.work_dir, timeout=180)
 
     def stop(self) -> None:
         from adit.dicom_web.testing import stop_live_server
@@ -168,6 +168,7 @@ class Bench:
         for server in (web, get):
             grant_access(user.group, server)
         self.token = user.token
+        assert self.server is not None
         self.urls = {
             "Orthanc WADO-RS (reference)": (
                 f"{self.orthanc.dicomweb_url}/studies/{self.study_uid}",
@@ -178,8 +179,7 @@ class Bench:
                 user.headers,
             ),
             "C-GET source": (
-                f"{self.server.url}/api/dicom-web/{get.ae_title}/wadors/studies/"
-                f"{self.study_uid}",
+                f"{self.server.url}/api/dicom-web/{get.ae_title}/wadors/studies/{self.study_uid}",
                 user.headers,
             ),
         }

@@ -25,7 +25,7 @@ from adit.audit.services import record, record_query
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
 
-from . import services
+from . import relay, services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
 from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
 from .multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
@@ -140,12 +140,21 @@ class WadoView(DicomWebView):
             services.validate_uid("SOPInstanceUID", image_uid)
         transformer = services.build_transformer(request.query_params, request.user)
         server = self.get_server(ae_title)
-        operator = services.make_operator(server)
+        config = server.to_config()
+        if not self.metadata and relay.can_relay(
+            config, transformer, request.headers.get("Accept", "")
+        ):
+            return self._relayed(
+                request, server, config, transformer, study_uid, series_uid, image_uid
+            )
+        operator = relay.retrieve_operator(server)
         stream = services.InstanceStream(
             operator,
             services.fetcher(operator, study_uid, series_uid, image_uid),
             services.transform_function(transformer),
-            services.instance_metadata if self.metadata else services.encode_instance,
+            services.instance_metadata
+            if self.metadata
+            else relay.encoder(services.encode_instance),
         )
         try:
             first = stream.first()
@@ -186,6 +195,32 @@ class WadoView(DicomWebView):
             )
         response["Cache-Control"] = "no-store"
         return response
+
+    def _relayed(self, request, server, config, transformer, study_uid, series_uid, image_uid):
+        """The source's own WADO-RS answer, passed through unchanged (see `relay`)."""
+        timeouts = services.local_config().timeouts
+        source = relay.Relay(
+            config, study_uid, series_uid, image_uid, (timeouts.connection, timeouts.http)
+        )
+        found = source.open()
+        _audit_retrieve(
+            request, server, transformer, study_uid, series_uid, image_uid, found or None
+        )
+        if not found:
+            raise NotFound(
+                f"The {_what(study_uid, series_uid, image_uid)} was not found on {server.name}."
+            )
+        response = StreamingHttpResponse(source.body(), content_type=source.content_type)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _what(study_uid: str, series_uid: str | None, image_uid: str | None) -> str:
+    if image_uid:
+        return f"instance {image_uid}"
+    if series_uid:
+        return f"series {series_uid}"
+    return f"study {study_uid}"
 
 
 def _audit_retrieve(request, server, transformer, study_uid, series_uid, image_uid, first) -> None:
