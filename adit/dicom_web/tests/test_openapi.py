@@ -62,3 +62,11 @@ def test_an_unknown_route_shape_is_named():
 def test_the_docs_page_is_served(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200
+
+
+def test_job_operations_have_summaries_too(schema):
+    for path, item in schema["paths"].items():
+        if path.startswith(("/api/transfer-jobs/", "/api/batch-query-jobs/")):
+            for method, operation in item.items():
+                assert operation.get("summary"), f"{method.upper()} {path} has no summary"
+                assert operation.get("description"), f"{method.upper()} {path}"
