@@ -248,7 +248,7 @@ class Bench:
         )
         print(
             f"{'line':<30}{'best s':>8}{'median s':>10}{'MB/s':>8}{'ratio':>8}"
-            f"{'goal':>7}{'first byte':>12}"
+            f"{'goal':>7}{'first byte':>12}{'round ratios (median)':>26}"
         )
         failed = 0
         for line in self.lines.values():
@@ -258,10 +258,17 @@ class Bench:
             if goal is not None:
                 verdict = f"≥{goal}" + (" ok" if ratio >= goal else " MISSED")
                 failed += ratio < goal
+            # Ratios within one round compare runs under the same load (it swings between
+            # rounds on a shared machine); their median is the steadier figure.
+            rounds = [
+                ref.seconds / run.seconds
+                for ref, run in zip(reference.runs, line.runs, strict=True)
+            ]
             print(
                 f"{line.name:<30}{line.best.seconds:8.2f}{line.median_seconds:10.2f}"
                 f"{line.best.mb_per_s:8.1f}{ratio:8.2f}{verdict:>10}"
                 f"{line.best.first_byte * 1000:9.0f} ms"
+                f"  {' '.join(f'{r:.2f}' for r in rounds)} ({statistics.median(rounds):.2f})"
             )
         for name, (growth, seconds) in memory.items():
             verdict = "ok" if growth < MEMORY_GOAL_MB else "MISSED"

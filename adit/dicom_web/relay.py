@@ -48,7 +48,7 @@ from .multipart import parse_content_type
 
 logger = logging.getLogger(__name__)
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 SOURCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 PREAMBLE = b"\0" * 128 + b"DICM"
 
