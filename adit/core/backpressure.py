@@ -67,6 +67,7 @@ def with_backpressure(app: ASGIApp) -> ASGIApp:
         if request is None:
             return await app(scope, receive, send)
         producer: _Producer | None = None
+        gone = False  # the client went away: nothing to pace any more
 
         def unregister() -> None:
             nonlocal producer
@@ -78,13 +79,13 @@ def with_backpressure(app: ASGIApp) -> ASGIApp:
             producer = None
 
         async def paced_send(message) -> None:
-            nonlocal producer
+            nonlocal producer, gone
             if message.get("type") != "http.response.body":
                 return await send(message)
             if not message.get("more_body", False):
                 unregister()  # daphne finishes the request with this message
                 return await send(message)
-            if producer is None and not getattr(request, "finished", False):
+            if producer is None and not gone and not getattr(request, "finished", False):
                 producer = _Producer()
                 try:
                     request.registerProducer(producer, True)
@@ -94,6 +95,7 @@ def with_backpressure(app: ASGIApp) -> ASGIApp:
             if producer is not None:
                 await producer.running.wait()
                 if producer.stopped:
+                    gone = True
                     unregister()
 
         try:
