@@ -1,22 +1,38 @@
-"""Exceptions of the ADIT client."""
+"""Exceptions of the ADIT client.
+
+Every error ADIT answers is an :class:`AditClientError`, which is also a
+``requests.HTTPError``: scripts written for adit-client 0.5.2 (whose errors were the
+``requests.HTTPError`` that dicomweb-client raised) keep catching them and keep reading
+``error.response.status_code``.
+"""
 
 from __future__ import annotations
 
+import requests
 
-class AditClientError(Exception):
+
+class AditClientError(requests.HTTPError):
     """ADIT answered with an error; `detail` is the server's explanation.
 
     Attributes:
         status_code: the HTTP status (None when the error was found in a streamed body).
         detail: the `detail` ADIT sent (or the response text).
+        url: the URL that was requested.
+        response: the ``requests.Response`` (as on every ``requests.HTTPError``), if any.
     """
 
-    def __init__(self, status_code: int | None, detail: str, url: str = "") -> None:
+    def __init__(
+        self,
+        status_code: int | None,
+        detail: str,
+        url: str = "",
+        response: requests.Response | None = None,
+    ) -> None:
         self.status_code = status_code
         self.detail = detail
         self.url = url
         prefix = f"HTTP {status_code}: " if status_code else ""
-        super().__init__(f"{prefix}{detail}")
+        super().__init__(f"{prefix}{detail}", response=response)
 
 
 class AuthenticationError(AditClientError):
@@ -33,6 +49,10 @@ class NotFoundError(AditClientError):
 
 class BadRequestError(AditClientError):
     """400: invalid parameters (the detail names them)."""
+
+
+class NotAcceptableError(AditClientError):
+    """406: ADIT cannot produce the asked media type or transfer syntax (the detail says why)."""
 
 
 class ServerUnavailableError(AditClientError):
@@ -55,5 +75,6 @@ ERRORS_BY_STATUS: dict[int, type[AditClientError]] = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    406: NotAcceptableError,
     503: ServerUnavailableError,
 }

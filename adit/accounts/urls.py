@@ -12,6 +12,7 @@ urlpatterns = [
     path("active-group/", views.switch_active_group, name="switch_active_group"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/delete/", views.delete_token, name="delete_token"),
+    path("python/", views.python_client, name="python_client"),
 ]
 
 # The same login/logout pages under their plain names, which LOGIN_URL and

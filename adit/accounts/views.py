@@ -77,6 +77,34 @@ def _refresh_or_back(request: HttpRequest, status: int = 204) -> HttpResponse:
 
 
 @login_required
+def python_client(request: HttpRequest) -> HttpResponse:
+    """How to use ADIT from Python: token, package, a first script with this ADIT's address
+    and the servers the active group may use."""
+    from adit.core.models import DicomServer
+    from adit.dicom_web.models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
+
+    user = _user(request)
+    servers = DicomServer.objects.accessible_by_user  # type: ignore[attr-defined]
+    sources = list(servers(user, "source").order_by("ae_title").values_list("ae_title", flat=True))
+    destinations = list(
+        servers(user, "destination").order_by("ae_title").values_list("ae_title", flat=True)
+    )
+    context = {
+        "server_url": request.build_absolute_uri("/").rstrip("/"),
+        "sources": sources,
+        "destinations": destinations,
+        "example_source": sources[0] if sources else "PACS1",
+        "token_count": Token.objects.filter(owner=user).count(),
+        "permissions": [
+            ("search (QIDO-RS)", user.has_perm(QUERY_PERMISSION)),
+            ("retrieve (WADO-RS)", user.has_perm(RETRIEVE_PERMISSION)),
+            ("store (STOW-RS)", user.has_perm(STORE_PERMISSION)),
+        ],
+    }
+    return render(request, "accounts/python_client.html", context)
+
+
+@login_required
 @require_POST
 def switch_active_group(request: HttpRequest) -> HttpResponse:
     """Make one of the user's groups the active one (posted field `group` = group id)."""

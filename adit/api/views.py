@@ -114,11 +114,25 @@ class JobListView(JobApiMixin, APIView):
 
 
 class TransferJobListView(JobListView):
-    @extend_schema(responses=TransferJobSerializer(many=True))
+    @extend_schema(
+        summary="List your transfer jobs",
+        description="Your transfer jobs (staff: everyone's), newest first, 50 per page; "
+        "`status` filters by status code (e.g. `FA` for failed).",
+        responses=TransferJobSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         return super().get(request)
 
-    @extend_schema(request=TransferJobSerializer, responses={201: TransferJobSerializer})
+    @extend_schema(
+        summary="Create a transfer job",
+        description="Moves studies (or some of their series) from a source server to a "
+        "destination server or folder in the background, one task per study, optionally "
+        "pseudonymized. Needs the permission to create selective transfer jobs and access of "
+        "your active group to both nodes. Jobs of users without the right to skip it must name "
+        "a pseudonym.",
+        request=TransferJobSerializer,
+        responses={201: TransferJobSerializer},
+    )
     def post(self, request: Request) -> Response:
         return super().post(request)
 
@@ -171,11 +185,23 @@ class BatchQueryMixin:
 
 
 class BatchQueryJobListView(BatchQueryMixin, JobListView):
-    @extend_schema(responses=BatchQueryJobSerializer(many=True))
+    @extend_schema(
+        summary="List your batch query jobs",
+        description="Your batch query jobs (staff: everyone's), newest first, 50 per page.",
+        responses=BatchQueryJobSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         return super().get(request)
 
-    @extend_schema(request=BatchQueryJobSerializer, responses={201: BatchQueryJobSerializer})
+    @extend_schema(
+        summary="Create a batch query job",
+        description="Queries a source server for each row of `queries` (the column names of "
+        "ADIT's batch query file, e.g. PatientID, PatientName, PatientBirthDate, "
+        "AccessionNumber, Modality, StudyDate) in the background; the results are at "
+        "`/api/batch-query-jobs/{id}/results/`.",
+        request=BatchQueryJobSerializer,
+        responses={201: BatchQueryJobSerializer},
+    )
     def post(self, request: Request) -> Response:
         return super().post(request)
 
@@ -194,20 +220,32 @@ class BatchQueryJobListView(BatchQueryMixin, JobListView):
 
 
 class JobDetailView(JobApiMixin, APIView):
-    @extend_schema(responses=TransferJobSerializer)
+    @extend_schema(
+        summary="Get a transfer job",
+        description="Status, message and task counts of one of your jobs.",
+        responses=TransferJobSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         job = self.job(request, pk)
         return Response(self.job_serializer(job, context={"request": request}).data)
 
 
 class BatchQueryJobDetailView(BatchQueryMixin, JobDetailView):
-    @extend_schema(responses=BatchQueryJobSerializer)
+    @extend_schema(
+        summary="Get a batch query job",
+        description="Status, message and task counts of one of your batch query jobs.",
+        responses=BatchQueryJobSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return super().get(request, pk)
 
 
 class JobTasksView(JobApiMixin, APIView):
-    @extend_schema(responses=TransferTaskSerializer(many=True))
+    @extend_schema(
+        summary="List the tasks of a transfer job",
+        description="One task per study, with its status and message, 50 per page.",
+        responses=TransferTaskSerializer(many=True),
+    )
     def get(self, request: Request, pk: int) -> Response:
         job = self.job(request, pk)
         paginator = Pagination()
@@ -219,13 +257,22 @@ class JobTasksView(JobApiMixin, APIView):
 
 
 class BatchQueryJobTasksView(BatchQueryMixin, JobTasksView):
-    @extend_schema(responses=BatchQueryTaskSerializer(many=True))
+    @extend_schema(
+        summary="List the tasks of a batch query job",
+        description="One task per query row, with its status and message, 50 per page.",
+        responses=BatchQueryTaskSerializer(many=True),
+    )
     def get(self, request: Request, pk: int) -> Response:
         return super().get(request, pk)
 
 
 class BatchQueryJobResultsView(BatchQueryMixin, JobApiMixin, APIView):
-    @extend_schema(responses=BatchQueryResultSerializer(many=True))
+    @extend_schema(
+        summary="Get the results of a batch query job",
+        description="The studies (or series) found, one row per match and query, in the order "
+        "of the queries, 50 per page (`page`, `page_size` up to 500).",
+        responses=BatchQueryResultSerializer(many=True),
+    )
     def get(self, request: Request, pk: int) -> Response:
         job = self.job(request, pk)
         paginator = Pagination()
@@ -242,7 +289,13 @@ JOB_ACTIONS = ("cancel", "retry", "resume")
 class JobActionView(JobApiMixin, APIView):
     action = ""
 
-    @extend_schema(request=None, responses=TransferJobSerializer)
+    @extend_schema(
+        summary="Cancel, retry or resume a transfer job",
+        description="`cancel` stops pending tasks; `retry` runs the failed tasks again; "
+        "`resume` continues a canceled job. 409 if the job's state does not allow it.",
+        request=None,
+        responses=TransferJobSerializer,
+    )
     def post(self, request: Request, pk: int) -> Response:
         job = self.job(request, pk)
         getattr(job, self.action)()
@@ -251,6 +304,12 @@ class JobActionView(JobApiMixin, APIView):
 
 
 class BatchQueryJobActionView(BatchQueryMixin, JobActionView):
-    @extend_schema(request=None, responses=BatchQueryJobSerializer)
+    @extend_schema(
+        summary="Cancel, retry or resume a batch query job",
+        description="`cancel` stops pending tasks; `retry` runs the failed tasks again; "
+        "`resume` continues a canceled job. 409 if the job's state does not allow it.",
+        request=None,
+        responses=BatchQueryJobSerializer,
+    )
     def post(self, request: Request, pk: int) -> Response:
         return super().post(request, pk)

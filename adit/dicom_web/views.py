@@ -26,7 +26,7 @@ from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
 from adit.dicom_explorer.rendering import PreviewError
 
-from . import resources, services
+from . import relay, resources, services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
 from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
 from .multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
@@ -183,7 +183,14 @@ class WadoView(DicomWebView):
                 request.META.get("HTTP_ACCEPT"), single_part_allowed=image_uid is not None
             )
         server = self.get_server(ae_title)
-        operator = services.make_operator(server)
+        config = server.to_config()
+        if not self.metadata and relay.can_relay(
+            config, transformer, request.headers.get("Accept", "")
+        ):
+            return self._relayed(
+                request, server, config, transformer, study_uid, series_uid, image_uid
+            )
+        operator = relay.retrieve_operator(server)
         if self.metadata:
             wado_root = request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors")
             # Pseudonymized UIDs are unknown to the source: no BulkDataURI could resolve.
@@ -242,6 +249,32 @@ class WadoView(DicomWebView):
         response["Cache-Control"] = "no-store"
         return response
 
+    def _relayed(self, request, server, config, transformer, study_uid, series_uid, image_uid):
+        """The source's own WADO-RS answer, passed through unchanged (see `relay`)."""
+        timeouts = services.local_config().timeouts
+        source = relay.Relay(
+            config, study_uid, series_uid, image_uid, (timeouts.connection, timeouts.http)
+        )
+        found = source.open()
+        _audit_retrieve(
+            request, server, transformer, study_uid, series_uid, image_uid, found or None
+        )
+        if not found:
+            raise NotFound(
+                f"The {_what(study_uid, series_uid, image_uid)} was not found on {server.name}."
+            )
+        response = StreamingHttpResponse(source.body(), content_type=source.content_type)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _what(study_uid: str, series_uid: str | None, image_uid: str | None) -> str:
+    if image_uid:
+        return f"instance {image_uid}"
+    if series_uid:
+        return f"series {series_uid}"
+    return f"study {study_uid}"
+
 
 def _instance_url(wado_root: str, ds) -> str:
     return (
@@ -252,7 +285,13 @@ def _instance_url(wado_root: str, ds) -> str:
 
 def _instance_encoder(choice: Choice):
     def encode(ds) -> bytes:
-        syntax = choice.syntax_for(resources.stored_syntax(ds))
+        stored = resources.stored_syntax(ds)
+        syntax = choice.syntax_for(stored)
+        if syntax == stored:
+            # Unchanged and wanted as stored: the bytes it arrived as, not encoded again.
+            received = relay.encode_received(ds)
+            if received is not None:
+                return received
         try:
             ds = resources.transcode(ds, syntax)
         except PreviewError as error:

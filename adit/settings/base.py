@@ -171,9 +171,15 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ADIT API",
-    "DESCRIPTION": "Jobs of ADIT (selective transfers, batch queries). Authenticate with the "
-    "header `Authorization: Token <token>`. The DICOMweb API lives under /api/dicom-web/.",
+    "DESCRIPTION": "Search, retrieve and store DICOM data through ADIT (DICOMweb: QIDO-RS, "
+    "WADO-RS, STOW-RS under /api/dicom-web/<AE title>/) and run transfer and batch query jobs. "
+    "Create a token on ADIT's API tokens page and send it with every request in the header "
+    "`Authorization: Token <token>`. From Python, use the `adit-client` package.",
     "VERSION": "1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "adit.dicom_web.openapi.add_dicomweb_paths",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
