@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from adit.audit.services import record_query
+from adit.core.errors import permission_required
 
 from .forms import (
     SelectiveTransferForm,
@@ -30,7 +31,7 @@ def _check_locked(request: HttpRequest) -> None:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create(request: HttpRequest) -> HttpResponse:
     _check_locked(request)
     user = request.user
