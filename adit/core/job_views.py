@@ -13,13 +13,23 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, re_path, reverse
 from django.views.decorators.http import require_POST
 
+from .job_overview import (
+    JobFilterForm,
+    JobRow,
+    all_jobs_page,
+    job_models,
+    rows_of,
+    summarize,
+    visible_jobs,
+)
 from .models import DicomJob, DicomTask, JobActionError
+
+__all__ = ["job_urlpatterns", "job_detail_url", "visible_jobs", "visible_tasks", "all_jobs"]
 
 JOB_ACTIONS = {
     # action: (model method, staff only, message)
@@ -36,16 +46,25 @@ TASK_ACTIONS = {
     "kill": ("kill", True, "The task is being stopped."),
 }
 PAGE_SIZE = 50
-
-
-def visible_jobs(job_model: type[DicomJob], user):
-    jobs = job_model.objects.select_related("owner")
-    return jobs if user.is_staff else jobs.filter(owner=user)
+# Few enough that what an app shows below the tasks (results, exports) stays in sight.
+TASK_PAGE_SIZE = 20
 
 
 def visible_tasks(task_model: type[DicomTask], user):
     tasks = task_model.objects.select_related("job", "job__owner", "source")
     return tasks if user.is_staff else tasks.filter(job__owner=user)
+
+
+def _task_relations(task_model) -> list[str]:
+    names = {f.name for f in task_model._meta.get_fields()}
+    return [name for name in ("source", "destination") if name in names]
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    """The request's query string without `page` (for the pagination links)."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
 
 
 def _url_name(model, suffix: str) -> str:
@@ -57,29 +76,21 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
 
     @login_required
     def job_list(request: HttpRequest) -> HttpResponse:
-        jobs = visible_jobs(job_model, request.user)
-        status = request.GET.get("status", "")
-        if status in job_model.Status.values:
-            jobs = jobs.filter(status=status)
-        else:
-            status = ""
-        search = request.GET.get("q", "").strip()[:100]
-        if search:
-            condition = Q(message__icontains=search) | Q(owner__username__icontains=search)
-            if search.isdigit():
-                condition |= Q(pk=int(search))
-            jobs = jobs.filter(condition)
-        page = Paginator(jobs.order_by("-created"), PAGE_SIZE).get_page(request.GET.get("page"))
+        form = JobFilterForm(request.GET or None, user=request.user, models=[job_model])
+        form.is_valid()
+        jobs = form.filter(visible_jobs(job_model, request.user)).order_by("-created", "-pk")
+        page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+        rows = [JobRow(job, "", job_detail_url(job), summarize(job)) for job in page.object_list]
         return render(
             request,
             "core/job_list.html",
             {
                 "page": page,
-                "status": status,
-                "search": search,
-                "statuses": job_model.Status.choices,
+                "form": form,
+                "query": _query_without_page(request),
                 "job_model_name": job_model._meta.verbose_name,
                 "app_label": job_model._meta.app_label,
+                "rows": rows,
             },
         )
 
@@ -90,12 +101,19 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
         counts = job.task_counts()
         total = sum(counts.values())
         finished = sum(counts[status] for status in DicomTask.FINAL_STATUSES)
+        status, status_label = job.status, job.get_status_display()
+        if status == DicomJob.Status.PENDING and counts[DicomTask.Status.IN_PROGRESS]:
+            # A worker took a task before the job's row was updated: say what happens.
+            status, status_label = DicomJob.Status.IN_PROGRESS, DicomJob.Status.IN_PROGRESS.label
         return {
             "job": job,
             "counts": counts,
             "total": total,
             "finished": finished,
-            "percent": round(100 * finished / total) if total else 100,
+            # A job without tasks has nothing finished: no full bar.
+            "percent": round(100 * finished / total) if total else 0,
+            "status": status,
+            "status_label": status_label,
             "running": job.status not in DicomJob.FINAL_STATUSES,
             "app_label": job_model._meta.app_label,
             "is_staff": request.user.is_staff,
@@ -105,8 +123,9 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
     def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         job = _job(request, pk)
         context = _job_context(request, job)
-        tasks = job.tasks.select_related("source").order_by("id")
-        context["task_page"] = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
+        tasks = job.tasks.select_related(*_task_relations(task_model)).order_by("id")
+        context["task_page"] = Paginator(tasks, TASK_PAGE_SIZE).get_page(request.GET.get("page"))
+        context["summary"] = summarize(job)
         # An app may extend the page with "<app_label>/job_detail.html" (block.super).
         templates = [f"{job_model._meta.app_label}/job_detail.html", "core/job_detail.html"]
         return render(request, templates, context)
@@ -187,3 +206,23 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
 
 def job_detail_url(job: DicomJob) -> str:
     return reverse(f"{job._meta.app_label}:job_detail", args=[job.pk])
+
+
+@login_required
+def all_jobs(request: HttpRequest) -> HttpResponse:
+    """The Jobs page: the jobs of every app in one list, with the same filters."""
+    models = job_models()
+    form = JobFilterForm(request.GET or None, user=request.user, models=models)
+    form.is_valid()
+    page = Paginator(all_jobs_page(form, models), PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = rows_of(page.object_list, models)
+    return render(
+        request,
+        "core/all_jobs.html",
+        {
+            "page": page,
+            "rows": rows,
+            "form": form,
+            "query": _query_without_page(request),
+        },
+    )
