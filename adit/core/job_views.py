@@ -9,12 +9,15 @@ Non-staff users only ever find their own jobs and tasks (404 otherwise); staff f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import path, re_path, reverse
 from django.views.decorators.http import require_POST
 
@@ -45,6 +48,110 @@ TASK_ACTIONS = {
     "reset": ("reset", False, "The task was reset and queued again."),
     "kill": ("kill", True, "The task is being stopped."),
 }
+
+
+@dataclass(frozen=True)
+class ActionButton:
+    """An action a page offers now: its button, one-line help and (optional) confirmation."""
+
+    action: str
+    label: str
+    icon: str
+    style: str
+    help: str
+    confirm: str = ""
+
+
+def offered_job_actions(job: DicomJob, user, counts: dict[str, int]) -> list[ActionButton]:
+    """The job actions allowed now, in the order of the page (the action checks again)."""
+    total = sum(counts.values())
+    failed = counts[DicomTask.Status.FAILURE]
+    canceled = counts[DicomTask.Status.CANCELED]
+    buttons = []
+    if job.is_verifiable and user.is_staff:
+        buttons.append(
+            ActionButton(
+                "verify", "Verify", "check2-circle", "success",
+                "Approve the job: its tasks are queued and run.",
+            )
+        )  # fmt: skip
+    if job.is_cancelable:
+        buttons.append(
+            ActionButton(
+                "cancel", "Cancel", "x-circle", "warning",
+                "Stop the job: waiting tasks are canceled, running ones aborted.",
+                "Cancel this job? Tasks that have not run are canceled and running tasks are "
+                "aborted; what was already transferred stays at the destination. You can "
+                "resume the job later.",
+            )
+        )  # fmt: skip
+    if job.is_resumable:
+        buttons.append(
+            ActionButton(
+                "resume", "Resume", "play-circle", "primary",
+                "Queue the canceled tasks again; finished tasks are kept.",
+                f"Resume this job? Its {canceled} canceled task{pluralize(canceled)} will run "
+                "(and send their data) again.",
+            )
+        )  # fmt: skip
+    if job.is_retriable:
+        buttons.append(
+            ActionButton(
+                "retry", "Retry failed tasks", "arrow-repeat", "primary",
+                "Run only the failed tasks again; tasks that succeeded are not sent again.",
+                f"Retry the {failed} failed task{pluralize(failed)}? "
+                f"{'Their' if failed != 1 else 'Its'} data is fetched and sent again.",
+            )
+        )  # fmt: skip
+    if job.is_restartable and user.is_staff:
+        buttons.append(
+            ActionButton(
+                "restart", "Restart", "arrow-counterclockwise", "secondary",
+                "Run every task again from the start, also those that succeeded.",
+                f"Restart this job? All {total} task{pluralize(total)} run again and send "
+                "their data again, also those that succeeded.",
+            )
+        )  # fmt: skip
+    if job.is_deletable:
+        buttons.append(
+            ActionButton(
+                "delete", "Delete", "trash", "danger",
+                "Delete the job and its tasks (only before a worker took any of them).",
+                f"Delete this job and its {total} task{pluralize(total)}? This cannot be undone.",
+            )
+        )  # fmt: skip
+    return buttons
+
+
+def offered_task_actions(task: DicomTask, user) -> list[ActionButton]:
+    buttons = []
+    if task.is_resettable:
+        buttons.append(
+            ActionButton(
+                "reset", "Reset", "arrow-counterclockwise", "primary",
+                "Run this task again from the start.",
+                "Run this task again? Its data is fetched and sent again and its log is cleared.",
+            )
+        )  # fmt: skip
+    if task.is_killable and user.is_staff:
+        buttons.append(
+            ActionButton(
+                "kill", "Kill", "stop-circle", "danger",
+                "Abort this running task now (it ends as canceled).",
+                "Stop this running task? It ends as canceled; what it already sent stays.",
+            )
+        )  # fmt: skip
+    if task.is_deletable:
+        buttons.append(
+            ActionButton(
+                "delete", "Delete", "trash", "danger",
+                "Remove this waiting task from the job.",
+                "Delete this task? It will not run.",
+            )
+        )  # fmt: skip
+    return buttons
+
+
 PAGE_SIZE = 50
 # Few enough that what an app shows below the tasks (results, exports) stays in sight.
 TASK_PAGE_SIZE = 20
@@ -117,6 +224,7 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
             "running": job.status not in DicomJob.FINAL_STATUSES,
             "app_label": job_model._meta.app_label,
             "is_staff": request.user.is_staff,
+            "actions": offered_job_actions(job, request.user, counts),
         }
 
     @login_required
@@ -135,8 +243,11 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
         """The progress fragment the job page polls while the job runs."""
         job = _job(request, pk)
         response = render(request, "core/_job_progress.html", _job_context(request, job))
-        if job.status in DicomJob.FINAL_STATUSES:
-            # The whole page shows new buttons and task states once the job has ended.
+        if job.status in DicomJob.FINAL_STATUSES or request.GET.get("shown", job.status) != (
+            job.status
+        ):
+            # The page shows other buttons now (e.g. no Delete once a worker took a task; new
+            # ones once the job ended) and other task states: reload it.
             response["HX-Refresh"] = "true"
         return response
 
@@ -167,6 +278,7 @@ def job_urlpatterns(job_model: type[DicomJob], task_model: type[DicomTask]) -> l
                 "task": task,
                 "app_label": job_model._meta.app_label,
                 "is_staff": request.user.is_staff,
+                "actions": offered_task_actions(task, request.user),
             },
         )
 

@@ -841,16 +841,19 @@ class DicomJob(models.Model):
         status, message = self.status_from_tasks()
         if status == Status.UNVERIFIED:
             return False
+        # A job that runs (again, e.g. after a task's reset) has not ended.
         if status in (Status.IN_PROGRESS, Status.CANCELING):
-            if self.status != status or self.start is None:
+            if self.status != status or self.start is None or self.end is not None:
                 if self.start is None and status == Status.IN_PROGRESS:
                     self.start = timezone.now()
                 self.status = status
-                self.save(update_fields=["status", "start"])
+                self.end = None
+                self.save(update_fields=["status", "start", "end"])
             return False
         if status == Status.PENDING:
-            if self.status != status:
-                self._set_status(status)
+            if self.status != status or self.end is not None:
+                self.status, self.end = status, None
+                self.save(update_fields=["status", "end"])
             return False
         self._finish(status, message or "")
         return status != Status.CANCELED
