@@ -191,10 +191,13 @@ def test_admin_actions_explain_themselves_and_ask_before_they_act(
     page.goto(f"{base}/selective-transfer/jobs/{failed.pk}/")
     retry = page.locator('button[data-action="retry"]')
     restart = page.locator('button[data-action="restart"]')
-    expect(retry).to_have_attribute("data-bs-original-title", "Run only the failed tasks again; tasks that "
-                                    "succeeded are not sent again.")  # fmt: skip
-    expect(restart).to_have_attribute("data-bs-original-title", "Run every task again from the start, also those "
-                                      "that succeeded.")  # fmt: skip
+    tooltip = "data-bs-original-title"  # Bootstrap's tooltip keeps the title here
+    expect(retry).to_have_attribute(
+        tooltip, "Run only the failed tasks again; tasks that succeeded are not sent again."
+    )
+    expect(restart).to_have_attribute(
+        tooltip, "Run every task again from the start, also those that succeeded."
+    )
     expect(page.locator('[data-action="delete"]')).to_have_count(0)
     if width > 500:  # hover is a desktop gesture
         restart.hover()
