@@ -44,6 +44,7 @@ def transfer_job(
             end=end if finished else None,
         )
     SelectiveTransferJob.objects.filter(pk=job.pk).update(
+        created=start - timedelta(seconds=5) if finished else job.created,
         status=status,
         start=start if finished else None,
         end=end if finished else None,

@@ -63,7 +63,8 @@
 
     // One-line explanations of buttons (title attribute; the native tooltip without Bootstrap).
     document.querySelectorAll('[data-bs-toggle="tooltip"]').forEach(function (element) {
-      bootstrap.Tooltip.getOrCreateInstance(element);
+      // Hover only: a tap or the focus a confirmation dialog gives back must not leave it open.
+      bootstrap.Tooltip.getOrCreateInstance(element, { trigger: "hover" });
     });
 
     // Forms with data-confirm ask in #confirm-modal before they are sent (core/_action_button).
@@ -79,8 +80,9 @@
           document.getElementById("confirm-modal-body").textContent = form.dataset.confirm;
           yes.textContent = "Yes, " + (form.dataset.confirmLabel || "go on").toLowerCase();
           yes.className = "btn btn-" + (form.dataset.confirmStyle || "primary");
-          var button = form.querySelector("[data-bs-toggle='tooltip']");
-          if (button) bootstrap.Tooltip.getOrCreateInstance(button).hide();
+          document.querySelectorAll('[data-bs-toggle="tooltip"]').forEach(function (element) {
+            bootstrap.Tooltip.getOrCreateInstance(element).hide();
+          });
           bootstrap.Modal.getOrCreateInstance(modal).show();
         });
       });
