@@ -524,6 +524,13 @@ class DicomAppSettings(models.Model):
     class Meta:
         abstract = True
 
+    def clean(self) -> None:
+        super().clean()
+        if (self.transfer_window_start is None) != (self.transfer_window_end is None):
+            raise ValidationError(
+                "Give the transfer window both a start and an end, or leave both empty."
+            )
+
     @classmethod
     def get(cls):
         settings_row, _ = cls.objects.get_or_create(pk=1)
