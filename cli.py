@@ -317,6 +317,9 @@ def demo(
         _manage("populate_example_data", "--users", "0", "--groups", "0", env=env)
         _manage("populate_demo_pacs", env=env)
 
+    # The demo is what newcomers see: the site's own error pages rather than Django's debug
+    # page (tracebacks still go to the log). DJANGO_DEBUG=true in the environment restores it.
+    os.environ.setdefault("DJANGO_DEBUG", "false")
     try:
         _run_adit(host, port, extra_setup=register_and_fill_demo_pacs)
     finally:

@@ -22,3 +22,8 @@ urlpatterns = [
     path("", include("adit.observability.urls")),
     path("", include("adit.core.urls")),
 ]
+
+handler400 = "adit.core.errors.bad_request"
+handler403 = "adit.core.errors.permission_denied"
+handler404 = "adit.core.errors.page_not_found"
+handler500 = "adit.core.errors.server_error"

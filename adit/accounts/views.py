@@ -1,5 +1,6 @@
 """Login, profile, active group switching and API token pages."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -25,6 +26,13 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     authentication_form = LoginForm
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # Django's LoginView puts the request's host ("127.0.0.1:8000") in `site_name`; the
+        # page names the installation instead.
+        context["site_name"] = settings.SITE_NAME
+        return context
 
 
 class LogoutView(auth_views.LogoutView):

@@ -55,6 +55,29 @@ class BatchQueryTask(DicomTask):
     def lines_label(self) -> str:
         return ", ".join(str(line) for line in self.lines)
 
+    @property
+    def query_summary(self) -> str:
+        """The row's query in the standard's keywords, e.g. "PatientID=123, Modality=CT"."""
+        dates = ""
+        if self.study_date_start or self.study_date_end:
+            start = f"{self.study_date_start:%Y-%m-%d}" if self.study_date_start else "…"
+            end = f"{self.study_date_end:%Y-%m-%d}" if self.study_date_end else "…"
+            dates = f"{start}–{end}"
+        birth = f"{self.patient_birth_date:%Y-%m-%d}" if self.patient_birth_date else ""
+        parts = [
+            ("PatientID", self.patient_id),
+            ("PatientName", self.patient_name),
+            ("PatientBirthDate", birth),
+            ("AccessionNumber", self.accession_number),
+            ("StudyDate", dates),
+            ("Modality", ", ".join(self.modalities)),
+            ("StudyDescription", self.study_description),
+            ("SeriesDescription", self.series_description),
+            ("SeriesNumber", ", ".join(self.series_numbers)),
+            ("pseudonym", self.pseudonym),
+        ]
+        return ", ".join(f"{name}={value}" for name, value in parts if value)
+
 
 class BatchQueryResult(models.Model):
     """A study (or, for a series query, a series) that a task found."""

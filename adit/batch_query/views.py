@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from adit.core.errors import permission_required
 from adit.core.job_views import job_detail_url, visible_jobs
 from adit.core.spreadsheets import sheet_settings
 
@@ -28,7 +29,7 @@ def _check_locked(request: HttpRequest) -> None:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create(request: HttpRequest) -> HttpResponse:
     _check_locked(request)
     user = request.user

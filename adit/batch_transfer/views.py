@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from adit.batch_query.models import BatchQueryJob
+from adit.core.errors import permission_required
 from adit.core.job_views import job_detail_url, visible_jobs
 from adit.core.spreadsheets import sheet_settings
 
@@ -47,7 +48,7 @@ def _create_job(request: HttpRequest, form: BatchTransferJobForm) -> HttpRespons
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create(request: HttpRequest) -> HttpResponse:
     _check_locked(request)
     user = request.user
@@ -73,7 +74,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create_from_query(request: HttpRequest, query_job_id: int) -> HttpResponse:
     """ "Transfer these studies…" of a batch query job: a batch transfer of what it found."""
     _check_locked(request)

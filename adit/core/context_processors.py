@@ -23,9 +23,12 @@ def _menu_links(request: HttpRequest) -> list[MenuLink]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return []
+    apps = [item for item in main_menu_items if item.is_visible_to(user)]
     items = [
         MainMenuItem("home", "Home", icon="house"),
-        *main_menu_items,
+        *apps,
+        # The jobs of every app in one list, for whoever may use an app.
+        *([MainMenuItem("all_jobs", "Jobs", icon="list-task")] if apps else []),
         MainMenuItem("admin:index", "Admin", icon="gear", staff_only=True),
     ]
     links = []

@@ -598,6 +598,11 @@ class DicomJob(models.Model):
     def priority(self) -> int:
         return self.urgent_priority if self.urgent else self.default_priority
 
+    @property
+    def duration(self) -> timedelta | None:
+        """From the first task's start to the job's end (None while it has not ended)."""
+        return self.end - self.start if self.start and self.end else None
+
     # --- what may happen next (buttons; the actions check again under a lock) -----------------
 
     @property
@@ -693,7 +698,10 @@ class DicomJob(models.Model):
             running = job.tasks.filter(status=DicomTask.Status.IN_PROGRESS)
             for queue_id in _queue_ids(running):
                 abort_queued_job(queue_id)
-            job._set_status(self.Status.CANCELING if running.exists() else self.Status.CANCELED)
+            if running.exists():
+                job._set_status(self.Status.CANCELING)
+            else:  # nothing runs: the job has ended now
+                job._finish(self.Status.CANCELED, "The job was canceled.")
         self.refresh_from_db()
 
     def resume(self) -> None:
@@ -704,6 +712,9 @@ class DicomJob(models.Model):
                 status=DicomTask.Status.PENDING, message="", end=None, queued_job_id=None
             )
             job._set_status(self.Status.PENDING, message="")
+            # Running again: the old end time is no longer true (set anew when it ends).
+            job.end = None
+            job.save(update_fields=["end"])
         self.refresh_from_db()
         self.queue_pending_tasks()
         # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
@@ -715,8 +726,13 @@ class DicomJob(models.Model):
         with transaction.atomic():
             job = self._locked()
             job._require(job.is_retriable, "retried")
-            job.tasks.filter(status=DicomTask.Status.FAILURE).update(**TASK_RESET_VALUES)
+            job.tasks.filter(status=DicomTask.Status.FAILURE).update(
+                **job.tasks.model.reset_values()
+            )
             job._set_status(self.Status.PENDING, message="")
+            # Running again: the old end time is no longer true (set anew when it ends).
+            job.end = None
+            job.save(update_fields=["end"])
         self.refresh_from_db()
         self.queue_pending_tasks()
         # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
@@ -728,7 +744,7 @@ class DicomJob(models.Model):
         with transaction.atomic():
             job = self._locked()
             job._require(job.is_restartable, "restarted")
-            job.tasks.update(**TASK_RESET_VALUES)
+            job.tasks.update(**job.tasks.model.reset_values())
             job._set_status(self.Status.PENDING, message="")
             job.start = job.end = None
             job.save(update_fields=["start", "end"])
@@ -832,16 +848,19 @@ class DicomJob(models.Model):
         status, message = self.status_from_tasks()
         if status == Status.UNVERIFIED:
             return False
+        # A job that runs (again, e.g. after a task's reset) has not ended.
         if status in (Status.IN_PROGRESS, Status.CANCELING):
-            if self.status != status or self.start is None:
+            if self.status != status or self.start is None or self.end is not None:
                 if self.start is None and status == Status.IN_PROGRESS:
                     self.start = timezone.now()
                 self.status = status
-                self.save(update_fields=["status", "start"])
+                self.end = None
+                self.save(update_fields=["status", "start", "end"])
             return False
         if status == Status.PENDING:
-            if self.status != status:
-                self._set_status(status)
+            if self.status != status or self.end is not None:
+                self.status, self.end = status, None
+                self.save(update_fields=["status", "end"])
             return False
         self._finish(status, message or "")
         return status != Status.CANCELED
@@ -936,6 +955,11 @@ class DicomTask(models.Model):
     def model_label(cls) -> str:
         return cls._meta.label_lower
 
+    @classmethod
+    def reset_values(cls) -> dict[str, Any]:
+        """The fields a task gets when it is to run again from the start (reset, retry)."""
+        return dict(TASK_RESET_VALUES)
+
     @property
     def is_deletable(self) -> bool:
         return self.status == self.Status.PENDING
@@ -973,7 +997,7 @@ class DicomTask(models.Model):
         with transaction.atomic():
             task = self._locked()
             task._require(task.is_resettable, "reset")
-            type(self).objects.filter(pk=self.pk).update(**TASK_RESET_VALUES)
+            type(self).objects.filter(pk=self.pk).update(**self.reset_values())
         self.refresh_from_db()
         job = self.job
         if job.status == job.Status.UNVERIFIED:
@@ -1044,13 +1068,21 @@ class DicomTask(models.Model):
         return True
 
     def finish(self, result) -> None:
-        """Store the processor's result and update the job."""
+        """Store the processor's result (and what it counted) and update the job."""
         log = self._append_log(*result.log)
         type(self).objects.filter(pk=self.pk).update(
-            status=result.status, message=result.message, log=log, end=timezone.now()
+            status=result.status,
+            message=result.message,
+            log=log,
+            end=timezone.now(),
+            **self.counted_values(result),
         )
         self.refresh_from_db()
         self.job.update_status()
+
+    def counted_values(self, result) -> dict[str, Any]:
+        """The fields of what the processor counted (none for tasks that count nothing)."""
+        return {}
 
     def finish_canceled_if_job_is_canceling(self, queue_job_id: int) -> None:
         """Ends a task that its queue job may no longer run because the job is being canceled
@@ -1146,6 +1178,22 @@ class TransferJob(DicomJob):
             ("can_transfer_unpseudonymized", "Can transfer unpseudonymized"),
         ]
 
+    def transfer_totals(self) -> dict[str, int]:
+        """Studies transferred (tasks that succeeded, with or without warnings), their
+        instances and bytes as the tasks counted them."""
+        done = self.tasks.filter(status__in=[DicomTask.Status.SUCCESS, DicomTask.Status.WARNING])
+        totals = done.aggregate(
+            studies=models.Count("id"),
+            instances=models.Sum("transferred_instances"),
+            bytes=models.Sum("transferred_bytes"),
+        )
+        return {key: value or 0 for key, value in totals.items()}
+
+    def destinations(self) -> list:
+        """The destinations of the job's tasks (usually one)."""
+        ids = self.tasks.values_list("destination_id", flat=True).distinct()
+        return list(DicomNode.objects.filter(pk__in=ids).order_by("name"))
+
     @property
     def deid_description(self) -> list[str]:
         """The profile and options the job's pseudonymized tasks apply, in the standard's words."""
@@ -1165,6 +1213,23 @@ class TransferTask(DicomTask):
     pseudonym = models.CharField(
         max_length=64, blank=True, validators=[validate_no_backslash_or_control_characters]
     )
+    # What the last run delivered to the destination (None: not run to its end yet). Bytes are
+    # those of the instances as received from the source.
+    transferred_instances = models.PositiveIntegerField(null=True, blank=True)
+    transferred_bytes = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta(DicomTask.Meta):
         abstract = True
+
+    @classmethod
+    def reset_values(cls) -> dict[str, Any]:
+        return {**super().reset_values(), "transferred_instances": None, "transferred_bytes": None}
+
+    def counted_values(self, result) -> dict[str, Any]:
+        if result.instances is None:
+            return {}
+        return {"transferred_instances": result.instances, "transferred_bytes": result.bytes}
+
+    @property
+    def duration(self) -> timedelta | None:
+        return self.end - self.start if self.start and self.end else None

@@ -42,6 +42,9 @@ class ProcessingResult:
     status: str  # one of DicomTask.Status' SUCCESS, WARNING, FAILURE values
     message: str
     log: list[str] = field(default_factory=list)
+    # Of a transfer: instances delivered and their bytes as received (stored on the task).
+    instances: int | None = None
+    bytes: int | None = None
 
 
 class ProcessingAborted(Exception):
@@ -181,6 +184,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
             except Exception:  # the processor's own error is the one to report
                 logger.exception("%s: the end of the transfer could not be audited", self.task)
             raise
+        result.instances, result.bytes = self.transferred_count, self.transferred_bytes
         record_transfer(self.task, self.mapping, result=result)
         if result.status != "FA":
             count_transfer(

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -36,7 +37,10 @@ class AnnouncementForm(forms.ModelForm):
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     project_settings = ProjectSettings.get()
-    context: dict[str, object] = {"project_settings": project_settings}
+    context: dict[str, object] = {
+        "project_settings": project_settings,
+        "contact": settings.SUPPORT_EMAIL,
+    }
     if request.user.is_staff:
         context["announcement_form"] = AnnouncementForm(instance=project_settings)
     return render(request, "core/home.html", context)

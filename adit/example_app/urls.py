@@ -3,6 +3,7 @@
 from django.urls import include, path
 
 from adit.core.job_views import job_urlpatterns
+from adit.urls import handler400, handler403, handler404, handler500  # noqa: F401 (used by Django)
 from adit.urls import urlpatterns as adit_urlpatterns
 
 from .models import ExampleTransferJob, ExampleTransferTask

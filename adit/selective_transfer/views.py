@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from adit.audit.services import record_query
+from adit.core.errors import permission_required
 from adit.dicom_explorer.services import series_of_study
 
 from .forms import (
@@ -32,7 +33,7 @@ def _check_locked(request: HttpRequest) -> None:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create(request: HttpRequest) -> HttpResponse:
     _check_locked(request)
     user = request.user
@@ -83,7 +84,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def study_series(request: HttpRequest) -> HttpResponse:
     """The series of one study as rows of checkboxes (the page inserts them below the study)."""
     _check_locked(request)

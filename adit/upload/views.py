@@ -18,12 +18,13 @@ from __future__ import annotations
 import io
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from adit.core.errors import permission_required
 from adit.dicom_web.multipart import MultipartError, iter_parts, parse_content_type
 
 from .forms import UploadJobForm
@@ -51,7 +52,7 @@ def _refused(refusal: Refusal) -> JsonResponse:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 def job_create(request: HttpRequest) -> HttpResponse:
     _check_locked(request)
     form = UploadJobForm(user=request.user)
@@ -70,7 +71,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 @require_POST
 def job_new(request: HttpRequest) -> JsonResponse:
     _check_locked(request)
@@ -94,7 +95,7 @@ def _job_json(job: UploadJob) -> dict:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 @require_http_methods(["GET", "POST"])
 def job_instances(request: HttpRequest, pk: int) -> JsonResponse:
     _check_locked(request)
@@ -174,7 +175,7 @@ def _receive_parts(request: HttpRequest, job: UploadJob) -> JsonResponse:
 
 
 @login_required
-@permission_required(PERMISSION, raise_exception=True)
+@permission_required(PERMISSION)
 @require_POST
 def job_commit(request: HttpRequest, pk: int) -> JsonResponse:
     _check_locked(request)

@@ -216,9 +216,13 @@ def test_resume_queues_the_canceled_tasks_again():
     job.submit(by_staff=True)
     job.cancel()
 
+    job.refresh_from_db()
+    assert job.end is not None  # canceled before a task ran: ended
+
     job.resume()
 
     assert job.status == JobStatus.PENDING
+    assert job.end is None, "a resumed job has not ended"
     assert set(job.tasks.values_list("status", flat=True)) == {TaskStatus.PENDING}
     assert len(queue_rows(job)) == 2
 
@@ -236,6 +240,7 @@ def test_retry_resets_only_the_failed_tasks():
     statuses = list(job.tasks.order_by("id").values_list("status", "attempts"))
     assert statuses == [(TaskStatus.SUCCESS, 3), (TaskStatus.PENDING, 0), (TaskStatus.WARNING, 3)]
     assert job.status == JobStatus.PENDING
+    assert job.end is None, "a retried job has not ended"
     assert len(queue_rows(job)) == 1
 
 

@@ -104,3 +104,75 @@ def test_task_page_shows_message_and_log_escaped(client, owned_job):
     content = client.get(url("task_detail", task.pk)).content.decode()
     assert "&lt;img src=x&gt;" in content and "<img src=x>" not in content
     assert 'data-action="reset"' in content
+
+
+# --- actions: help, confirmation, offered only when allowed, times that stay true -------------
+
+
+def action_forms(content: str) -> dict[str, str]:
+    """The action forms of a page by their action (the form's HTML)."""
+    import re
+
+    forms = re.findall(r"<form method=\"post\"[^>]*>.*?</form>", content, flags=re.S)
+    found = {}
+    for form in forms:
+        action = re.search(r'data-action="(\w+)"', form)
+        if action:
+            found[action[1]] = form
+    return found
+
+
+def test_every_action_has_a_tooltip_and_the_risky_ones_ask_first(client, owned_job):
+    staff = UserFactory(is_staff=True)
+    client.force_login(staff)
+    forms = action_forms(client.get(url("job_detail", owned_job.pk)).content.decode())
+    assert set(forms) == {"cancel", "delete"}
+    for form in forms.values():
+        assert 'title="' in form and 'data-bs-toggle="tooltip"' in form
+        assert "data-confirm=" in form
+    set_task_statuses(owned_job, DicomTask.Status.SUCCESS, DicomTask.Status.FAILURE)
+    owned_job.tasks.update(queued_job_id=None, attempts=1)
+    owned_job.update_status()
+    forms = action_forms(client.get(url("job_detail", owned_job.pk)).content.decode())
+    assert set(forms) == {"retry", "restart"}
+    assert "Retry the 1 failed task?" in forms["retry"]
+    assert "All 2 tasks run again" in forms["restart"]
+    assert 'id="confirm-modal"' in client.get(url("job_detail", owned_job.pk)).content.decode()
+    task = owned_job.tasks.get(status=DicomTask.Status.FAILURE)
+    forms = action_forms(client.get(url("task_detail", task.pk)).content.decode())
+    assert set(forms) == {"reset"} and "data-confirm=" in forms["reset"]
+
+
+def test_delete_is_not_offered_once_a_worker_took_a_task(client, owned_job):
+    client.force_login(owned_job.owner)
+    assert "delete" in action_forms(client.get(url("job_detail", owned_job.pk)).content.decode())
+    task = owned_job.tasks.first()
+    assert task.claim(task.queued_job_id)
+    owned_job.refresh_from_db()
+    assert owned_job.status == DicomJob.Status.IN_PROGRESS
+    content = client.get(url("job_detail", owned_job.pk)).content.decode()
+    assert set(action_forms(content)) == {"cancel"}
+
+
+def test_progress_reloads_the_page_when_the_status_changed_since_it_was_shown(client, owned_job):
+    client.force_login(owned_job.owner)
+    response = client.get(url("job_progress", owned_job.pk), {"shown": "PE"})
+    assert "HX-Refresh" not in response.headers
+    task = owned_job.tasks.first()
+    task.claim(task.queued_job_id)
+    response = client.get(url("job_progress", owned_job.pk), {"shown": "PE"})
+    assert response.headers["HX-Refresh"] == "true"
+    assert "shown=IP" in response.content.decode()
+
+
+def test_resetting_a_task_of_a_finished_job_clears_its_end_time(client, owned_job):
+    set_task_statuses(owned_job, DicomTask.Status.SUCCESS, DicomTask.Status.SUCCESS)
+    owned_job.tasks.update(queued_job_id=None)
+    owned_job.update_status()
+    assert owned_job.end is not None
+    client.force_login(owned_job.owner)
+    task = owned_job.tasks.first()
+    assert client.post(url("task_action", task.pk, "reset")).status_code == 302
+    owned_job.refresh_from_db()
+    assert owned_job.status in (DicomJob.Status.PENDING, DicomJob.Status.IN_PROGRESS)
+    assert owned_job.end is None

@@ -162,6 +162,13 @@ def test_unmodified_study_and_selected_series_arrive_at_the_destination(orthanc_
     assert len(expected_partial) == 3
     assert orthanc_b.study_instance_uids(study_uid_of(partial)) == expected_partial
     assert partial_task.message == "3 instance(s) transferred."
+    # The tasks count what they delivered; the job page sums it up.
+    assert (whole_task.transferred_instances, partial_task.transferred_instances) == (5, 3)
+    assert whole_task.transferred_bytes > partial_task.transferred_bytes > 0
+    totals = job.transfer_totals()
+    assert totals["studies"] == 2 and totals["instances"] == 8
+    assert totals["bytes"] == whole_task.transferred_bytes + partial_task.transferred_bytes
+    assert [node.pk for node in job.destinations()] == [destination.pk]
     # Nothing of the engine is left in the queue.
     assert not ProcrastinateJob.objects.filter(
         queue_name="dicom", status__in=["todo", "doing"]

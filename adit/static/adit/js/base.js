@@ -61,6 +61,39 @@
       showToast(detail.message || "", detail.level || "info", detail.title || "");
     });
 
+    // One-line explanations of buttons (title attribute; the native tooltip without Bootstrap).
+    document.querySelectorAll('[data-bs-toggle="tooltip"]').forEach(function (element) {
+      // Hover only: a tap or the focus a confirmation dialog gives back must not leave it open.
+      bootstrap.Tooltip.getOrCreateInstance(element, { trigger: "hover" });
+    });
+
+    // Forms with data-confirm ask in #confirm-modal before they are sent (core/_action_button).
+    var modal = document.getElementById("confirm-modal");
+    if (modal) {
+      var pending = null;
+      var yes = document.getElementById("confirm-modal-yes");
+      document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+        form.addEventListener("submit", function (event) {
+          if (form.dataset.confirmed === "yes") return;
+          event.preventDefault();
+          pending = form;
+          document.getElementById("confirm-modal-body").textContent = form.dataset.confirm;
+          yes.textContent = "Yes, " + (form.dataset.confirmLabel || "go on").toLowerCase();
+          yes.className = "btn btn-" + (form.dataset.confirmStyle || "primary");
+          document.querySelectorAll('[data-bs-toggle="tooltip"]').forEach(function (element) {
+            bootstrap.Tooltip.getOrCreateInstance(element).hide();
+          });
+          bootstrap.Modal.getOrCreateInstance(modal).show();
+        });
+      });
+      yes.addEventListener("click", function () {
+        if (!pending) return;
+        pending.dataset.confirmed = "yes";
+        yes.disabled = true;
+        pending.requestSubmit();
+      });
+    }
+
     // HTMX does not swap error responses; tell the user instead of doing nothing.
     document.body.addEventListener("htmx:responseError", function (event) {
       var xhr = event.detail.xhr;
