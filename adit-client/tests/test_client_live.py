@@ -120,7 +120,7 @@ def test_errors_carry_the_servers_detail(live_adit, setup):
     assert "NO_SUCH_AE" in error.value.detail
     with pytest.raises(BadRequestError) as error:
         client.search_for_studies(source.ae_title, {"PatientNam": "x"})
-    assert "Unknown DICOM keyword 'PatientNam'" in error.value.detail
+    assert "Unknown query parameter 'PatientNam'" in error.value.detail
     with pytest.raises(AuthenticationError) as error:
         AditClient(live_adit.url, "0" * 40).search_for_studies(source.ae_title)
     assert error.value.detail == "Invalid token."

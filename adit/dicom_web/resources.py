@@ -18,6 +18,7 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import QueryDataset
 from adit.dicom_explorer.rendering import PreviewError, frame_count, render_image
@@ -84,6 +85,18 @@ def fetch_instance(
     instances = operator.fetch_image("", study_uid, series_uid, image_uid)
     try:
         return next(iter(instances), None)
+    except RetriableDicomError:
+        raise
+    except DicomError:
+        # Some PACS (Orthanc among them) answer the retrieve of an instance they do not hold
+        # with a failure status instead of zero sub-operations: that is "not found".
+        try:
+            held = operator.instances_held(study_uid, series_uid, expected={image_uid})
+        except DicomError:
+            held = {image_uid}  # cannot tell: the retrieve's own error stands
+        if image_uid not in held:
+            return None
+        raise
     finally:
         close = getattr(instances, "close", None)
         if close is not None:
