@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from adit_client.multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -28,7 +29,6 @@ from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
 from . import services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
 from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
-from .multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
 from .renderers import DicomJsonRenderer
 from .usage import ApiUsageMixin
 
