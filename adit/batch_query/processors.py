@@ -36,7 +36,7 @@ class BatchQueryTaskProcessor(DicomTaskProcessor):
 
     def process(self) -> ProcessingResult:
         from adit.core.dicom.operator import DicomOperator
-        from adit.core.dicom_config import local_config
+        from adit.core.dicom_settings import local_config
 
         task = self.task
         source = task.source.concrete

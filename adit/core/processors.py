@@ -253,7 +253,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _operator(self, server):
         from .dicom.operator import DicomOperator
-        from .dicom_config import local_config
+        from .dicom_settings import local_config
 
         operator = DicomOperator(server.to_config(), local_config())
         operator.side_association = lambda: _one_more_association_slot(server)

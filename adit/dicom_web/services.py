@@ -34,7 +34,7 @@ from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.pseudonymizer import InstanceTransformer, PseudonymizationError
 from adit.core.dicom.query import QueryDataset
-from adit.core.dicom_config import local_config
+from adit.core.dicom_settings import local_config
 from adit.core.models import DicomServer
 
 from .errors import BadRequest, api_error_for

@@ -36,7 +36,7 @@ from adit.core.dicom.testing.peers import (
     start_qrscp,
 )
 from adit.core.dicom.testing.synthetic import make_study, write_study
-from adit.core.dicom_config import file_transmit_secret
+from adit.core.dicom_settings import file_transmit_secret
 from adit.core.testing import wait_until
 
 pytestmark = pytest.mark.peers
