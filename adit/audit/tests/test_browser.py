@@ -88,7 +88,7 @@ def test_trusted_party_exports_a_jobs_mapping_from_the_job_page(page: Page, live
 
     from adit.accounts.factories import GroupFactory
     from adit.audit.models import PseudonymMapping
-    from adit.example_app.models import ExampleTransferJob
+    from adit.core.tests.example_app.models import ExampleTransferJob
 
     group = GroupFactory(name="Trusted party")
     group.permissions.add(

@@ -30,7 +30,7 @@ from adit.core.processors import Phase
 from adit.core.testing import wait_until
 from adit.core.testing.proxy import CountingProxy
 from adit.core.testing.workers import run_worker_burst, start_worker, stop_worker
-from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
+from adit.core.tests.example_app.models import ExampleTransferJob, ExampleTransferTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
