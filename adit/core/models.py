@@ -2,9 +2,7 @@
 
 import secrets
 from datetime import datetime, timedelta
-from pathlib import PurePosixPath
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -15,13 +13,23 @@ from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from adit.core.deidentification import DEID_OPTION_CHOICES
 from adit.core.dicom.config import ServerConfig
-from adit.core.dicom.deid_profile import describe_options, parse_options
+from adit.core.dicom.deid_profile import DEID_OPTION_CHOICES, describe_options
+from adit.core.processing import ProcessingResult
+from adit.core.queue import abort_queued_job, cancel_queued_job, defer_dicom_tasks
+from adit.core.statuses import FINAL_STATUSES, Status, TaskStatus
+
+# Historic migrations name the node validators adit.core.models.<name>: keep them imported here.
 from adit.core.validators import (
+    validate_absolute_folder_path,
+    validate_ae_title,
+    validate_deid_options,
+    validate_host,
+    validate_http_url,
     validate_no_backslash_or_control_characters,
     validate_no_wildcards,
     validate_uid,
+    validate_url_prefix,
 )
 
 
@@ -53,83 +61,6 @@ class ProjectSettings(models.Model):
 
 AccessDirection = Literal["source", "destination"]
 ACCESS_DIRECTIONS: tuple[AccessDirection, ...] = ("source", "destination")
-
-
-def validate_ae_title(value: str) -> None:
-    """An AE title: 1–16 characters of the DICOM default repertoire, no backslash."""
-    if not value.strip():
-        raise ValidationError(
-            "The AE title must not be empty or only spaces.", code="ae_title_blank"
-        )
-    if len(value) > 16:
-        raise ValidationError(
-            "The AE title %(value)s is %(length)d characters long; at most 16 are allowed.",
-            code="too_long",
-            params={"value": repr(value), "length": len(value)},
-        )
-    if value != value.strip(" "):
-        raise ValidationError(
-            "The AE title %(value)s must not start or end with a space.",
-            code="padded",
-            params={"value": repr(value)},
-        )
-    bad = sorted({char for char in value if not (" " <= char <= "~") or char == "\\"})
-    if bad:
-        raise ValidationError(
-            "The AE title %(value)s contains characters not allowed in an AE title: %(bad)s "
-            "(allowed: printable ASCII except backslash).",
-            code="bad_characters",
-            params={"value": repr(value), "bad": ", ".join(repr(char) for char in bad)},
-        )
-
-
-def validate_host(value: str) -> None:
-    if value and (value != value.strip() or any(char.isspace() for char in value)):
-        raise ValidationError(
-            "The host %(value)s must not contain spaces.", code="bad_host", params={"value": value}
-        )
-
-
-def validate_http_url(value: str) -> None:
-    """An http(s) URL with a host; unlike Django's URLValidator it allows hosts without a TLD
-    (Docker service names like ``orthanc``)."""
-    parsed = urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError(
-            "%(value)s is not an http:// or https:// URL with a host.",
-            code="bad_url",
-            params={"value": value},
-        )
-    if any(char.isspace() for char in value):
-        raise ValidationError(
-            "The URL %(value)s must not contain spaces.", code="bad_url", params={"value": value}
-        )
-
-
-def validate_url_prefix(value: str) -> None:
-    if any(char.isspace() for char in value) or "://" in value:
-        raise ValidationError(
-            "The prefix %(value)s must be a path segment such as 'dicom-web' (no spaces, no "
-            "scheme).",
-            code="bad_prefix",
-            params={"value": value},
-        )
-
-
-def validate_absolute_folder_path(value: str) -> None:
-    path = PurePosixPath(value)
-    if not path.is_absolute():
-        raise ValidationError(
-            "The folder path %(value)s must be absolute (start with /).",
-            code="relative_path",
-            params={"value": value},
-        )
-    if ".." in path.parts:
-        raise ValidationError(
-            "The folder path %(value)s must not contain '..'.",
-            code="parent_reference",
-            params={"value": value},
-        )
 
 
 class DicomNodeQuerySet(models.QuerySet):
@@ -469,13 +400,6 @@ def new_pseudonymization_seed() -> str:
     return secrets.token_hex(16)
 
 
-def validate_deid_options(value: list[str]) -> None:
-    try:
-        parse_options(value)
-    except ValueError as error:
-        raise ValidationError(str(error)) from None
-
-
 def deid_options_field(help_text: str) -> ArrayField:
     return ArrayField(
         models.CharField(max_length=40, choices=DEID_OPTION_CHOICES),
@@ -548,17 +472,8 @@ class DicomAppSettings(models.Model):
 class DicomJob(models.Model):
     """What a user asked for; its status follows from its tasks (see `update_status`)."""
 
-    class Status(models.TextChoices):
-        UNVERIFIED = "UV", "Unverified"
-        PENDING = "PE", "Pending"
-        IN_PROGRESS = "IP", "In Progress"
-        CANCELING = "CI", "Canceling"
-        CANCELED = "CA", "Canceled"
-        SUCCESS = "SU", "Success"
-        WARNING = "WA", "Warning"
-        FAILURE = "FA", "Failure"
-
-    FINAL_STATUSES = (Status.CANCELED, Status.SUCCESS, Status.WARNING, Status.FAILURE)
+    Status = Status
+    FINAL_STATUSES = FINAL_STATUSES
 
     # Procrastinate priorities (higher runs first); concrete jobs override them.
     default_priority = 2
@@ -733,8 +648,6 @@ class DicomJob(models.Model):
 
     def queue_pending_tasks(self) -> int:
         """Queue every pending task that is not queued yet (one round trip for all)."""
-        from .tasks import queue_tasks
-
         with transaction.atomic():
             tasks = list(
                 self.tasks.select_for_update()
@@ -743,7 +656,7 @@ class DicomJob(models.Model):
             )
             if not tasks:
                 return 0
-            queue_ids = queue_tasks(tasks, self.priority)
+            queue_ids = defer_dicom_tasks(tasks, self.priority)
             _record_queue_ids(type(tasks[0]), [task.pk for task in tasks], queue_ids)
         return len(tasks)
 
@@ -867,7 +780,7 @@ class JobActionError(Exception):
 
 
 TASK_RESET_VALUES = {
-    "status": "PE",
+    "status": Status.PENDING,
     "attempts": 0,
     "message": "",
     "log": "",
@@ -877,32 +790,11 @@ TASK_RESET_VALUES = {
 }
 
 
-def cancel_queued_job(queue_job_id: int) -> None:
-    """Remove a job that has not started from the queue (no-op if it is gone already)."""
-    from procrastinate.contrib.django import app
-
-    app.job_manager.cancel_job_by_id(queue_job_id, delete_job=True)
-
-
-def abort_queued_job(queue_job_id: int) -> None:
-    """Ask the worker running a job to abort it (the worker then marks the task canceled)."""
-    from procrastinate.contrib.django import app
-
-    app.job_manager.cancel_job_by_id(queue_job_id, abort=True)
-
-
 class DicomTask(models.Model):
     """One unit of work a worker processes (e.g. one study)."""
 
-    class Status(models.TextChoices):
-        PENDING = "PE", "Pending"
-        IN_PROGRESS = "IP", "In Progress"
-        CANCELED = "CA", "Canceled"
-        SUCCESS = "SU", "Success"
-        WARNING = "WA", "Warning"
-        FAILURE = "FA", "Failure"
-
-    FINAL_STATUSES = (Status.CANCELED, Status.SUCCESS, Status.WARNING, Status.FAILURE)
+    Status = TaskStatus
+    FINAL_STATUSES = FINAL_STATUSES
 
     # Concrete tasks: job = models.ForeignKey(<Job>, on_delete=models.CASCADE, related_name="tasks")
     job: Any
@@ -1079,13 +971,13 @@ class DicomTask(models.Model):
             )
         else:
             self.finish(
-                _failure_result(f"Failed after {self.attempts} attempts: {error}", str(error))
+                ProcessingResult.failure(
+                    f"Failed after {self.attempts} attempts: {error}", str(error)
+                )
             )
 
     def hand_back(self, message: str, run_at: datetime | None, log_it: bool) -> None:
         """Put the task back in the queue (to run at `run_at`, or as soon as possible)."""
-        from .tasks import queue_tasks
-
         if self.job.status == DicomJob.Status.CANCELING:
             self.finish_canceled()
             return
@@ -1095,7 +987,7 @@ class DicomTask(models.Model):
                 status=self.Status.PENDING, message=message, log=log, queued_job_id=None
             )
             self.refresh_from_db()
-            (queue_id,) = queue_tasks([self], self.job.priority, schedule_at=run_at)
+            (queue_id,) = defer_dicom_tasks([self], self.job.priority, schedule_at=run_at)
             type(self).objects.filter(pk=self.pk).update(queued_job_id=queue_id)
         self.refresh_from_db()
         self.job.update_status()
@@ -1105,12 +997,6 @@ class DicomTask(models.Model):
         new = "\n".join(f"[{stamp}] {entry}" for entry in entries if entry)
         current = type(self).objects.values_list("log", flat=True).get(pk=self.pk)
         return f"{current}\n{new}".strip() if new else current
-
-
-def _failure_result(message: str, detail: str):
-    from .processors import ProcessingResult
-
-    return ProcessingResult(DicomTask.Status.FAILURE, message, [detail])
 
 
 class TransferJob(DicomJob):

@@ -54,11 +54,11 @@ from django.db import (
 )
 
 from .dicom.errors import RetriableDicomError
+from .processing import ProcessingResult
 from .processors import (
     DicomTaskProcessor,
     Phase,
     ProcessingAborted,
-    ProcessingResult,
     call_phase_hook,
     get_processor,
 )
