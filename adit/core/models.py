@@ -569,11 +569,7 @@ class DicomJob(models.Model):
             job = self._locked()
             job._require(job.is_verifiable, "verified")
             job._set_status(self.Status.PENDING)
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def delete_if_untouched(self) -> None:
         """Delete a job none of whose tasks has started, with its queue entries."""
@@ -612,11 +608,7 @@ class DicomJob(models.Model):
                 status=DicomTask.Status.PENDING, message="", end=None, queued_job_id=None
             )
             job._set_status(self.Status.PENDING, message="")
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def retry(self) -> None:
         """Run the failed tasks again (only those)."""
@@ -625,11 +617,7 @@ class DicomJob(models.Model):
             job._require(job.is_retriable, "retried")
             job.tasks.filter(status=DicomTask.Status.FAILURE).update(**TASK_RESET_VALUES)
             job._set_status(self.Status.PENDING, message="")
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def restart(self) -> None:
         """Run every task again (staff)."""
@@ -640,10 +628,16 @@ class DicomJob(models.Model):
             job._set_status(self.Status.PENDING, message="")
             job.start = job.end = None
             job.save(update_fields=["start", "end"])
+        self._run_again()
+
+    def _run_again(self) -> None:
+        """After resume, retry or restart: queue the pending tasks and let them decide the status.
+
+        A job with nothing left to run (e.g. resumed after a cancel that came when its only task
+        had already failed) ends now, not Pending forever.
+        """
         self.refresh_from_db()
         self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
         self.update_status()
 
     def queue_pending_tasks(self) -> int:

@@ -131,4 +131,5 @@ def heartbeat_is_stale(queue_job_id: int) -> bool:
             " AND last_heartbeat < clock_timestamp() - make_interval(secs => %s)",
             [queue_job_id, STALLED_AFTER_SECONDS],
         )
-        return cursor.fetchone()[0] == 1
+        (count,) = cursor.fetchone() or (0,)
+        return count == 1
