@@ -2,10 +2,10 @@
 
 A job may be in any of these states; a task in a subset (`TaskStatus`: it is never waiting for
 approval and never "canceling", which is the job's state while its running tasks stop). The task
-enum is built from the job's, so a value means the same in both and is spelled only here.
-Compare and assign these members, never the literals.
+enum takes its values and labels from the job's, so a value means the same in both and is
+spelled only once. Compare and assign these members, never the literals.
 
-A leaf module: it imports nothing of ADIT, so processors, tasks, models and templates tags can
+A leaf module: it imports nothing of ADIT, so processors, tasks, models and template tags can
 all use it.
 """
 
@@ -25,12 +25,16 @@ class Status(models.TextChoices):
     FAILURE = "FA", "Failure"
 
 
-_TASK_MEMBERS = ("PENDING", "IN_PROGRESS", "CANCELED", "SUCCESS", "WARNING", "FAILURE")
+class TaskStatus(models.TextChoices):
+    """The statuses a task can have: members of `Status` (its values and labels, not copies)."""
 
-TaskStatus = models.TextChoices(
-    "TaskStatus", [(name, (Status[name].value, Status[name].label)) for name in _TASK_MEMBERS]
-)
-"""The statuses a task can have (values and labels those of `Status`)."""
+    PENDING = Status.PENDING.value, Status.PENDING.label
+    IN_PROGRESS = Status.IN_PROGRESS.value, Status.IN_PROGRESS.label
+    CANCELED = Status.CANCELED.value, Status.CANCELED.label
+    SUCCESS = Status.SUCCESS.value, Status.SUCCESS.label
+    WARNING = Status.WARNING.value, Status.WARNING.label
+    FAILURE = Status.FAILURE.value, Status.FAILURE.label
+
 
 FINAL_STATUSES = (Status.CANCELED, Status.SUCCESS, Status.WARNING, Status.FAILURE)
 """Where a job or task stays until a user acts (retry, resume, restart, reset)."""
