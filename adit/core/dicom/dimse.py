@@ -60,8 +60,8 @@ from .errors import DicomError, RetriableDicomError
 from .net import association, commands, errors, statuses
 from .net.c_echo import c_echo
 from .net.c_find import c_cancel, c_find
-from .net.c_get import answer_sub_operation, c_get
-from .net.c_move import c_move
+from .net.c_get import answer_sub_operation, c_get, c_get_cancel
+from .net.c_move import c_move, c_move_cancel
 from .net.c_store import c_store
 from .query import QueryDataset, ResultDataset
 
@@ -279,6 +279,9 @@ class DimseConnector:
         # Open associations, so that abort() from another thread can end them all.
         self._active: list[association.Association] = []
         self._aborted = threading.Event()
+        # Running C-MOVEs and their contexts, for `cancel_moves()` from another thread.
+        self._moves: dict[association.Association, association.AcceptedContext] = {}
+        self._cancelled_moves: set[association.Association] = set()
 
     # --- association handling ---------------------------------------------------------------
 
@@ -449,7 +452,12 @@ class DimseConnector:
 
     # --- C-GET ------------------------------------------------------------------------------
 
-    def send_c_get(self, query: QueryDataset, sop_classes: Iterable[str] = ()) -> Iterator[Dataset]:
+    def send_c_get(
+        self,
+        query: QueryDataset,
+        sop_classes: Iterable[str] = (),
+        result: RetrieveResult | None = None,
+    ) -> Iterator[Dataset]:
         """Retrieves instances with C-GET and yields each as it arrives (file meta attached).
 
         `sop_classes`: the SOP classes the matching instances have (from an IMAGE-level
@@ -461,6 +469,7 @@ class DimseConnector:
         instead of filling memory. Sub-operation counts of the final response are checked
         after the last instance: all failed → `RetriableDicomError`; some failed → an entry in
         `warnings`. Instances keep the bytes they arrived as (`remember_received_encoding`).
+        `result`, when given, receives the final sub-operation counts.
         """
         model = self._retrieve_model(
             "C-GET",
@@ -472,8 +481,9 @@ class DimseConnector:
         storage = storage_contexts_for(sop_classes, reserved=1)
         contexts = [build_context(query_model), *storage]
         assoc = self._open_bulk_association("C-GET", contexts, _unique_abstract(storage))
-        result = RetrieveResult()
+        result = result if result is not None else RetrieveResult()
         finished = False
+        get_context = None
         try:
             get_contexts = assoc.contexts_for(query_model)
             if not get_contexts:
@@ -508,6 +518,11 @@ class DimseConnector:
                 ):
                     break
             finished = True
+        except GeneratorExit:
+            # The consumer stopped early: ask the PACS to stop rather than drop the line.
+            if get_context is not None and not self.aborted:
+                finished = self._cancel_get(assoc, get_context)
+            raise
         except errors.UpperLayerError as error:
             if self.aborted:
                 return
@@ -515,6 +530,16 @@ class DimseConnector:
         finally:
             self._finish(assoc, release=finished)
         self._evaluate_retrieve("C-GET", result)
+
+    def _cancel_get(
+        self, assoc: association.Association, context: association.AcceptedContext
+    ) -> bool:
+        """C-CANCEL of the running C-GET; True when the PACS ended it and it may be released."""
+        try:
+            return c_get_cancel(assoc, context)
+        except errors.UpperLayerError:
+            logger.debug("C-CANCEL of the C-GET on %s failed; aborting", self.server, exc_info=True)
+            return False
 
     def _received_instance(
         self, assoc: association.Association, message: commands.Message
@@ -610,6 +635,8 @@ class DimseConnector:
         release = False
         try:
             context = assoc.contexts_for(query_model)[0]
+            with self._lock:
+                self._moves[assoc] = context
             identifier = _encode_for(query.dataset, context.transfer_syntax)
             for message in c_move(assoc, context, identifier, destination_ae_title):
                 failed_uids: list[str] = []
@@ -631,9 +658,37 @@ class DimseConnector:
                 return result
             raise RetriableDicomError(f"C-MOVE on {self.server}: {error}") from error
         finally:
+            with self._lock:
+                self._moves.pop(assoc, None)
+                cancelled = assoc in self._cancelled_moves
+                self._cancelled_moves.discard(assoc)
             self._finish(assoc, release=release)
+        if cancelled:
+            return result  # ADIT stopped it: what arrived is the fetcher's to judge
         self._evaluate_retrieve("C-MOVE", result)
         return result
+
+    def cancel_moves(self, grace: float | None = None) -> None:
+        """Asks the PACS to stop every C-MOVE of this connector (C-CANCEL-RQ), from any thread.
+
+        The thread running `send_c_move` then reads the PACS's final response and releases
+        the association; one the PACS has not ended after `grace` seconds (default: the
+        DIMSE timeout) is aborted.
+        """
+        with self._lock:
+            moves = list(self._moves.items())
+            self._cancelled_moves.update(self._moves)
+        for assoc, context in moves:
+            try:
+                c_move_cancel(assoc, context)
+            except errors.UpperLayerError:
+                assoc.abort()
+                continue
+            timer = threading.Timer(
+                grace if grace is not None else self.local.timeouts.dimse, assoc.abort
+            )
+            timer.daemon = True
+            timer.start()
 
     # --- C-STORE ----------------------------------------------------------------------------
 

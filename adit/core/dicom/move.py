@@ -79,8 +79,14 @@ def fetch_with_move(
     settle_timeout: float = 5.0,
     warnings: list[str] | None = None,
     sop_classes: Mapping[str, str] | None = None,
+    cancel_move: Callable[[], None] | None = None,
 ) -> Iterator[Dataset]:
     """Subscribes to ``topic``, then runs ``send_c_move`` and yields the expected instances.
+
+    When the fetch ends while the C-MOVE still runs (the consumer stopped, instances are
+    missing, or the PACS goes on after everything arrived), ``cancel_move`` asks the PACS to
+    stop (C-CANCEL): it would otherwise push the rest of the study to a receiver that no
+    longer wants it.
 
     Args:
         client: connection details of the receiver's file transmit server.
@@ -93,6 +99,8 @@ def fetch_with_move(
         settle_timeout: after the C-MOVE failed, wait this long for stragglers, then give up.
         warnings: messages for the task log are appended here.
         sop_classes: SOP Class UID per expected instance, to name what is missing.
+        cancel_move: stops the running C-MOVE (called from this thread while the C-MOVE
+            waits in its own).
 
     Raises:
         RetriableDicomError: instances are missing (the message says how many of how many), or
@@ -107,47 +115,51 @@ def fetch_with_move(
     with client.subscribe(topic, tracker.expected) as subscription:
         move = _MoveInBackground(send_c_move)
         move.start()
-        last_arrival = time.monotonic()
-        while not tracker.complete:
-            now = time.monotonic()
-            deadline = min(total_deadline, last_arrival + inactivity_timeout)
-            if move.error is not None and move.finished_at is not None:
-                deadline = min(deadline, max(move.finished_at, last_arrival) + settle_timeout)
-            if now >= deadline:
-                raise _incomplete(
-                    tracker,
-                    move,
-                    None if subscription.connected else subscription.last_error,
-                    now,
-                    total_deadline,
-                    sop_classes,
-                )
-            received = subscription.receive(min(_POLL, deadline - now))
-            if received is None or not tracker.wanted(received.sop_instance_uid):
-                continue
-            try:
-                ds = received.dataset()
-                encoded = received.encoded_dataset()
-                if encoded is not None:
-                    remember_received_encoding(ds, received.transfer_syntax_uid, encoded)
-            except Exception as error:
-                # Counted as missing; a repeated delivery of the instance may still succeed.
-                logger.warning("Unreadable instance from the receiver: %s", error)
-                continue
-            tracker.arrived(received.sop_instance_uid)
-            yield ds
+        try:
             last_arrival = time.monotonic()
+            while not tracker.complete:
+                now = time.monotonic()
+                deadline = min(total_deadline, last_arrival + inactivity_timeout)
+                if move.error is not None and move.finished_at is not None:
+                    deadline = min(deadline, max(move.finished_at, last_arrival) + settle_timeout)
+                if now >= deadline:
+                    raise _incomplete(
+                        tracker,
+                        move,
+                        None if subscription.connected else subscription.last_error,
+                        now,
+                        total_deadline,
+                        sop_classes,
+                    )
+                received = subscription.receive(min(_POLL, deadline - now))
+                if received is None or not tracker.wanted(received.sop_instance_uid):
+                    continue
+                try:
+                    ds = received.dataset()
+                    encoded = received.encoded_dataset()
+                    if encoded is not None:
+                        remember_received_encoding(ds, received.transfer_syntax_uid, encoded)
+                except Exception as error:
+                    # Counted as missing; a repeated delivery of the instance may still succeed.
+                    logger.warning("Unreadable instance from the receiver: %s", error)
+                    continue
+                tracker.arrived(received.sop_instance_uid)
+                yield ds
+                last_arrival = time.monotonic()
 
-        if not move.join(min(30.0, total_deadline - time.monotonic())):
-            warnings.append(
-                f"C-MOVE from {topic.calling_ae_title}: still running after all "
-                f"{len(tracker.expected)} instances arrived"
-            )
-        elif move.error is not None:
-            warnings.append(
-                f"C-MOVE from {topic.calling_ae_title} reported an error although all "
-                f"{len(tracker.expected)} instances arrived: {move.error}"
-            )
+            if not move.join(min(30.0, total_deadline - time.monotonic())):
+                warnings.append(
+                    f"C-MOVE from {topic.calling_ae_title}: still running after all "
+                    f"{len(tracker.expected)} instances arrived"
+                )
+            elif move.error is not None:
+                warnings.append(
+                    f"C-MOVE from {topic.calling_ae_title} reported an error although all "
+                    f"{len(tracker.expected)} instances arrived: {move.error}"
+                )
+        finally:
+            if not move.done and cancel_move is not None:
+                cancel_move()
     logger.debug(
         "C-MOVE fetch of %d instances done in %.1f s",
         len(tracker.expected),
@@ -236,4 +248,5 @@ class ReceiverMoveFetcher:
             settle_timeout=self.settle_timeout,
             warnings=request.warnings,
             sop_classes=request.sop_classes,
+            cancel_move=request.cancel_c_move,
         )

@@ -102,6 +102,8 @@ class MoveRequest:
     """Issues the C-MOVE to `local.receiver_ae_title`; blocks until the PACS reports the end."""
     sop_classes: dict[str, str] = field(default_factory=dict)
     """SOP Class UID of each listed instance (where the source said), to name what is missing."""
+    cancel_c_move: Callable[[], None] | None = None
+    """Asks the PACS to stop the C-MOVE (C-CANCEL), from the fetching thread."""
     warnings: list[str] = field(default_factory=list)
     """Append warnings for the task log here (shared with the operator)."""
 
@@ -386,34 +388,43 @@ class DicomOperator:
                 self.warnings.append(f"{name} failed ({error}); trying {methods[index + 1][0]}")
 
     def _fetch_with_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
-        """C-GET of what the source lists, proposing the SOP classes it holds; every listed
-        instance arrives or the fetch fails naming what did not (and its SOP classes).
+        """C-GET proposing the SOP classes the source holds; every instance the source reports
+        arrives, or the fetch fails naming what did not (and its SOP classes).
 
-        The IMAGE-level listing costs a PACS about as much as the C-GET itself (Orthanc opens
-        every instance to answer it). When the PACS names the study's SOP classes at STUDY
-        level (SOP Classes in Study, one quick answer), the listing runs on a second
-        association beside the C-GET and is only compared at the end; otherwise it comes first,
-        because the C-GET must know which classes to propose.
+        The source reports what the query matches twice: in an IMAGE-level listing (C-FIND)
+        and in the C-GET's own sub-operation counts. The listing costs a PACS about as much as
+        the C-GET itself (Orthanc opens every instance to answer it), so it is asked for only
+        where it is needed or free:
+
+        * The PACS does not name the study's SOP classes at STUDY level (SOP Classes in
+          Study): the listing comes first, because the C-GET must know which classes to
+          propose.
+        * It names them, and the server's association limit leaves a second slot: the listing
+          runs on that association beside the C-GET and is compared at the end.
+        * It names them and no slot is free: the counts decide. Every sub-operation completed
+          (none failed) and as many distinct instances arrived as the PACS completed, or the
+          fetch fails; only then is the source listed, to name what is missing.
         """
         assert self.dimse is not None
         sop_classes = self._sop_classes_in_study(query)
         background: _InBackground[dict[str, str]] | None = None
-        listing: dict[str, str] = {}
+        listing: dict[str, str] | None = None
         side_slot = contextlib.ExitStack()
-        if sop_classes is not None and self._side_association(side_slot):
+        if sop_classes is None:
+            listing = self._listing_if_possible(query)
+            sop_classes = set(listing.values())
+        elif self._side_association(side_slot):
 
             def list_then_free_the_slot() -> dict[str, str]:
                 with side_slot:
                     return self._listing_if_possible(query)
 
             background = _InBackground("source-listing", list_then_free_the_slot)
-        else:
-            listing = self._listing_if_possible(query)
-            sop_classes = set(listing.values())
+        counts = RetrieveResult()
         received: set[str] = set()
         failure: DicomError | None = None
         try:
-            for ds in self.dimse.send_c_get(query, sop_classes=sop_classes):
+            for ds in self.dimse.send_c_get(query, sop_classes=sop_classes, result=counts):
                 received.add(uid_of(ds, SOP_INSTANCE_UID))
                 yield ds
         except DicomError as error:
@@ -422,6 +433,18 @@ class DicomOperator:
             if failure is not None and not received:
                 raise failure  # another method may take over; the listing ends on its own
             listing = background.result()
+        if not listing:  # none asked for, or the source cannot list: its counts decide
+            if failure is None and not counts.failed and len(received) >= counts.completed:
+                return
+            if failure is not None and not received:
+                raise failure
+            if listing is None:
+                listing = self._listing_if_possible(query)  # to name what did not arrive
+            if not listing:
+                raise RetriableDicomError(
+                    f"C-GET from {self.server}: {counts.failed} sub-operation(s) failed "
+                    f"({counts.completed} completed, {len(received)} instances arrived)"
+                ) from failure
         if failure is not None and (not received or not set(listing) - received):
             raise failure
         missing = set(listing) - received
@@ -506,6 +529,7 @@ class DicomOperator:
             expected_sop_instance_uids=expected,
             sop_classes=listing,
             send_c_move=lambda: dimse.send_c_move(move_query, self.local.receiver_ae_title),
+            cancel_c_move=dimse.cancel_moves,
             warnings=self.warnings,
         )
         return fetcher(request)

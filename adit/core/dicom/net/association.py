@@ -58,14 +58,15 @@ from .pdus import (
     P_DATA_HEADER,
     P_DATA_TF_PDU,
     PDV_HEADER,
-    READ_BUFFER_BYTES,
     RELEASE_RP,
     RELEASE_RQ,
     SEND_BATCH_BYTES,
     UNLIMITED_PEER_FRAGMENT,
     abort_pdu,
     abort_text,
+    pdu_reader,
     read_pdu,
+    set_read_timeout,
 )
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class Association:
         self._send_lock = threading.Lock()
         self._closed = False
         sock.settimeout(timeouts.dimse)
+        set_read_timeout(reader, timeouts.dimse)
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class Association:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeouts.acse)
-            reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+            reader = pdu_reader(sock, timeouts.acse)
             sock.sendall(
                 _association_request(
                     calling_ae_title, called_ae_title, contexts, scp_role_sop_classes
@@ -415,6 +417,7 @@ class Association:
             return
         try:
             self._socket.settimeout(self.timeouts.acse)
+            set_read_timeout(self._reader, self.timeouts.acse)
             with self._send_lock:
                 self._check_open()
                 self._sendall(RELEASE_RQ)
@@ -535,7 +538,7 @@ def accept_association(
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeouts.acse)
-        reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+        reader = pdu_reader(sock, timeouts.acse)
         if request_pdu is not None:
             pdu_type, header, body = request_pdu[0], request_pdu[:6], request_pdu[6:]
         else:

@@ -6,6 +6,12 @@ with `answer_sub_operation` before the next message is asked for: the peer waits
 answer, and while the caller works on the instance the next ones wait in the socket buffers (a
 slow consumer slows the sender down instead of filling memory). ADIT offers itself as SCP for
 the storage SOP classes when it negotiates (role selection, PS3.7 D.3.3.4).
+
+When the caller stops early (its destination failed, the task was cancelled), `c_get_cancel`
+asks the peer to stop with C-CANCEL-RQ (PS3.7 9.3.3.2.1) instead of dropping the association:
+the peer ends its sub-operations and sends its final response (status Cancel, FE00), and the
+association is released normally. Sub-operations already on their way are refused (A700): ADIT
+keeps nothing it is not going to deliver, and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .commands import (
     MESSAGE_ID,
     PENDING_STATUSES,
     Message,
+    c_cancel_rq,
     c_get_rq,
     c_store_rsp,
     check_response,
@@ -28,6 +35,12 @@ from .commands import (
 
 if TYPE_CHECKING:
     from .association import AcceptedContext, Association
+
+# Answers read after C-CANCEL before giving up on the peer (then the association is aborted).
+MAX_MESSAGES_AFTER_CANCEL = 10_000
+# C-STORE status for a sub-operation that arrives after ADIT cancelled: Refused, Out of
+# Resources (PS3.4 Table B.2-1); the peer counts it as failed, which it is.
+REFUSED_AFTER_CANCEL = 0xA700
 
 
 def c_get(
@@ -60,3 +73,19 @@ def answer_sub_operation(assoc: Association, request: Message, status: int) -> N
             status,
         ),
     )
+
+
+def c_get_cancel(assoc: Association, context: AcceptedContext, message_id: int = 1) -> bool:
+    """Sends C-CANCEL-RQ for the C-GET `message_id` and reads up to its final response,
+    refusing the sub-operations still arriving. False when the peer kept on: the association
+    must then be aborted, not released."""
+    assoc.send_message(context.context_id, c_cancel_rq(message_id))
+    for _ in range(MAX_MESSAGES_AFTER_CANCEL):
+        message = assoc.receive_message()
+        if message.command_field == C_STORE_RQ:
+            answer_sub_operation(assoc, message, REFUSED_AFTER_CANCEL)
+            continue
+        response = check_response(assoc, message, C_GET_RSP, message_id)
+        if response.status not in PENDING_STATUSES:
+            return True
+    return False

@@ -4,11 +4,23 @@ Every PDU read goes through `read_pdu`, which checks the announced length agains
 its type *before* reading or allocating anything: a peer announcing 1 GiB gets an A-ABORT, not
 1 GiB of buffer. ADIT's Maximum Length Received (`MAX_PDU_RECEIVE`) bounds a P-DATA-TF; the
 association PDUs and A-RELEASE/A-ABORT have small fixed caps.
+
+Time is bounded like size. A socket timeout bounds one `recv()` only, so a peer that trickles a
+byte every few seconds would hold a read (and the worker or receiver thread behind it) forever.
+Readers made by `pdu_reader` carry a timeout that `read_pdu` turns into a deadline for the
+whole PDU: from the moment ADIT starts waiting for it until its last byte. For the DIMSE
+timeout that is the time the peer may take for the next PDU (as before, for a prompt peer) and
+no more for a slow one; the ACSE timeout bounds the association answer and the release the
+same way.
 """
 
 from __future__ import annotations
 
+import io
+import select
+import socket
 import struct
+import time
 
 from .errors import PduTooLarge, UpperLayerError
 
@@ -51,6 +63,50 @@ def abort_pdu(source: int, reason: int) -> bytes:
     return PDU_HEADER.pack(A_ABORT_PDU, 0, 4) + bytes((0, 0, source, reason))
 
 
+class DeadlineSocketIO(io.RawIOBase):
+    """The bytes of a socket, each `recv()` allowed only what is left of the current deadline.
+
+    `timeout` (seconds, None for none) is what `start_deadline()` allows from now on; the
+    owner may change it (e.g. the ACSE timeout for a release). The wait is a `poll()` before
+    the `recv()` rather than a changed socket timeout, which would also cut short a `sendall()`
+    of another thread on the same socket. Closing it leaves the socket open (the association
+    closes that).
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float | None) -> None:
+        super().__init__()
+        self._socket = sock
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self.timeout = timeout
+        self._deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def start_deadline(self) -> None:
+        self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
+
+    def readinto(self, buffer) -> int:
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0 or not self._poller.poll(remaining * 1000):
+                raise TimeoutError("timed out (the peer did not send the whole PDU in time)")
+        return self._socket.recv_into(buffer)
+
+
+def pdu_reader(sock: socket.socket, timeout: float | None) -> io.BufferedReader:
+    """A buffered reader of `sock` whose PDU reads (`read_pdu`) end after `timeout` seconds."""
+    return io.BufferedReader(DeadlineSocketIO(sock, timeout), READ_BUFFER_BYTES)
+
+
+def set_read_timeout(reader, timeout: float | None) -> None:
+    """Changes what `read_pdu` allows each later PDU on a reader from `pdu_reader`."""
+    raw = getattr(reader, "raw", None)
+    if isinstance(raw, DeadlineSocketIO):
+        raw.timeout = timeout
+
+
 def read_exactly(reader, length: int) -> bytes:
     data = reader.read(length)
     if data is None or len(data) < length:
@@ -71,8 +127,12 @@ def read_pdu(reader) -> tuple[int, bytes, bytes]:
     """(PDU type, header, body) of the next PDU.
 
     The announced length is checked against the limit of the PDU's type before anything is
-    read or allocated, so a peer cannot make ADIT hold more than that per connection.
+    read or allocated, so a peer cannot make ADIT hold more than that per connection. On a
+    reader from `pdu_reader` the whole PDU must arrive within its timeout.
     """
+    raw = getattr(reader, "raw", None)
+    if isinstance(raw, DeadlineSocketIO):
+        raw.start_deadline()
     header = read_exactly(reader, 6)
     pdu_type, _, length = PDU_HEADER.unpack(header)
     limit = max_pdu_body(pdu_type)
