@@ -100,10 +100,11 @@ class DicomJob(models.Model):
     # --- actions -----------------------------------------------------------------------------
 
     def _locked(self):
-        """This job's row, locked until the end of the surrounding transaction."""
+        """This row (a job's or a task's), locked until the end of the surrounding transaction."""
         return type(self).objects.select_for_update().get(pk=self.pk)
 
     def _require(self, allowed: bool, action: str) -> None:
+        """Refuse an action the current status does not allow (a job's or a task's)."""
         if not allowed:
             raise JobActionError(
                 f"{self} cannot be {action} while it is {self.get_status_display()}."
@@ -387,14 +388,9 @@ class DicomTask(models.Model):
 
     # --- user actions --------------------------------------------------------------------------
 
-    def _locked(self):
-        return type(self).objects.select_for_update().get(pk=self.pk)
-
-    def _require(self, allowed: bool, action: str) -> None:
-        if not allowed:
-            raise JobActionError(
-                f"{self} cannot be {action} while it is {self.get_status_display()}."
-            )
+    # The same row lock and status check as the job's.
+    _locked = DicomJob._locked
+    _require = DicomJob._require
 
     def delete_pending(self) -> None:
         job = self.job
