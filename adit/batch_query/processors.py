@@ -10,15 +10,13 @@ from django.db import transaction
 
 from adit.core.association_limits import association_slot
 from adit.core.dicom.query import QueryDataset, ResultDataset, matches_wildcard
-from adit.core.models import DicomTask
 from adit.core.processing import ProcessingResult
 from adit.core.processors import DicomTaskProcessor
+from adit.core.statuses import Status
 
 from .models import BatchQueryResult, BatchQueryTask
 
 logger = logging.getLogger(__name__)
-
-Status = DicomTask.Status  # the same members as adit.core.statuses.Status
 
 
 class RowMismatch(Exception):
