@@ -17,6 +17,7 @@ urlpatterns = [
     path("batch-query/", include("adit.batch_query.urls", namespace="batch_query")),
     path("batch-transfer/", include("adit.batch_transfer.urls", namespace="batch_transfer")),
     path("explorer/", include("adit.dicom_explorer.urls", namespace="dicom_explorer")),
+    path("upload/", include("adit.upload.urls", namespace="upload")),
     path("audit/", include("adit.audit.urls", namespace="audit")),
     path("", include("adit.observability.urls")),
     path("", include("adit.core.urls")),

@@ -110,11 +110,15 @@ def mib(value: int | None) -> str:
 
 
 class Bench:
-    def __init__(self, work_dir: Path, n_instances: int, rows: int) -> None:
+    def __init__(self, work_dir: Path, n_instances: int, rows: int, modality: str = "CT") -> None:
         self.n_instances = n_instances
         self.rows = rows
-        self.orthanc_a = OrthancInstance("BENCH_A", base_dir=work_dir / "orthanc-a")
-        self.orthanc_b = OrthancInstance("BENCH_B", base_dir=work_dir / "orthanc-b")
+        self.modality = modality
+        self.receiver_peak = 0
+        self.spool_after: list[tuple[int, int]] = []
+        # AE titles differ per size, so a size scaling run's servers never clash in the database.
+        self.orthanc_a = OrthancInstance(f"BENCH_A{n_instances}", base_dir=work_dir / "orthanc-a")
+        self.orthanc_b = OrthancInstance(f"BENCH_B{n_instances}", base_dir=work_dir / "orthanc-b")
         self.work_dir = work_dir
         self.study_uid = ""
         self.results: list[Measurement] = []
@@ -126,6 +130,8 @@ class Bench:
         # Worker and receiver read these settings from the environment; A pushes C-MOVEs there.
         self.store_scp_port = free_port()
         self.process_env = {
+            # The receiver's spool lives here, so the benchmark can look into it after each move.
+            "ADIT_DATA_DIR": str(work_dir / "adit-data"),
             "RECEIVER_AE_TITLE": RECEIVER_AE,
             "STORE_SCP_PORT": str(self.store_scp_port),
             "FILE_TRANSMIT_PORT": str(free_port()),
@@ -189,7 +195,11 @@ class Bench:
 
         print(f"Storing a synthetic study of {self.n_instances} instances into A ...", flush=True)
         study = make_large_study(
-            self.n_instances, patient_id=PATIENT_ID, rows=self.rows, columns=self.rows
+            self.n_instances,
+            patient_id=PATIENT_ID,
+            rows=self.rows,
+            columns=self.rows,
+            modality=self.modality,
         )
         self.study_uid = str(study[0].StudyInstanceUID)
         config = self.orthanc_a.server_config()
@@ -267,10 +277,21 @@ class Bench:
             label = "ADIT engine A → B via C-MOVE, unmodified"
         source = DicomServer.objects.get(ae_title=self.orthanc_a.ae_title)
         if via_c_move:
-            with using_only_c_move(source):
+            assert self.receiver is not None
+            with using_only_c_move(source), MemoryWatcher(self.receiver.pid) as receiver_memory:
                 self._run_job(label, source, pseudonymized, timeout)
+            self.receiver_peak = max(self.receiver_peak, receiver_memory.peak)
+            self.report_spool()
         else:
             self._run_job(label, source, pseudonymized, timeout)
+
+    def report_spool(self) -> None:
+        """What the receiver still holds once the move ended (it should be nothing)."""
+        spool = self.work_dir / "adit-data" / "receiver-spool"
+        files = [path for path in spool.rglob("*") if path.is_file()] if spool.exists() else []
+        size = sum(path.stat().st_size for path in files)
+        self.spool_after.append((len(files), size))
+        print(f"    receiver spool after the move: {len(files)} files, {mib(size)}", flush=True)
 
     def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
         from adit.accounts.models import User
@@ -348,19 +369,187 @@ class Bench:
             f"\nWorker memory: {mib(self.idle_rss)} when idle, high-water mark "
             f"{mib(high_water_mark(self.worker.pid))} over its whole life."
         )
-        print("Aims: ratio ≥ 0.8 unmodified, ≥ 0.6 pseudonymized.")
+        if self.receiver_peak:
+            print(f"Receiver peak RSS during the moves through it: {mib(self.receiver_peak)}.")
+        if self.spool_after:
+            files, size = max(self.spool_after)
+            print(f"Receiver spool after the moves: at most {files} files, {mib(size)}.")
+        load = os.getloadavg()
+        print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+class SmallStudiesBench(Bench):
+    """Many small studies (CR/DX cohorts): N studies of a few instances, one task per study.
+
+    The reference is Orthanc's own C-MOVE of all N studies (one request naming them all, which
+    Orthanc sends as one C-MOVE per study). ADIT's line is a batch transfer job of N tasks
+    through the queue and one real `manage.py bg_worker`; what it takes beyond Orthanc's time,
+    divided by N, is the per-task overhead.
+    """
+
+    def __init__(
+        self, work_dir: Path, n_studies: int, per_study: int, rows: int, modality: str
+    ) -> None:
+        super().__init__(work_dir, n_studies * per_study, rows, modality)
+        self.n_studies = n_studies
+        self.per_study = per_study
+        self.studies: list[tuple[str, str]] = []  # (PatientID, StudyInstanceUID)
+        self.task_seconds: dict[str, list[float]] = {}
+
+    def upload_study(self) -> None:
+        from adit.core.dicom.config import LocalConfig
+        from adit.core.dicom.dimse import DimseConnector
+        from adit.core.dicom.testing.synthetic import make_study
+
+        print(
+            f"Storing {self.n_studies} studies × {self.per_study} instances into A ...", flush=True
+        )
+        datasets = []
+        for number in range(self.n_studies):
+            study = make_study(
+                f"SMALL{number:05d}",
+                f"Small^Study{number}",
+                series=((self.modality, self.per_study),),
+                compressed_series=False,
+                seed=f"adit-small-{number}",
+                rows=self.rows,
+                columns=self.rows,
+            )
+            self.studies.append((str(study[0].PatientID), str(study[0].StudyInstanceUID)))
+            datasets += study
+        config = self.orthanc_a.server_config()
+        DimseConnector(config, LocalConfig(calling_ae_title="ADIT_BENCH")).send_c_store(datasets)
+        stored = len(self.orthanc_a.rest("GET", "/instances").json())
+        if stored != self.n_instances:
+            raise SystemExit(f"Orthanc A holds {stored} of {self.n_instances} instances")
+
+    def _check_b(self, label: str, patient_id: str) -> None:
+        stored = len(self.orthanc_b.rest("GET", "/instances").json())
+        if stored != self.n_instances:
+            raise SystemExit(f"{label}: Orthanc B holds {stored} of {self.n_instances} instances")
+
+    def orthanc_c_move(self) -> None:
+        self._clear_b()
+        a, b = self.orthanc_a, self.orthanc_b
+        started = time.perf_counter()
+        b.rest(
+            "POST",
+            f"/modalities/{a.ae_title}/move",
+            json={
+                "Level": "Study",
+                "Resources": [{"StudyInstanceUID": uid} for _, uid in self.studies],
+                "TargetAet": b.ae_title,
+                "Synchronous": True,
+                "Timeout": 600,
+            },
+        )
+        label = f"Orthanc C-MOVE A → B, {self.n_studies} studies (reference)"
+        self._record(Measurement(label, self.n_instances, time.perf_counter() - started))
+        self._check_b(label, "")
+
+    def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
+        from adit.accounts.models import User
+        from adit.batch_transfer.models import BatchTransferJob, create_batch_transfer_job
+        from adit.batch_transfer.parsers import StudyRequest
+        from adit.core.models import DicomJob, DicomServer
+
+        assert self.worker is not None
+        label = f"ADIT batch job of {self.n_studies} tasks" + (
+            " via C-MOVE" if "C-MOVE" in label else ""
+        )
+        self._clear_b()
+        owner, _ = User.objects.get_or_create(username="benchmark", defaults={"is_staff": True})
+        requests = [
+            StudyRequest(patient_id=patient_id, study_uid=study_uid, pseudonym="", lines=[n + 2])
+            for n, (patient_id, study_uid) in enumerate(self.studies)
+        ]
+        destination = DicomServer.objects.get(ae_title=self.orthanc_b.ae_title)
+        with MemoryWatcher(self.worker.pid) as memory:
+            started = time.perf_counter()
+            job = create_batch_transfer_job(
+                owner, source, destination, requests, project_name="Bench", project_description="-"
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                status = BatchTransferJob.objects.values_list("status", flat=True).get(pk=job.pk)
+                if status in DicomJob.FINAL_STATUSES:
+                    break
+                time.sleep(0.02)
+            else:
+                raise SystemExit(f"{label}: the job did not finish within {timeout} s")
+            seconds = time.perf_counter() - started
+        if status != DicomJob.Status.SUCCESS:
+            failed = job.tasks.exclude(status="SU").first()
+            detail = f"{failed.message}\n{failed.log}" if failed else ""
+            raise SystemExit(f"{label}: the job ended {status}: {detail}")
+        durations = [
+            (task.end - task.start).total_seconds() for task in job.tasks.all() if task.start
+        ]
+        self.task_seconds[label] = durations
+        self._record(Measurement(label, self.n_instances, seconds, sum(durations), memory.peak))
+        self._check_b(label, "")
+
+    def report(self) -> None:
+        super().report()
+        reference = min(
+            (m for m in self.results if "reference" in m.label), key=lambda m: m.seconds
+        )
+        print(f"\nPer task ({self.n_studies} studies × {self.per_study} instances):")
+        for label, durations in self.task_seconds.items():
+            best = min((m for m in self.results if m.label == label), key=lambda m: m.seconds)
+            overhead = (best.seconds - reference.seconds) / self.n_studies * 1000
+            mean = sum(durations) / len(durations) * 1000 if durations else 0.0
+            print(
+                f"  {label:<44} wall beyond Orthanc {overhead:>6.0f} ms/task, "
+                f"task start→end mean {mean:>6.0f} ms"
+            )
+
+
+DATA = {
+    # name: (modality, rows = columns); 16-bit pixels in all of them
+    "ct": ("CT", 512),  # 0.5 MB per instance, what a CT series holds
+    "mr": ("MR", 256),
+    "cr": ("CR", 512),  # the many-small-studies default (a CR/DX cohort, kept small in size)
+    "tiny": ("CT", 64),  # the old default: shows per-instance overhead, not throughput
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--rows", type=int, default=64, help="image size (rows = columns)")
+    parser.add_argument(
+        "--scenario",
+        choices=["study", "small-studies"],
+        default="study",
+        help="one large study (default), or many small studies as a batch job",
+    )
+    parser.add_argument(
+        "--instances",
+        default="500",
+        help="instances of the study; a comma list (100,500,1500) runs a size scaling",
+    )
+    parser.add_argument("--data", choices=sorted(DATA), default=None, help="realistic data")
+    parser.add_argument("--rows", type=int, default=None, help="image size N: N×N pixels")
+    parser.add_argument("--studies", type=int, default=100, help="small-studies: how many")
+    parser.add_argument("--per-study", type=int, default=3, help="small-studies: instances")
+    parser.add_argument(
+        "--ways",
+        default="unmodified,pseudonymized,c-move",
+        help="study scenario: which ADIT ways to run (unmodified, pseudonymized, c-move)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the best one counts")
     parser.add_argument("--timeout", type=float, default=600, help="per transfer, seconds")
     parser.add_argument(
         "--keep", action="store_true", help="keep the work folder (worker log, Orthanc logs)"
     )
     args = parser.parse_args(argv)
+    sizes = [int(part) for part in args.instances.split(",") if part.strip()]
+    ways = {part.strip() for part in args.ways.split(",") if part.strip()}
+    unknown = ways - {"unmodified", "pseudonymized", "c-move"}
+    if unknown or not sizes or min(sizes) < 1:
+        parser.error(f"bad --instances or --ways ({', '.join(sorted(unknown))})")
+    data = args.data or ("cr" if args.scenario == "small-studies" else "tiny")
+    modality, rows = DATA[data]
+    rows = args.rows or rows
 
     require_orthanc_or_exit()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "adit.settings.test")
@@ -374,34 +563,66 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     setup_test_environment()
-    work_dir = Path(tempfile.mkdtemp(prefix="adit-transfer-bench-"))
-    if args.keep:
-        print(f"Work folder (kept): {work_dir}")
-    bench = Bench(work_dir, args.instances, args.rows)
-    print("Creating a throwaway database and starting Orthanc A and B ...", flush=True)
+    print("Creating a throwaway database ...", flush=True)
     old_config = setup_databases(verbosity=0, interactive=False)
     try:
-        bench.start_peers()
-        bench.upload_study()
-        create_servers(bench)
-        bench.start_receiver()
-        bench.start_worker()
-        print("Runs (B is emptied before each):", flush=True)
-        for _ in range(max(1, args.repeat)):
-            bench.orthanc_c_move()
-            bench.adit_transfer(pseudonymized=False, timeout=args.timeout)
-            bench.adit_transfer(pseudonymized=True, timeout=args.timeout)
-            bench.adit_transfer(pseudonymized=False, timeout=args.timeout, via_c_move=True)
-        bench.report()
+        if args.scenario == "small-studies":
+            sizes = [args.studies * args.per_study]
+        for size in sizes:
+            work_dir = Path(tempfile.mkdtemp(prefix="adit-transfer-bench-"))
+            if args.keep:
+                print(f"Work folder (kept): {work_dir}")
+            if args.scenario == "small-studies":
+                bench: Bench = SmallStudiesBench(
+                    work_dir, args.studies, args.per_study, rows, modality
+                )
+            else:
+                bench = Bench(work_dir, size, rows, modality)
+            print(f"\n=== {size} instances, {modality} {rows}×{rows} ===", flush=True)
+            try:
+                run_bench(bench, args, ways)
+            finally:
+                bench.stop()
+                if not args.keep:
+                    shutil.rmtree(work_dir, ignore_errors=True)
     finally:
-        bench.stop()
         from django.db import connections
 
         connections.close_all()
         teardown_databases(old_config, verbosity=0)
-        if not args.keep:
-            shutil.rmtree(work_dir, ignore_errors=True)
     return 0
+
+
+def run_bench(bench: Bench, args, ways: set[str]) -> None:
+    """Orthanc runs right before each ADIT way (the paired design): the ratio of each way is
+    taken against the best reference of the run."""
+    print("Starting Orthanc A and B ...", flush=True)
+    bench.start_peers()
+    bench.upload_study()
+    create_servers(bench)
+    bench.start_receiver()
+    bench.start_worker()
+    print("Runs (B is emptied before each):", flush=True)
+    for _ in range(max(1, args.repeat)):
+        if isinstance(bench, SmallStudiesBench):
+            bench.orthanc_c_move()
+            bench.adit_transfer(pseudonymized=False, timeout=args.timeout)
+            bench.orthanc_c_move()
+            if "c-move" in ways:
+                bench.adit_transfer(pseudonymized=False, timeout=args.timeout, via_c_move=True)
+                bench.orthanc_c_move()
+            continue
+        bench.orthanc_c_move()
+        if "unmodified" in ways:
+            bench.adit_transfer(pseudonymized=False, timeout=args.timeout)
+            bench.orthanc_c_move()
+        if "pseudonymized" in ways:
+            bench.adit_transfer(pseudonymized=True, timeout=args.timeout)
+            bench.orthanc_c_move()
+        if "c-move" in ways:
+            bench.adit_transfer(pseudonymized=False, timeout=args.timeout, via_c_move=True)
+            bench.orthanc_c_move()
+    bench.report()
 
 
 def require_orthanc_or_exit() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from adit.core.models import DicomNode, DicomServer
+from adit.core.query_fields import validate_lengths_on_the_server
 from adit.core.spreadsheets import (
     Problems,
     SpreadsheetContentError,
@@ -46,6 +47,7 @@ class BatchQueryJobForm(forms.Form):
             )
             widget.attrs.setdefault("class", css)
         self.fields["batch_file"].widget.attrs["accept"] = ".xlsx,.csv"
+        validate_lengths_on_the_server(self)
 
     def clean(self):
         cleaned = super().clean()

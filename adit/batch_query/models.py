@@ -11,6 +11,9 @@ class BatchQuerySettings(DicomAppSettings):
         verbose_name = "batch query settings"
         verbose_name_plural = "batch query settings"
 
+    def __str__(self) -> str:
+        return "Batch query settings"
+
 
 class BatchQueryJob(DicomJob):
     default_priority = 3

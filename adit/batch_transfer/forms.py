@@ -10,6 +10,7 @@ from adit.core.deidentification import (
     options_for_new_job,
 )
 from adit.core.models import DicomNode, DicomServer
+from adit.core.query_fields import validate_lengths_on_the_server
 from adit.core.spreadsheets import (
     Problems,
     SpreadsheetContentError,
@@ -18,6 +19,7 @@ from adit.core.spreadsheets import (
 )
 from adit.core.validators import validate_no_backslash_or_control_characters
 
+from .from_query import FromQueryError, studies_from_query
 from .parsers import parse_batch_transfer_file
 
 
@@ -89,6 +91,7 @@ class BatchTransferJobForm(forms.Form):
             )
             widget.attrs.setdefault("class", css)
         self.fields["batch_file"].widget.attrs["accept"] = ".xlsx,.csv"
+        validate_lengths_on_the_server(self)
         if not self.is_bound:
             self.fields["deid_options"].initial = group_default_options(user)
 
@@ -121,4 +124,47 @@ class BatchTransferJobForm(forms.Form):
         except SpreadsheetContentError as error:
             self.problems = error.problems
             self.add_error("batch_file", str(error))
+        return cleaned
+
+
+class BatchTransferFromQueryForm(BatchTransferJobForm):
+    """A batch transfer of what a batch query job found: the same options as the upload form,
+    the query's source, and no file (the studies come from the query's results)."""
+
+    def __init__(self, *args, user, query_job, **kwargs) -> None:
+        super().__init__(*args, user=user, **kwargs)
+        self.query_job = query_job
+        del self.fields["batch_file"]
+        source = self.fields["source"]
+        assert isinstance(source, forms.ModelChoiceField)
+        # Only the server the query asked: the found UIDs are that server's.
+        source_ids = query_job.tasks.values("source_id").distinct()
+        source.queryset = source.queryset.filter(pk__in=source_ids)
+        source.error_messages["invalid_choice"] = (
+            "The source must be the server the query asked, and your active group must be "
+            "allowed to use it as source."
+        )
+        source.help_text = "The server the batch query asked."
+        if not self.is_bound:
+            self.initial.setdefault("project_name", query_job.project_name)
+            self.initial.setdefault("project_description", query_job.project_description)
+
+    def found_studies(self) -> list:
+        """The studies to transfer.
+
+        Raises:
+            FromQueryError: why the found studies cannot be transferred as they are.
+        """
+        return studies_from_query(
+            self.query_job,
+            pseudonym_required=self.pseudonym_required,
+            max_rows=sheet_settings("BATCH_TRANSFER", self.user)["max_rows"],
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            self.studies = self.found_studies()
+        except FromQueryError as error:
+            self.add_error(None, str(error))
         return cleaned

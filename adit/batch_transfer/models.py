@@ -12,6 +12,9 @@ class BatchTransferSettings(DicomAppSettings):
         verbose_name = "batch transfer settings"
         verbose_name_plural = "batch transfer settings"
 
+    def __str__(self) -> str:
+        return "Batch transfer settings"
+
 
 class BatchTransferJob(TransferJob):
     default_priority = 2

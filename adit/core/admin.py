@@ -3,7 +3,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
@@ -17,6 +17,10 @@ from adit.core.models import (
     ProjectSettings,
 )
 from adit.core.node_checks import check_server
+
+admin.site.site_header = "ADIT administration"
+admin.site.site_title = "ADIT admin"
+admin.site.index_title = "Servers, folders, groups, users and the apps' settings"
 
 # --- Project settings (the one row: announcement, maintenance mode) -----------------------------
 
@@ -34,6 +38,43 @@ class ProjectSettingsAdmin(admin.ModelAdmin):
         return False
 
 
+# --- The apps' settings (lock, suspend, transfer window): one row per app -----------------------
+
+
+class DicomAppSettingsAdmin(admin.ModelAdmin):
+    """Admin of an app's `DicomAppSettings` row; each app registers its model with it."""
+
+    list_display = [
+        "__str__",
+        "locked",
+        "suspended",
+        "transfer_window_start",
+        "transfer_window_end",
+    ]
+    fieldsets = [
+        (None, {"fields": ["locked", "suspended"]}),
+        (
+            "Transfer window",
+            {
+                "description": "Non-urgent tasks of the app only run inside this window "
+                "(server time); leave both empty to run them at any time.",
+                "fields": [("transfer_window_start", "transfer_window_end")],
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A singleton: the app's settings `get()` creates the row; a second one is ignored.
+        return not self.model.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        self.model.get()  # the row exists before anyone looks for it
+        return super().changelist_view(request, extra_context)
+
+
 # --- DICOM nodes (servers, folders, group access) -----------------------------------------------
 
 
@@ -48,14 +89,33 @@ class DicomFolderGroupAccessInline(DicomNodeGroupAccessInline):
     fields = ["group", "destination"]
 
 
-def report_connection_check(request: HttpRequest, server: DicomServer) -> None:
-    """Check a server (C-ECHO and/or QIDO-RS) and show the outcome as an admin message."""
+def connection_check(server: DicomServer) -> tuple[bool, str]:
+    """Check a server (C-ECHO and/or QIDO-RS): whether all succeeded and what happened."""
     results = check_server(server.to_config(), settings.CALLING_AE_TITLE)
-    summary = "; ".join(str(result) for result in results)
-    if all(result.ok for result in results):
+    return all(result.ok for result in results), "; ".join(str(result) for result in results)
+
+
+def report_connection_check(request: HttpRequest, server: DicomServer) -> None:
+    """Check a server and show the outcome as an admin message."""
+    ok, summary = connection_check(server)
+    if ok:
         messages.success(request, f"{server.name}: {summary}")
     else:
         messages.error(request, f"{server.name}: {summary}")
+
+
+def receiver_registration() -> dict[str, object]:
+    """What a PACS admin registers so the PACS answers ADIT and C-MOVEs to its receiver."""
+    host = settings.STORE_SCP_HOST
+    return {
+        "calling_ae_title": settings.CALLING_AE_TITLE,
+        "receiver_ae_title": settings.RECEIVER_AE_TITLE,
+        "receiver_host": host,
+        "receiver_port": settings.STORE_SCP_PORT,
+        # The receiver listens on this address; a loopback or wildcard address is not what a
+        # PACS on another machine can reach, so say so instead of showing it as the answer.
+        "host_is_local": host in ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"),
+    }
 
 
 @admin.register(DicomServer)
@@ -118,12 +178,29 @@ class DicomServerAdmin(admin.ModelAdmin):
         ]
         return custom + super().get_urls()
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context = {**context, "receiver": receiver_registration()}
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def test_connection_view(self, request: HttpRequest, object_id: str):
+        """POST: check the server. The page's script asks for JSON and shows the result next
+        to the button; without the script the result comes back as a message."""
         server = get_object_or_404(DicomServer, pk=object_id)
+        wants_json = "application/json" in request.headers.get("Accept", "")
         if not self.has_view_or_change_permission(request, server):
-            messages.error(request, "You may not test this server.")
+            error = "You may not test this server."
         elif request.method != "POST":
-            messages.error(request, "Use the Test connection button to test a server.")
+            error = "Use the Test connection button to test a server."
+        else:
+            error = ""
+        if wants_json:
+            if error:
+                status = 405 if request.method != "POST" else 403
+                return JsonResponse({"ok": False, "summary": error}, status=status)
+            ok, summary = connection_check(server)
+            return JsonResponse({"ok": ok, "summary": summary})
+        if error:
+            messages.error(request, error)
         else:
             report_connection_check(request, server)
         return HttpResponseRedirect(reverse("admin:core_dicomserver_change", args=[server.pk]))

@@ -35,6 +35,10 @@ VENDORED_FILES: dict[str, str] = {
     "htmx.org/dist/htmx.min.js": "htmx/htmx.min.js",
     "htmx.org/LICENSE": "htmx/LICENSE",
     "alpinejs/dist/cdn.min.js": "alpinejs/alpine.min.js",
+    # DICOM parsing and writing in the browser (the upload app pseudonymizes before sending).
+    "dcmjs/build/dcmjs.min.js": "dcmjs/dcmjs.min.js",
+    "dcmjs/build/dcmjs.min.js.map": "dcmjs/dcmjs.min.js.map",
+    "dcmjs/License.txt": "dcmjs/LICENSE",
 }
 
 

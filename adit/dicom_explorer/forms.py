@@ -22,6 +22,15 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from adit.core.dicom.query import QueryDataset, parse_date, person_name_to_dicom
+from adit.core.query_fields import (
+    ACCESSION_HELP,
+    DESCRIPTION_HELP,
+    PATIENT_ID_HELP,
+    PATIENT_NAME_HELP,
+    STUDY_DATE_HELP,
+    add_placeholders,
+    validate_lengths_on_the_server,
+)
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
     validate_no_wildcards,
@@ -57,14 +66,14 @@ class StudySearchForm(forms.Form):
         label="Patient ID",
         max_length=64,
         required=False,
-        help_text="* and ? match any characters",
+        help_text=PATIENT_ID_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     patient_name = forms.CharField(
         label="Patient name",
         max_length=200,
         required=False,
-        help_text="Last, First (prefixes match)",
+        help_text=PATIENT_NAME_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     birth_date = forms.CharField(
@@ -74,20 +83,23 @@ class StudySearchForm(forms.Form):
         label="Study date",
         max_length=50,
         required=False,
-        help_text="A date or a range, e.g. 2024-01-01 - 2024-03-31",
+        help_text=STUDY_DATE_HELP,
     )
-    modality = forms.CharField(label="Modality", max_length=16, required=False, help_text="e.g. CT")
+    modality = forms.CharField(
+        label="Modality", max_length=16, required=False, help_text="A code such as CT or MR."
+    )
     accession_number = forms.CharField(
         label="Accession number",
         max_length=16,
         required=False,
+        help_text=ACCESSION_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     study_description = forms.CharField(
         label="Study description",
         max_length=64,
         required=False,
-        help_text="* and ? match any characters",
+        help_text=DESCRIPTION_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
 
@@ -97,8 +109,8 @@ class StudySearchForm(forms.Form):
             field.widget.attrs.update(
                 {"class": "form-control form-control-sm", "id": f"ex-{name.replace('_', '-')}"}
             )
-        self.fields["patient_name"].widget.attrs["placeholder"] = "Last, First"
-        self.fields["study_date"].widget.attrs["placeholder"] = "2024-01-01 - 2024-03-31"
+        add_placeholders(self)
+        validate_lengths_on_the_server(self)
 
     def _post_clean(self) -> None:
         super()._post_clean()

@@ -93,10 +93,17 @@ def _first_number(value) -> float | None:
         return None
 
 
-def grey_levels(ds: Dataset, stored: np.ndarray) -> np.ndarray:
-    """Stored values of one monochrome frame → 0..1 after the Modality and VOI transforms."""
+def grey_levels(
+    ds: Dataset, stored: np.ndarray, window: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Stored values of one monochrome frame → 0..1 after the Modality and VOI transforms.
+
+    `window` (center, width in modality units) replaces the file's VOI when given.
+    """
     values = apply_modality_lut(stored, ds).astype(np.float64)
-    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+    if window is not None:
+        levels = _window(values, *window)
+    elif "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         shown = apply_voi_lut(stored, ds, prefer_lut=True).astype(np.float64)
         low, high = float(shown.min()), float(shown.max())
         levels = (shown - low) / (high - low) if high > low else np.zeros_like(shown)
@@ -128,20 +135,47 @@ def render_png(ds: Dataset, frame: int = 1, max_size: int | None = None) -> byte
     Raises:
         PreviewError: naming why no image could be made.
     """
+    return render_image(ds, frame, size=(max_size, max_size) if max_size else None)
+
+
+def render_image(
+    ds: Dataset,
+    frame: int = 1,
+    *,
+    window: tuple[float, float] | None = None,
+    size: tuple[int, int] | None = None,
+    image_format: str = "PNG",
+    quality: int | None = None,
+) -> bytes:
+    """One frame as PNG or JPEG bytes (PS3.18 8.3.5 rendered resources).
+
+    Args:
+        window: (center, width) in modality units instead of the file's VOI (greyscale only).
+        size: the viewport (width, height) the image is shrunk to fit, aspect ratio kept.
+        image_format: "PNG" or "JPEG".
+        quality: JPEG quality 1..100.
+
+    Raises:
+        PreviewError: naming why no image could be made.
+    """
     pixels = _decode(ds, frame)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 1:
         if pixels.ndim != 2:
             raise PreviewError(f"Unexpected pixel array shape {pixels.shape} for one frame.")
-        image = Image.fromarray((grey_levels(ds, pixels) * 255).round().astype(np.uint8), "L")
+        levels = grey_levels(ds, pixels, window)
+        image = Image.fromarray((levels * 255).round().astype(np.uint8), "L")
     elif samples == 3 and pixels.ndim == 3:
         image = Image.fromarray(_colour_to_8_bit(pixels, ds), "RGB")
     else:
         raise PreviewError(f"{samples} samples per pixel cannot be shown.")
-    if max_size:
-        image.thumbnail((max_size, max_size))
+    if size:
+        image.thumbnail(size)
     output = io.BytesIO()
-    image.save(output, format="PNG")
+    if image_format == "JPEG":
+        image.save(output, format="JPEG", quality=quality or 90)
+    else:
+        image.save(output, format="PNG")
     return output.getvalue()
 
 

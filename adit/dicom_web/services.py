@@ -6,7 +6,8 @@ The views stay thin; everything here works with plain values and the DICOM layer
 from __future__ import annotations
 
 import asyncio
-import json
+import copy
+import dataclasses
 import logging
 import queue
 import threading
@@ -18,10 +19,11 @@ from typing import Any
 from adit_client.multipart import MultipartError, iter_parts
 from django.conf import settings
 from pydicom import Dataset, dcmread
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import dcmwrite
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -33,7 +35,12 @@ from adit.core.dicom.completeness import IncompleteDataSet, check_complete
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.pseudonymizer import InstanceTransformer, PseudonymizationError
-from adit.core.dicom.query import QueryDataset
+from adit.core.dicom.query import (
+    QueryDataset,
+    has_wildcards,
+    matches_wildcard,
+    person_name_to_dicom,
+)
 from adit.core.dicom_settings import local_config
 from adit.core.models import DicomServer
 
@@ -43,15 +50,6 @@ logger = logging.getLogger(__name__)
 
 QIDO_RESERVED_PARAMETERS = ("includefield", "limit", "offset", "fuzzymatching")
 MAX_QIDO_LIMIT = 10_000
-# Elements never sent in metadata responses (bulk data; the standard would give BulkDataURIs).
-BULK_DATA_KEYWORDS = (
-    "PixelData",
-    "FloatPixelData",
-    "DoubleFloatPixelData",
-    "WaveformData",
-    "EncapsulatedDocument",
-    "SpectroscopyData",
-)
 # Failure reasons of STOW-RS (PS3.4 Storage Service status codes).
 FAILURE_PROCESSING = 0x0110
 FAILURE_OUT_OF_RESOURCES = 0xA700
@@ -74,6 +72,95 @@ def make_operator(server: DicomServer) -> DicomOperator:
 
 # --- QIDO-RS --------------------------------------------------------------------------------
 
+# Attributes every result carries (PS3.18 Table 6.7.1-2, "Required Attributes"), as far as the
+# source knows them; RetrieveURL is ADIT's own (set after the search). Study-level attributes
+# are merged into series and instance results, series-level ones into instance results (what
+# Table 6.7.1-2a asks for searches that do not name the study or series in the path).
+STUDY_RETURN_KEYS = (
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+SERIES_RETURN_KEYS = (
+    "Modality",
+    "SeriesDescription",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+)
+INSTANCE_RETURN_KEYS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "NumberOfFrames",
+)
+# What `includefield=all` adds: the further attributes of each level that a PACS index
+# commonly answers for (C-FIND return keys need names; "all" has to be spelled out).
+ALL_FIELDS = {
+    "STUDY": ("StudyDescription", "InstitutionName", "PatientAge", "OtherPatientIDs"),
+    "SERIES": (
+        "StudyDescription",
+        "BodyPartExamined",
+        "ProtocolName",
+        "SeriesDate",
+        "SeriesTime",
+        "Laterality",
+    ),
+    "IMAGE": (
+        "StudyDescription",
+        "ContentDate",
+        "ContentTime",
+        "AcquisitionNumber",
+        "ImageType",
+        "PhotometricInterpretation",
+        "SamplesPerPixel",
+    ),
+}
+RETURN_KEYS = {
+    "STUDY": STUDY_RETURN_KEYS,
+    "SERIES": SERIES_RETURN_KEYS,
+    "IMAGE": INSTANCE_RETURN_KEYS,
+}
+# Matching keys that belong to the study (or patient) level: a search across studies sends
+# them to the study-level query and the rest to the series/instance query.
+STUDY_LEVEL_KEYWORDS = frozenset(STUDY_RETURN_KEYS) | {
+    "StudyDescription",
+    "InstitutionName",
+    "PatientAge",
+    "OtherPatientIDs",
+    "IssuerOfPatientID",
+    "PatientComments",
+    "PatientWeight",
+    "PatientSize",
+    "AdmittingDiagnosesDescription",
+}
+SERIES_LEVEL_KEYWORDS = frozenset(SERIES_RETURN_KEYS) | {
+    "BodyPartExamined",
+    "ProtocolName",
+    "SeriesDate",
+    "SeriesTime",
+    "Laterality",
+    "StationName",
+    "Manufacturer",
+    "ManufacturerModelName",
+}
+FUZZY_KEYWORDS = ("PatientName", "ReferringPhysicianName")
+
 
 @dataclass
 class SearchRequest:
@@ -81,6 +168,8 @@ class SearchRequest:
     limit: int | None = None
     offset: int = 0
     include_fields: list[str] = field(default_factory=list)
+    include_all: bool = False
+    fuzzy: bool = False
 
 
 def _keyword_of(key: str) -> str:
@@ -90,6 +179,11 @@ def _keyword_of(key: str) -> str:
         if not keyword:
             raise BadRequest(f"Unknown DICOM tag {key!r} in the query parameters.")
         return keyword
+    if tag_for_keyword(key) is None:
+        raise BadRequest(
+            f"Unknown query parameter {key!r}: not a DICOM keyword, a tag (8 hex digits) or "
+            f"one of {', '.join(QIDO_RESERVED_PARAMETERS)}."
+        )
     return key
 
 
@@ -103,14 +197,27 @@ def _non_negative_int(name: str, text: str, maximum: int) -> int:
     return value
 
 
+def _fuzzy(keyword: str, text: str) -> str:
+    """Fuzzy matching of person names as ADIT offers it on every source: each name component
+    matches as a case-insensitive prefix ("smi^jo" finds "Smith^John")."""
+    if keyword not in FUZZY_KEYWORDS or not text:
+        return text
+    return "\\".join(person_name_to_dicom(value, add_wildcards=True) for value in text.split("\\"))
+
+
 def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
     """Turns QIDO-RS query parameters (a QueryDict) into a validated query.
+
+    Several values of an attribute (``Modality=CT,MR`` or ``Modality=CT&Modality=MR``, a list
+    of UIDs) match any of them (PS3.18 8.3.4.1).
 
     Raises:
         BadRequest: naming the parameter for unknown keywords, bad values or bad paging.
     """
     values: dict[str, Any] = {}
     include_fields: list[str] = []
+    include_all = False
+    fuzzy = False
     limit: int | None = None
     offset = 0
     for key in params:
@@ -122,9 +229,8 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
                     if not name:
                         continue
                     if name.lower() == "all":
-                        raise BadRequest(
-                            "includefield=all is not supported; name the attributes you need."
-                        )
+                        include_all = True
+                        continue
                     include_fields.append(_keyword_of(name))
         elif key == "limit":
             limit = _non_negative_int("limit", items[-1], MAX_QIDO_LIMIT)
@@ -133,6 +239,7 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
         elif key == "fuzzymatching":
             if items[-1].lower() not in ("true", "false"):
                 raise BadRequest(f"fuzzymatching must be true or false, got {items[-1]!r}.")
+            fuzzy = items[-1].lower() == "true"
         else:
             keyword = _keyword_of(key)
             if keyword in path_uids:
@@ -147,6 +254,8 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
                 )
             text = "\\".join(item.replace(",", "\\") for item in items)
             values[keyword] = text
+    if fuzzy:
+        values = {keyword: _fuzzy(keyword, text) for keyword, text in values.items()}
     for keyword in include_fields:
         values.setdefault(keyword, None)
     values.update(path_uids)
@@ -155,27 +264,207 @@ def build_search(params, path_uids: dict[str, str]) -> SearchRequest:
         query = QueryDataset.from_dict(values)
     except ValueError as error:
         raise BadRequest(f"Invalid query parameter: {error}.") from None
-    return SearchRequest(query=query, limit=limit, offset=offset, include_fields=include_fields)
+    return SearchRequest(
+        query=query,
+        limit=limit,
+        offset=offset,
+        include_fields=include_fields,
+        include_all=include_all,
+        fuzzy=fuzzy,
+    )
 
 
-def search(operator: DicomOperator, level: str, request: SearchRequest) -> list[dict]:
-    """Runs the query at `level` ("STUDY", "SERIES" or "IMAGE"); DICOM JSON of the results."""
-    finders = {
-        "STUDY": operator.find_studies,
-        "SERIES": operator.find_series,
-        "IMAGE": operator.find_images,
-    }
+def _split(query: QueryDataset, keywords: frozenset[str] | set[str]) -> QueryDataset:
+    """The part of `query` whose keywords are in `keywords`."""
+    part = QueryDataset()
+    for keyword in query.keywords():
+        if keyword in keywords:
+            part.dataset[keyword] = copy.deepcopy(query.dataset[keyword])
+    return part
+
+
+def _rest(query: QueryDataset, keywords: frozenset[str] | set[str]) -> QueryDataset:
+    part = QueryDataset()
+    for keyword in query.keywords():
+        if keyword not in keywords:
+            part.dataset[keyword] = copy.deepcopy(query.dataset[keyword])
+    return part
+
+
+def _single_uid(query: QueryDataset, keyword: str) -> str | None:
+    value = query.get(keyword)
+    if isinstance(value, str) and value and not has_wildcards(value):
+        return value
+    return None
+
+
+def _merge(result: Dataset, parent: Dataset | None) -> None:
+    """Fills attributes the source left out (or empty) from the parent level's result."""
+    if parent is None:
+        return
+    for element in parent:
+        if element.tag == 0x00081190 or element.keyword == "QueryRetrieveLevel":
+            continue
+        if element.tag not in result or result[element.tag].is_empty:
+            result[element.tag] = copy.deepcopy(element)
+
+
+class _Searcher:
+    """One QIDO-RS search: the levels above the asked one are searched first when the path
+    does not name them (C-FIND and ADIT's operator search hierarchically), and their
+    attributes are merged into the results."""
+
+    def __init__(self, operator: DicomOperator, request: SearchRequest, level: str) -> None:
+        self.operator = operator
+        self.request = request
+        self.query = request.query
+        self.level = level
+        self.extra = request.include_all
+
+    def _keys(self, level: str) -> tuple[str, ...]:
+        return RETURN_KEYS[level] + (ALL_FIELDS[level] if self.extra else ())
+
+    def studies(self, limit: int | None = None) -> Iterator[Dataset]:
+        # At the study level every key is the study's; above a series or instance search only
+        # the study-level ones are.
+        if self.level == "STUDY":
+            query = self.query.copy()
+        else:
+            query = _split(self.query, STUDY_LEVEL_KEYWORDS)
+        query.ensure_elements(*self._keys("STUDY"))
+        for result in self.operator.find_studies(query, limit_results=limit):
+            yield result.dataset
+
+    def _study_attributes(self, study_uid: str) -> Dataset | None:
+        query = QueryDataset.from_dict({"StudyInstanceUID": study_uid})
+        query.ensure_elements(*self._keys("STUDY"))
+        for result in self.operator.find_studies(query, limit_results=1):
+            return result.dataset
+        return None
+
+    def _series_of(self, study: Dataset, limit: int | None) -> Iterator[Dataset]:
+        if self.level == "SERIES":
+            query = _rest(self.query, STUDY_LEVEL_KEYWORDS)
+        else:
+            query = _split(self.query, SERIES_LEVEL_KEYWORDS | {"SeriesInstanceUID"})
+        query.set("StudyInstanceUID", str(study.StudyInstanceUID))
+        query.ensure_elements(*self._keys("SERIES"))
+        for result in self.operator.find_series(query, limit_results=limit):
+            ds = result.dataset
+            _merge(ds, study)
+            yield ds
+
+    def series(self, limit: int | None) -> Iterator[Dataset]:
+        study_uid = _single_uid(self.query, "StudyInstanceUID")
+        if study_uid is not None:
+            study = self._study_attributes(study_uid)
+            if study is None:
+                return
+            yield from self._series_of(study, limit)
+            return
+        produced = 0
+        for study in self.studies():
+            remaining = None if limit is None else limit - produced
+            for ds in self._series_of(study, remaining):
+                yield ds
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+    def _instances_of(self, series: Dataset, limit: int | None) -> Iterator[Dataset]:
+        query = _rest(self.query, STUDY_LEVEL_KEYWORDS | SERIES_LEVEL_KEYWORDS)
+        query.set("StudyInstanceUID", str(series.StudyInstanceUID))
+        query.set("SeriesInstanceUID", str(series.SeriesInstanceUID))
+        query.ensure_elements(*self._keys("IMAGE"))
+        for result in self.operator.find_images(query, limit_results=limit):
+            ds = result.dataset
+            _merge(ds, series)
+            yield ds
+
+    def instances(self, limit: int | None) -> Iterator[Dataset]:
+        produced = 0
+        for series in self.series(None):
+            remaining = None if limit is None else limit - produced
+            for ds in self._instances_of(series, remaining):
+                yield ds
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+
+
+def _local_matching(
+    request: SearchRequest,
+) -> tuple[SearchRequest, list[Callable[[Dataset], bool]]]:
+    """Moves matching on several values of a non-UID attribute (``Modality=CT,MR``) and fuzzy
+    name matching out of the query: C-FIND has list matching for UIDs only (PS3.4 C.2.2.2.2)
+    and sources differ in the case sensitivity of names, so the source gets a return key and
+    ADIT keeps the results whose value matches any of the values."""
+    checks: list[Callable[[Dataset], bool]] = []
+    query = request.query.copy()
+    for element in list(query.dataset):
+        fuzzy = request.fuzzy and element.keyword in FUZZY_KEYWORDS and not element.is_empty
+        if not fuzzy and (element.VR == "UI" or element.VM <= 1):
+            continue
+        values = element.value if isinstance(element.value, MultiValue) else [element.value]
+        patterns = [str(value) for value in values]
+        keyword = element.keyword
+        query.set(keyword, None)
+
+        def check(ds: Dataset, keyword=keyword, patterns=patterns, fuzzy=fuzzy) -> bool:
+            value = ds.get(keyword)
+            values = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+            # Fuzzy names match case-insensitively (sources differ in how they match PN).
+            return any(
+                matches_wildcard(p, v, case_sensitive=not fuzzy)
+                for p in patterns
+                for v in values
+                if value
+            )
+
+        checks.append(check)
+    return dataclasses.replace(request, query=query), checks
+
+
+def search(
+    operator: DicomOperator,
+    level: str,
+    request: SearchRequest,
+    retrieve_url: Callable[[str, str | None, str | None], str] | None = None,
+) -> list[dict]:
+    """Runs the query at `level` ("STUDY", "SERIES" or "IMAGE"); DICOM JSON of the results.
+
+    `retrieve_url(study, series, instance)` gives the RetrieveURL (0008,1190) of a result: the
+    source's own URL (a QIDO-RS source answers with one) must not leak to the client.
+    """
+    request, local_checks = _local_matching(request)
+    searcher = _Searcher(operator, request, level)
     wanted = None if request.limit is None else request.limit + request.offset
+    if local_checks:
+        wanted = None  # the source's answers are filtered here before paging
+    levels = {
+        "STUDY": lambda: searcher.studies(wanted),
+        "SERIES": lambda: searcher.series(wanted),
+        "IMAGE": lambda: searcher.instances(wanted),
+    }
     try:
-        results = finders[level](request.query, limit_results=wanted)
         json_results = []
-        for index, result in enumerate(results):
+        matching = (ds for ds in levels[level]() if all(check(ds) for check in local_checks))
+        for index, ds in enumerate(matching):
             if index < request.offset:
                 continue
-            ds = result.dataset
             if "QueryRetrieveLevel" in ds:
                 del ds.QueryRetrieveLevel
+            if retrieve_url is not None:
+                ds.RetrieveURL = retrieve_url(
+                    str(ds.StudyInstanceUID),
+                    str(ds.SeriesInstanceUID) if level != "STUDY" else None,
+                    str(ds.SOPInstanceUID) if level == "IMAGE" else None,
+                )
+            elif 0x00081190 in ds:
+                del ds[0x00081190]
             json_results.append(ds.to_json_dict())
+            if request.limit is not None and len(json_results) >= request.limit:
+                break
     except DicomError as error:
         raise api_error_for(error) from error
     return json_results
@@ -242,14 +531,6 @@ def encode_instance(ds: Dataset) -> bytes:
     buffer = BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def instance_metadata(ds: Dataset) -> bytes:
-    """The instance's DICOM JSON without bulk data, as UTF-8 bytes."""
-    for keyword in BULK_DATA_KEYWORDS:
-        if keyword in ds:
-            delattr(ds, keyword)
-    return json.dumps(ds.to_json_dict(bulk_data_threshold=1024 * 1024)).encode()
 
 
 _END = object()

@@ -47,7 +47,7 @@ class LiveServer:
 
 
 def start_live_server(
-    log_dir: Path, timeout: float = 30, extra_env: dict[str, str] | None = None
+    log_dir: Path, timeout: float = 90, extra_env: dict[str, str] | None = None
 ) -> LiveServer:
     """Start daphne serving ADIT on a free loopback port against the test database."""
     port = free_port()

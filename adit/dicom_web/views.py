@@ -25,10 +25,18 @@ from adit.audit.models import AuditEntry
 from adit.audit.services import record, record_query
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
+from adit.dicom_explorer.rendering import PreviewError
 
-from . import services
+from . import resources, services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
 from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
+from .negotiation import (
+    Choice,
+    NotAcceptable,
+    negotiate_instances,
+    negotiate_octets,
+    negotiate_rendered,
+)
 from .renderers import DicomJsonRenderer
 from .usage import ApiUsageMixin
 
@@ -108,7 +116,19 @@ class QidoView(DicomWebView):
         search = services.build_search(request.query_params, path_uids)
         server = self.get_server(ae_title)
         record_query(search.query, level=self.level, request=request, source=server)
-        results = services.search(services.make_operator(server), self.level, search)
+        wado_root = request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors")
+
+        def retrieve_url(study: str, series: str | None, instance: str | None) -> str:
+            url = f"{wado_root}/studies/{study}"
+            if series:
+                url += f"/series/{series}"
+            if instance:
+                url += f"/instances/{instance}"
+            return url
+
+        results = services.search(
+            services.make_operator(server), self.level, search, retrieve_url=retrieve_url
+        )
         return Response(results, content_type=DICOM_JSON)
 
 
@@ -122,6 +142,24 @@ class QidoSeriesView(QidoView):
 
 class QidoInstancesView(QidoView):
     level = "IMAGE"
+
+
+@extend_schema(exclude=True)
+class UnknownRouteView(DicomWebView):
+    """Any path under the DICOMweb prefix that names no resource: a JSON 404, never HTML."""
+
+    permission_classes = []
+    authentication_classes = []
+
+    def _not_found(self, request, *args, **kwargs):
+        raise NotFound(
+            f"{request.path} is not a DICOMweb resource of ADIT. Routes: "
+            "/api/dicom-web/<AE title>/qidors/{studies,series,instances}, "
+            "/api/dicom-web/<AE title>/wadors/studies/..., "
+            "/api/dicom-web/<AE title>/stowrs/studies[/<study>]."
+        )
+
+    get = post = put = patch = delete = head = options = _not_found
 
 
 # --- WADO-RS --------------------------------------------------------------------------------
@@ -139,13 +177,27 @@ class WadoView(DicomWebView):
         if image_uid is not None:
             services.validate_uid("SOPInstanceUID", image_uid)
         transformer = services.build_transformer(request.query_params, request.user)
+        choice = None
+        if not self.metadata:
+            choice = negotiate_instances(
+                request.META.get("HTTP_ACCEPT"), single_part_allowed=image_uid is not None
+            )
         server = self.get_server(ae_title)
         operator = services.make_operator(server)
+        if self.metadata:
+            wado_root = request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors")
+            # Pseudonymized UIDs are unknown to the source: no BulkDataURI could resolve.
+            encode = resources.metadata_encoder(
+                None if transformer.pseudonym else lambda ds: _instance_url(wado_root, ds)
+            )
+        else:
+            assert choice is not None
+            encode = _instance_encoder(choice)
         stream = services.InstanceStream(
             operator,
             services.fetcher(operator, study_uid, series_uid, image_uid),
             services.transform_function(transformer),
-            services.instance_metadata if self.metadata else services.encode_instance,
+            encode,
         )
         try:
             first = stream.first()
@@ -178,6 +230,9 @@ class WadoView(DicomWebView):
             raise NotFound(f"The {what} was not found on {server.name}{skipped}.")
         if self.metadata:
             response = StreamingHttpResponse(_json_array(first, stream), content_type=DICOM_JSON)
+        elif choice is not None and not choice.multipart:
+            stream.close()
+            response = HttpResponse(first, content_type="application/dicom")
         else:
             boundary = new_boundary()
             response = StreamingHttpResponse(
@@ -186,6 +241,25 @@ class WadoView(DicomWebView):
             )
         response["Cache-Control"] = "no-store"
         return response
+
+
+def _instance_url(wado_root: str, ds) -> str:
+    return (
+        f"{wado_root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def _instance_encoder(choice: Choice):
+    def encode(ds) -> bytes:
+        syntax = choice.syntax_for(resources.stored_syntax(ds))
+        try:
+            ds = resources.transcode(ds, syntax)
+        except PreviewError as error:
+            raise NotAcceptable(f"Instance {ds.SOPInstanceUID}: {error}") from None
+        return services.encode_instance(ds)
+
+    return encode
 
 
 def _audit_retrieve(request, server, transformer, study_uid, series_uid, image_uid, first) -> None:
@@ -234,6 +308,119 @@ class WadoMetadataView(WadoView):
     metadata = True
 
 
+class WadoInstanceResourceView(DicomWebView):
+    """Resources made from one instance: bulk data, frames, rendered images and thumbnails."""
+
+    required_permission = RETRIEVE_PERMISSION
+    operation = "retrieve"
+
+    def fetch_one(self, request, ae_title, study_uid, series_uid, image_uid, what: str):
+        """(server, dataset) of the instance; for a study or series (image_uid None) the one
+        shown for it. NotFound when there is none."""
+        services.validate_uid("StudyInstanceUID", study_uid)
+        if series_uid is not None:
+            services.validate_uid("SeriesInstanceUID", series_uid)
+        if image_uid is not None:
+            services.validate_uid("SOPInstanceUID", image_uid)
+        server = self.get_server(ae_title)
+        operator = services.make_operator(server)
+        try:
+            if image_uid is None:
+                found = resources.representative_instance(operator, study_uid, series_uid)
+                if found is not None:
+                    series_uid, image_uid = found
+            ds = None
+            if image_uid is not None:
+                assert series_uid is not None
+                ds = resources.fetch_instance(operator, study_uid, series_uid, image_uid)
+        finally:
+            operator.abort()
+        record(
+            AuditEntry.Action.RETRIEVE,
+            request=request,
+            outcome=AuditEntry.Outcome.SUCCESS if ds is not None else AuditEntry.Outcome.FAILURE,
+            study_uid=study_uid,
+            series_uids=[series_uid] if series_uid else [],
+            source=server,
+            details={"via": f"WADO-RS {what}", "sop_instance_uid": image_uid or ""},
+        )
+        if ds is None:
+            target = f"instance {image_uid}" if image_uid else f"study {study_uid}"
+            if image_uid is None:
+                target = f"{'series ' + series_uid if series_uid else target} (with images)"
+            raise NotFound(f"The {target} was not found on {server.name}.")
+        return ds
+
+
+def _octet_multipart(parts) -> HttpResponse:
+    boundary = new_boundary()
+    body = b"".join(encode_part(payload, content_type, boundary) for payload, content_type in parts)
+    response = HttpResponse(
+        body + closing_delimiter(boundary),
+        content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}',
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class WadoBulkDataView(WadoInstanceResourceView):
+    def get(self, request, ae_title, study_uid, series_uid, image_uid, tag):
+        choice = negotiate_octets(request.META.get("HTTP_ACCEPT"))
+        ds = self.fetch_one(request, ae_title, study_uid, series_uid, image_uid, "bulk data")
+        try:
+            parts = list(resources.bulk_data(ds, tag, choice))
+        except resources.ResourceMissing as error:
+            raise NotFound(str(error)) from None
+        except PreviewError as error:
+            raise NotAcceptable(str(error)) from None
+        return _octet_multipart(parts)
+
+
+class WadoFramesView(WadoInstanceResourceView):
+    def get(self, request, ae_title, study_uid, series_uid, image_uid, frames):
+        numbers = resources.parse_frame_list(frames)
+        choice = negotiate_octets(request.META.get("HTTP_ACCEPT"))
+        ds = self.fetch_one(request, ae_title, study_uid, series_uid, image_uid, "frames")
+        try:
+            parts = list(resources.frames(ds, numbers, choice))
+        except resources.ResourceMissing as error:
+            raise NotFound(str(error)) from None
+        except PreviewError as error:
+            raise NotAcceptable(str(error)) from None
+        return _octet_multipart(parts)
+
+
+class WadoRenderedView(WadoInstanceResourceView):
+    thumbnail = False
+
+    def get(
+        self, request, ae_title, study_uid, series_uid=None, image_uid=None, frames=None
+    ) -> HttpResponse:
+        frame = 1
+        if frames is not None:
+            numbers = resources.parse_frame_list(frames)
+            if len(numbers) != 1:
+                raise BadRequest("Ask for one rendered frame at a time.")
+            frame = numbers[0]
+        media_type = negotiate_rendered(request.META.get("HTTP_ACCEPT"))
+        options = resources.rendering_options(request.query_params)
+        what = "thumbnail" if self.thumbnail else "rendered"
+        ds = self.fetch_one(request, ae_title, study_uid, series_uid, image_uid, what)
+        try:
+            image = resources.render(ds, media_type, options, frame, thumbnail=self.thumbnail)
+        except PreviewError as error:
+            if "does not exist" in str(error):
+                raise NotFound(str(error)) from None
+            raise NotAcceptable(f"The image cannot be rendered: {error}") from None
+        response = HttpResponse(image, content_type=media_type)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class WadoThumbnailView(WadoRenderedView):
+    thumbnail = True
+
+
 # --- STOW-RS --------------------------------------------------------------------------------
 
 
@@ -271,9 +458,13 @@ class StowView(DicomWebView):
                 f"/instances/{instance}"
             )
 
+        # The study's RetrieveURL: of the study in the path, or of the one study that every
+        # stored instance belongs to (as Orthanc answers too).
+        studies = {study for _, _, study, _ in outcome.stored if study}
+        study_of_all = study_uid or (studies.pop() if len(studies) == 1 else None)
         study_url = (
-            request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors/studies/{study_uid}")
-            if study_uid
+            request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors/studies/{study_of_all}")
+            if study_of_all
             else None
         )
         dataset = services.stow_response(outcome, instance_url, study_url)

@@ -1,17 +1,10 @@
 from django.contrib import admin
 
+from adit.core.admin import DicomAppSettingsAdmin
+
 from .models import SelectiveTransferJob, SelectiveTransferSettings, SelectiveTransferTask
 
-
-@admin.register(SelectiveTransferSettings)
-class SelectiveTransferSettingsAdmin(admin.ModelAdmin):
-    list_display = (
-        "__str__",
-        "locked",
-        "suspended",
-        "transfer_window_start",
-        "transfer_window_end",
-    )
+admin.site.register(SelectiveTransferSettings, DicomAppSettingsAdmin)
 
 
 class SelectiveTransferTaskInline(admin.TabularInline):

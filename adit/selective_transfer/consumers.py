@@ -40,6 +40,7 @@ from .services import (
     make_operator,
     query_error_message,
     result_limit,
+    series_url,
 )
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
                         count += 1
                         if can_download:
                             value.download_url = download_url(server_id, value, options)
+                        value.series_url = series_url(server_id, value)
                         rows.append(value)
                     else:
                         final = ("limit", None)
@@ -249,7 +251,9 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         job_html = job_url = ""
         if form.is_valid():
             remember_preferences(user, form.cleaned_data)
-            studies = form.selected_studies(_selected_keys(message))
+            studies = form.selected_studies(
+                _selected_keys(message), _selected_keys(message, "selected_series")
+            )
             if studies:
                 job = create_transfer_job(form, studies)
                 job_html = render_to_string("selective_transfer/_job_created.html", {"job": job})
@@ -284,8 +288,8 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         return render_to_string("selective_transfer/_alert.html", {"level": level, "text": text})
 
 
-def _selected_keys(message: dict) -> list[str]:
-    selected = message.get("selected_studies", [])
+def _selected_keys(message: dict, name: str = "selected_studies") -> list[str]:
+    selected = message.get(name, [])
     if isinstance(selected, str):
         selected = [selected]
     if not isinstance(selected, list):

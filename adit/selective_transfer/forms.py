@@ -24,6 +24,16 @@ from adit.core.deidentification import (
 )
 from adit.core.dicom.query import QueryDataset, parse_date, person_name_to_dicom
 from adit.core.models import DicomNode
+from adit.core.query_fields import (
+    ACCESSION_HELP,
+    DESCRIPTION_HELP,
+    MODALITIES_HELP,
+    PATIENT_ID_HELP,
+    PATIENT_NAME_HELP,
+    STUDY_DATE_HELP,
+    add_placeholders,
+    validate_lengths_on_the_server,
+)
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
     validate_no_wildcards,
@@ -107,10 +117,30 @@ class NodeChoiceField(forms.ModelChoiceField):
 class SelectedStudy:
     patient_id: str
     study_uid: str
+    # Empty: the whole study; else only these series (picked in the expanded study).
+    series_uids: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.patient_id}\\{self.study_uid}"
+
+
+MAX_SERIES_PER_STUDY = 1000
+
+
+def parse_selected_series(key: str) -> tuple[SelectedStudy, str]:
+    """A picked series ``PatientID\\StudyInstanceUID\\SeriesInstanceUID``: its study and UID."""
+    study_key, separator, series_uid = key.rpartition("\\")
+    if not separator or not series_uid:
+        raise ValidationError(f"The selected series {key!r} is malformed.")
+    study = parse_selected_study(study_key)
+    try:
+        validate_uid(series_uid)
+    except ValidationError as error:
+        raise ValidationError(
+            f"The selected series {key!r} is invalid: {' '.join(error.messages)}"
+        ) from None
+    return study, series_uid
 
 
 def parse_selected_study(key: str) -> SelectedStudy:
@@ -137,13 +167,14 @@ class SelectiveTransferForm(forms.Form):
         label="Patient ID",
         max_length=64,
         required=False,
+        help_text=PATIENT_ID_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     patient_name = forms.CharField(
         label="Patient name",
         max_length=200,
         required=False,
-        help_text="Last, First (prefixes match)",
+        help_text=PATIENT_NAME_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     patient_birth_date = forms.CharField(
@@ -153,21 +184,23 @@ class SelectiveTransferForm(forms.Form):
         label="Study date",
         max_length=50,
         required=False,
-        help_text="A date or a range, e.g. 2024-01-01 - 2024-03-31",
+        help_text=STUDY_DATE_HELP,
     )
     modalities = forms.CharField(
-        label="Modalities", max_length=100, required=False, help_text="e.g. CT or CT, MR"
+        label="Modalities", max_length=100, required=False, help_text=MODALITIES_HELP
     )
     accession_number = forms.CharField(
         label="Accession number",
         max_length=16,
         required=False,
+        help_text=ACCESSION_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     study_description = forms.CharField(
         label="Study description",
         max_length=64,
         required=False,
+        help_text=DESCRIPTION_HELP,
         validators=[validate_no_backslash_or_control_characters],
     )
     study_uid = forms.CharField(
@@ -243,8 +276,8 @@ class SelectiveTransferForm(forms.Form):
                 css = "form-control"
             widget.attrs.setdefault("class", css)
             widget.attrs.setdefault("id", f"st-{name.replace('_', '-')}")
-        self.fields["patient_name"].widget.attrs["placeholder"] = "Last, First"
-        self.fields["study_date"].widget.attrs["placeholder"] = "2024-01-01 - 2024-03-31"
+        add_placeholders(self)
+        validate_lengths_on_the_server(self)
         if not self.is_bound:
             self.fields["deid_options"].initial = group_default_options(user)
         if not self.may_transfer_unpseudonymized:
@@ -361,8 +394,33 @@ class SelectiveTransferForm(forms.Form):
             values["StudyInstanceUID"] = data["study_uid"].strip()
         return QueryDataset.create(**values)
 
-    def selected_studies(self, keys: list[str]) -> list[SelectedStudy]:
-        """The studies chosen for a transfer; errors are added to the form (non-field)."""
+    def selected_studies(
+        self, keys: list[str], series_keys: list[str] | None = None
+    ) -> list[SelectedStudy]:
+        """The studies chosen for a transfer; errors are added to the form (non-field).
+
+        A study with picked series (``series_keys``) is transferred with those series only; its
+        own checkbox need not be sent. A study without picked series goes whole.
+        """
+        series_of: dict[str, list[str]] = {}
+        for series_key in dict.fromkeys(series_keys or []):
+            try:
+                study, series_uid = parse_selected_series(series_key)
+            except ValidationError as error:
+                self.add_error(None, error)
+                continue
+            series_of.setdefault(study.key, []).append(series_uid)
+        if self.errors:
+            return []
+        too_many = [key for key, uids in series_of.items() if len(uids) > MAX_SERIES_PER_STUDY]
+        if too_many:
+            self.add_error(
+                None,
+                f"At most {MAX_SERIES_PER_STUDY} series of one study may be picked; pick the "
+                "whole study instead.",
+            )
+            return []
+        keys = [*keys, *series_of]
         if not keys:
             self.add_error(None, "Select at least one study to transfer.")
             return []
@@ -378,10 +436,37 @@ class SelectiveTransferForm(forms.Form):
         studies = []
         for key in unique:
             try:
-                studies.append(parse_selected_study(key))
+                study = parse_selected_study(key)
             except ValidationError as error:
                 self.add_error(None, error)
+                continue
+            studies.append(
+                SelectedStudy(study.patient_id, study.study_uid, tuple(series_of.get(key, ())))
+            )
         return studies if not self.errors else []
+
+
+class StudySeriesForm(forms.Form):
+    """Which study's series the page asks for (GET parameters of the expand button)."""
+
+    source = NodeChoiceField("source")
+    patient_id = forms.CharField(
+        label="Patient ID",
+        max_length=64,
+        strip=False,
+        validators=[validate_no_backslash_or_control_characters],
+    )
+    study_uid = forms.CharField(
+        label="Study Instance UID", max_length=64, validators=[validate_no_wildcards, validate_uid]
+    )
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        source_field = self.fields["source"]
+        assert isinstance(source_field, NodeChoiceField)
+        source_field.queryset = DicomNode.objects.accessible_by_user(user, "source").filter(
+            node_type=DicomNode.NodeType.SERVER
+        )
 
 
 def initial_from_query(params) -> dict:

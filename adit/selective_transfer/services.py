@@ -39,6 +39,7 @@ class StudyRow:
     instance_count: int | None
     study_uid: str
     download_url: str = ""
+    series_url: str = ""
 
     @property
     def key(self) -> str:
@@ -83,6 +84,13 @@ def download_url(server_id: int, row: StudyRow, options: dict) -> str:
     path = reverse("selective_transfer:download_study", kwargs={"server_id": server_id})
     params = {"patient_id": row.patient_id, "study_uid": row.study_uid}
     params.update((key, value) for key, value in options.items() if value)
+    return f"{path}?{urlencode(params)}"
+
+
+def series_url(server_id: int, row: StudyRow) -> str:
+    """Where the page fetches the series of a study (to pick some of them)."""
+    path = reverse("selective_transfer:study_series")
+    params = {"source": server_id, "patient_id": row.patient_id, "study_uid": row.study_uid}
     return f"{path}?{urlencode(params)}"
 
 
@@ -159,6 +167,7 @@ def create_transfer_job(
                 destination=data["destination"],
                 patient_id=study.patient_id,
                 study_uid=study.study_uid,
+                series_uids=list(study.series_uids),
                 pseudonym=data.get("pseudonym", ""),
             )
             for study in studies

@@ -11,15 +11,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from adit.audit.services import record_query
+from adit.dicom_explorer.services import series_of_study
 
 from .forms import (
     SelectiveTransferForm,
+    StudySeriesForm,
     initial_from_preferences,
     initial_from_query,
     remember_preferences,
 )
 from .models import SelectiveTransferSettings
-from .services import download_url, run_query
+from .services import download_url, run_query, series_url
 
 PERMISSION = "selective_transfer.add_selectivetransferjob"
 
@@ -41,7 +43,10 @@ def job_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             remember_preferences(user, form.cleaned_data)
             if form.action == "transfer":
-                studies = form.selected_studies(request.POST.getlist("selected_studies"))
+                studies = form.selected_studies(
+                    request.POST.getlist("selected_studies"),
+                    request.POST.getlist("selected_series"),
+                )
                 if studies:
                     from .services import create_transfer_job
 
@@ -62,6 +67,8 @@ def job_create(request: HttpRequest) -> HttpResponse:
                         row.download_url = download_url(
                             form.cleaned_data["source"].pk, row, options
                         )
+                for row in outcome.rows:
+                    row.series_url = series_url(form.cleaned_data["source"].pk, row)
                 context.update(outcome=outcome, can_download=can_download)
     else:
         initial = {**initial_from_preferences(user), **initial_from_query(request.GET)}
@@ -73,3 +80,31 @@ def job_create(request: HttpRequest) -> HttpResponse:
         max_selection=None if user.is_staff else settings.SELECTIVE_TRANSFER_MAX_SELECTION,
     )
     return render(request, "selective_transfer/job_form.html", context)
+
+
+@login_required
+@permission_required(PERMISSION, raise_exception=True)
+def study_series(request: HttpRequest) -> HttpResponse:
+    """The series of one study as rows of checkboxes (the page inserts them below the study)."""
+    _check_locked(request)
+    form = StudySeriesForm(request.GET, user=request.user)
+    if not form.is_valid():
+        errors = [str(message) for messages_ in form.errors.values() for message in messages_]
+        return render(
+            request,
+            "selective_transfer/_series.html",
+            {"error": " ".join(errors)},
+            status=400,
+        )
+    data = form.cleaned_data
+    outcome = series_of_study(
+        request, data["source"].concrete, data["patient_id"], data["study_uid"]
+    )
+    return render(
+        request,
+        "selective_transfer/_series.html",
+        {
+            "outcome": outcome,
+            "study_key": f"{data['patient_id']}\\{data['study_uid']}",
+        },
+    )

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "adit.audit",
     "adit.observability",
     "adit.dicom_explorer",
+    "adit.upload",
 ]
 
 MIDDLEWARE = [
@@ -259,6 +260,17 @@ ETHICS_APPROVAL_REQUIRED = env.bool("ETHICS_APPROVAL_REQUIRED", default=True)
 # Jobs of non-staff users wait for a staff member's verification unless these are true.
 START_BATCH_QUERY_UNVERIFIED = env.bool("START_BATCH_QUERY_UNVERIFIED", default=True)
 START_BATCH_TRANSFER_UNVERIFIED = env.bool("START_BATCH_TRANSFER_UNVERIFIED", default=True)
+
+# --- Upload -------------------------------------------------------------------------------------
+# The largest file (bytes) and the largest upload job (bytes, all its files) the browser may send.
+UPLOAD_MAX_FILE_SIZE = env.int("UPLOAD_MAX_FILE_SIZE", default=200 * 1024 * 1024)
+UPLOAD_MAX_JOB_SIZE = env.int("UPLOAD_MAX_JOB_SIZE", default=20 * 1024 * 1024 * 1024)
+# Where received files wait (on disk, never in memory) until a worker stores them.
+UPLOAD_STAGING_DIR = Path(
+    env.str("UPLOAD_STAGING_DIR", default=str(ADIT_DATA_DIR / "upload-staging"))
+)
+# Jobs of non-staff users wait for a staff member's verification unless this is true.
+START_UPLOAD_UNVERIFIED = env.bool("START_UPLOAD_UNVERIFIED", default=True)
 
 # --- Audit trail --------------------------------------------------------------------------------
 # Audit entries older than this many days are removed by `manage.py purge_audit_log`.

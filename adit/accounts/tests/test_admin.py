@@ -6,6 +6,12 @@ from django.urls import reverse
 from adit.accounts.factories import GroupFactory, TokenFactory, UserFactory
 from adit.accounts.models import User
 
+# The group page's node access inline (an empty formset).
+NO_NODE_ACCESS_ROWS = {
+    "dicom_node_accesses-TOTAL_FORMS": "0",
+    "dicom_node_accesses-INITIAL_FORMS": "0",
+}
+
 
 @pytest.fixture
 def admin(db) -> Client:
@@ -19,7 +25,8 @@ def test_group_admin_sets_the_members(admin: Client):
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
 
     response = admin.post(
-        reverse("admin:auth_group_add"), {"name": "Study team", "users": [alice.pk, bob.pk]}
+        reverse("admin:auth_group_add"),
+        {"name": "Study team", "users": [alice.pk, bob.pk], **NO_NODE_ACCESS_ROWS},
     )
 
     assert response.status_code == 302
@@ -30,7 +37,7 @@ def test_group_admin_sets_the_members(admin: Client):
 
     admin.post(
         reverse("admin:auth_group_change", args=[group.pk]),
-        {"name": "Study team", "users": [bob.pk]},
+        {"name": "Study team", "users": [bob.pk], **NO_NODE_ACCESS_ROWS},
     )
 
     alice.refresh_from_db()

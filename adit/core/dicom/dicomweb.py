@@ -129,6 +129,10 @@ class DicomWebConnector:
         series_uid = filters.pop("SeriesInstanceUID", None)
         client = self._client()
         if level in ("STUDY", "PATIENT"):
+            # Every study result carries ModalitiesInStudy (PS3.18 Table 6.7.1-2); naming it
+            # in includefield makes Orthanc 1.10 answer the patient's modalities instead of
+            # the study's.
+            fields = [name for name in fields if name != "ModalitiesInStudy"]
             if study_uid:
                 filters["StudyInstanceUID"] = study_uid
             if series_uid:

@@ -15,6 +15,7 @@ the server and the operation but never patient data.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
@@ -146,7 +147,15 @@ NON_IMAGE_SOP_CLASSES = [
 
 
 def storage_contexts(reserved: int = 0) -> list[PresentationContext]:
-    """Storage presentation contexts for SOP classes likely in a study (≤ 128 - reserved)."""
+    """Storage presentation contexts for SOP classes likely in a study (≤ 128 - reserved).
+
+    Built once per `reserved` (building validates every UID; the association only reads them).
+    """
+    return list(_storage_contexts(reserved))
+
+
+@functools.cache
+def _storage_contexts(reserved: int) -> tuple[PresentationContext, ...]:
     contexts = [
         build_context(sop_class, list(group))
         for sop_class in MAIN_IMAGE_SOP_CLASSES
@@ -163,7 +172,7 @@ def storage_contexts(reserved: int = 0) -> list[PresentationContext]:
     limit = MAX_PRESENTATION_CONTEXTS - reserved
     if len(contexts) > limit:
         raise AssertionError(f"{len(contexts)} storage contexts exceed the limit of {limit}")
-    return contexts
+    return tuple(contexts)
 
 
 def storage_contexts_for(
@@ -176,8 +185,16 @@ def storage_contexts_for(
     classes (uncompressed, and each compressed syntax on its own, so the PACS never has to
     convert); the default set fills what room is left of the 128 contexts (PS3.8 9.3.2.2).
     """
+    wanted = tuple(dict.fromkeys(str(sop_class) for sop_class in sop_classes if sop_class))
+    return list(_storage_contexts_for(wanted, reserved))
+
+
+@functools.lru_cache(maxsize=256)
+def _storage_contexts_for(
+    wanted: tuple[str, ...], reserved: int
+) -> tuple[PresentationContext, ...]:
+    """`storage_contexts_for`, built once per set of SOP classes (a cohort's studies share it)."""
     limit = MAX_PRESENTATION_CONTEXTS - reserved
-    wanted = list(dict.fromkeys(str(sop_class) for sop_class in sop_classes if sop_class))
     contexts = [
         build_context(sop_class, list(group))
         for sop_class in wanted
@@ -197,7 +214,7 @@ def storage_contexts_for(
             break
         if str(context.abstract_syntax) not in listed:
             contexts.append(context)
-    return contexts
+    return tuple(contexts)
 
 
 def exact_storage_contexts(datasets: Sequence[Dataset]) -> list[PresentationContext] | None:

@@ -401,9 +401,10 @@ class DicomOperator:
           propose.
         * It names them, and the server's association limit leaves a second slot: the listing
           runs on that association beside the C-GET and is compared at the end.
-        * It names them and no slot is free: the counts decide. Every sub-operation completed
-          (none failed) and as many distinct instances arrived as the PACS completed, or the
-          fetch fails; only then is the source listed, to name what is missing.
+        * It names them and no slot is free: the counts decide. No sub-operation failed and
+          exactly as many distinct instances arrived as the PACS counted as completed (with or
+          without warning): the fetch is whole. Otherwise the source is listed after all, to
+          compare and to name what is missing.
         """
         assert self.dimse is not None
         sop_classes = self._sop_classes_in_study(query)
@@ -434,12 +435,20 @@ class DicomOperator:
                 raise failure  # another method may take over; the listing ends on its own
             listing = background.result()
         if not listing:  # none asked for, or the source cannot list: its counts decide
-            if failure is None and not counts.failed and len(received) >= counts.completed:
+            # The counts must add up to what arrived: a PACS that leaves them out of its final
+            # response (they are optional there) or miscounts gets listed instead.
+            if (
+                failure is None
+                and not counts.failed
+                and counts.completed + counts.warning == len(received)
+            ):
                 return
             if failure is not None and not received:
                 raise failure
             if listing is None:
-                listing = self._listing_if_possible(query)  # to name what did not arrive
+                listing = self._listing_if_possible(query)  # to compare and to name
+            if not listing and failure is None and not counts.failed:
+                return  # nothing failed and nothing to compare with (the warning says so)
             if not listing:
                 raise RetriableDicomError(
                     f"C-GET from {self.server}: {counts.failed} sub-operation(s) failed "

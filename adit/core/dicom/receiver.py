@@ -22,7 +22,8 @@ receiver accepts ends up at a destination, so it takes only what a worker asked 
   counts the sub-operation as failed, and the subscriptions expecting the instance are told, so
   the task fails (retriably) naming ADIT's receiver, not the PACS.
 * Spooled files are streamed to the subscriptions that expect them
-  (:mod:`adit.core.dicom.file_transmit`) and removed after the retention time.
+  (:mod:`adit.core.dicom.file_transmit`) and removed when the last subscription of their
+  move ends (the retention time bounds only what nobody claims after a restart).
 
 Run it with ``manage.py receiver`` (settings driven) or, without Django, with
 ``python -m adit.core.dicom.receiver --help`` (used by tests that kill the process).
@@ -259,6 +260,8 @@ class Receiver:
     def _expire_loop(self) -> None:
         interval = max(1.0, min(30.0, self.retention / 4))
         while not self._stop_event.wait(interval):
+            if self.transmit is not None:
+                self.transmit.expectations.prune()
             if self.spool is not None:
                 try:
                     self.spool.expire()

@@ -466,8 +466,14 @@ class DicomTask(models.Model):
             )
             if not claimed:
                 return False
-        self.refresh_from_db()
-        self.job.update_status()
+            # A job already In Progress stays so while this task runs (a cancel after the claim
+            # updates it itself): deriving its status again would cost four more round trips.
+            job_status = (
+                type(self.job).objects.filter(pk=self.job_id).values_list("status", flat=True)
+            ).first()
+        self.refresh_from_db(fields=["status", "attempts", "start", "end"])
+        if job_status != DicomJob.Status.IN_PROGRESS:
+            self.job.update_status()
         return True
 
     def finish(self, result) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import Group
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -92,6 +93,13 @@ class DicomAppSettings(models.Model):
 
     class Meta:
         abstract = True
+
+    def clean(self) -> None:
+        super().clean()
+        if (self.transfer_window_start is None) != (self.transfer_window_end is None):
+            raise ValidationError(
+                "Give the transfer window both a start and an end, or leave both empty."
+            )
 
     @classmethod
     def get(cls):

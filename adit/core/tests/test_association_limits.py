@@ -311,3 +311,63 @@ def test_extra_slots_takes_only_the_free_ones_without_waiting():
     # Every slot was given back.
     with extra_association_slots(4724, 4, 4) as extra:
         assert extra == 4
+
+
+# --- lock connections kept for the next slot ----------------------------------------------------
+
+
+def _backend_pid(lock_connection) -> int:
+    return lock_connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+@pytest.fixture
+def kept_lock_connections(monkeypatch) -> Iterator[None]:
+    """Lock connections kept between slots, as in a worker process."""
+    from adit.core import association_limits
+
+    monkeypatch.setattr(association_limits, "KEEP_CONNECTIONS", True)
+    try:
+        yield
+    finally:
+        association_limits.close_idle_connections()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consecutive_slots_reuse_one_lock_connection_and_release_the_lock(
+    kept_lock_connections,
+):
+    from adit.core.association_limits import _lock_connection
+
+    with _lock_connection() as first:
+        first_pid = _backend_pid(first)
+    with association_slot(4712, 1, timeout=5):
+        pass
+    with _lock_connection() as again:
+        assert _backend_pid(again) == first_pid  # no new PostgreSQL connection per slot
+    # The slot taken on the kept connection was released: another session takes it at once.
+    released = threading.Event()
+
+    def take_elsewhere() -> None:
+        with association_slot(4712, 1, timeout=5):
+            released.set()
+
+    with association_slot(4712, 1, timeout=5):
+        pass
+    thread = threading.Thread(target=take_elsewhere)
+    thread.start()
+    thread.join(timeout=10)
+    assert released.is_set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nested_slots_of_one_thread_never_share_a_session(kept_lock_connections):
+    """Advisory locks of one session stack; a kept connection shared by two holders would let
+    one thread hold the only slot of a server twice."""
+    aborted = threading.Event()
+    aborted.set()
+    with association_slot(4713, 1, timeout=5):
+        with pytest.raises(SlotWaitTimeout):
+            with association_slot(4713, 1, timeout=5, aborted=aborted):
+                pytest.fail("a second holder got the only slot")
+        with extra_association_slots(4713, 2, 1) as extra:
+            assert extra == 1  # slot 1 is free; slot 0 stays with the outer holder

@@ -24,6 +24,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.2"
 MULTIPART = "multipart/related; type=application/dicom; boundary=b0undary"
+INSTANCE = "{root}/wadors/studies/" + STUDY_UID + "/series/" + SERIES_UID + "/instances/1.2.3"
+OPERATIONS = [
+    "qido",
+    "wado",
+    "stow",
+    "qido_series",
+    "qido_instances",
+    "bulkdata",
+    "frames",
+    "rendered",
+    "thumbnail",
+]
 
 
 def _urls(base: str, ae_title: str) -> dict[str, tuple[str, str]]:
@@ -32,6 +44,12 @@ def _urls(base: str, ae_title: str) -> dict[str, tuple[str, str]]:
         "qido": ("GET", f"{root}/qidors/studies"),
         "wado": ("GET", f"{root}/wadors/studies/{STUDY_UID}"),
         "stow": ("POST", f"{root}/stowrs/studies"),
+        "qido_series": ("GET", f"{root}/qidors/series"),
+        "qido_instances": ("GET", f"{root}/qidors/studies/{STUDY_UID}/instances"),
+        "bulkdata": ("GET", f"{INSTANCE.format(root=root)}/bulkdata/7FE00010"),
+        "frames": ("GET", f"{INSTANCE.format(root=root)}/frames/1,2"),
+        "rendered": ("GET", f"{root}/wadors/studies/{STUDY_UID}/series/{SERIES_UID}/rendered"),
+        "thumbnail": ("GET", f"{root}/wadors/studies/{STUDY_UID}/thumbnail"),
     }
 
 
@@ -47,7 +65,7 @@ def _unreachable_server(**kwargs):
     return DicomServerFactory(host=LOOPBACK, port=free_port(), **kwargs)
 
 
-@pytest.mark.parametrize("operation", ["qido", "wado", "stow"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_missing_or_bad_token_is_401(live_adit, operation):
     server = DicomServerFactory()
     method, url = _urls(live_adit.url, server.ae_title)[operation]
@@ -75,7 +93,17 @@ def test_expired_token_is_401(live_adit):
 
 @pytest.mark.parametrize(
     "operation, permission",
-    [("qido", "can_query"), ("wado", "can_retrieve"), ("stow", "can_store")],
+    [
+        ("qido", "can_query"),
+        ("wado", "can_retrieve"),
+        ("stow", "can_store"),
+        ("qido_series", "can_query"),
+        ("qido_instances", "can_query"),
+        ("bulkdata", "can_retrieve"),
+        ("frames", "can_retrieve"),
+        ("rendered", "can_retrieve"),
+        ("thumbnail", "can_retrieve"),
+    ],
 )
 def test_missing_permission_is_403(live_adit, operation, permission):
     others = tuple(p for p in ("can_query", "can_retrieve", "can_store") if p != permission)
@@ -101,7 +129,7 @@ def test_permission_of_an_inactive_group_does_not_count(live_adit):
     assert _call(method, url, api_user.headers).status_code == 403
 
 
-@pytest.mark.parametrize("operation", ["qido", "wado", "stow"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_unknown_inactive_or_inaccessible_server_is_404(live_adit, operation):
     api_user = make_api_user()
     inactive = DicomServerFactory(active=False)
@@ -125,11 +153,14 @@ def test_unknown_inactive_or_inaccessible_server_is_404(live_adit, operation):
 @pytest.mark.parametrize(
     "path, params, message",
     [
-        ("qidors/studies", {"PatientNam": "X"}, "Unknown DICOM keyword 'PatientNam'"),
+        ("qidors/studies", {"PatientNam": "X"}, "Unknown query parameter 'PatientNam'"),
         ("qidors/studies", {"StudyDate": "2024-13-45"}, "StudyDate"),
         ("qidors/studies", {"StudyInstanceUID": "1.2.abc"}, "not a valid UID"),
         ("qidors/studies", {"limit": "many"}, "limit must be a whole number"),
-        ("qidors/studies", {"includefield": "all"}, "includefield=all is not supported"),
+        ("qidors/series", {"offset": "-1"}, "offset must be between 0 and"),
+        ("qidors/instances", {"fuzzymatching": "maybe"}, "fuzzymatching must be true or false"),
+        ("qidors/studies", {"includefield": "all,Nonsense"}, "Unknown query parameter 'Nonsense'"),
+        ("qidors/studies", {"Modality": "C\\T"}, "Backslashes are not allowed"),
         ("qidors/studies", {"99999999": "1"}, "Unknown DICOM tag '99999999'"),
         ("qidors/studies/1.2.x/series", {}, "not a valid UID"),
         (f"wadors/studies/{STUDY_UID}", {"pseudonym": "A\\B"}, "Pseudonym"),
@@ -151,6 +182,24 @@ def test_bad_parameters_are_400_with_a_message(live_adit, path, params, message)
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"] == "application/json"
     assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/dicom-web/"),
+        ("GET", "/api/dicom-web/SOME_AE/qidors/patients"),
+        ("GET", "/api/dicom-web/SOME_AE/wadors/studies"),
+        ("GET", "/api/dicom-web/SOME_AE/qidors/studies/"),
+        ("DELETE", "/api/dicom-web/SOME_AE/wadors/studies/1.2/series/3.4/instances/5.6/x"),
+        ("POST", "/api/dicom-web/SOME_AE/stowrs/nonsense"),
+    ],
+)
+def test_unknown_routes_answer_json_not_html(live_adit, method, path):
+    response = requests.request(method, f"{live_adit.url}{path}", timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert "is not a DICOMweb resource of ADIT" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

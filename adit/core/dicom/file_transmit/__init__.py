@@ -25,9 +25,12 @@ Spool and replay (files are never lost because a subscriber was late)
     every instance. A torn file left by a crash is recognised by its size on reload.
 
     Every spooled file gets a sequence number (``seq``, increasing within one receiver run, the
-    *epoch*) and stays in the spool for ``retention`` seconds (default 15 minutes). A new
-    subscription gets only files spooled after it began, never files of earlier moves (which
-    might be stale or forged). A resumed one gets what it missed: files after its last ``seq``
+    *epoch*) and stays in the spool while a subscription of its topic lives: when the last one
+    ends (BYE, or its reconnect grace passed) the move is over and the topic's files are
+    removed at once. ``retention`` (default 15 minutes) only bounds files that no subscription
+    claims again, such as those reloaded after a receiver restart. A new subscription gets only
+    files spooled after it began, never files of earlier moves (which might be stale or
+    forged). A resumed one gets what it missed: files after its last ``seq``
     within the same epoch, or, when the receiver restarted meanwhile, the files of its topic
     received since it first subscribed (the receiver's clock, sent in ``SUBSCRIBED``).
 

@@ -15,6 +15,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,15 @@ class Expectations:
     expectation for `RECONNECT_GRACE` seconds, so its move goes on while it reconnects.
     """
 
-    def __init__(self, condition: threading.Condition) -> None:
+    def __init__(
+        self,
+        condition: threading.Condition,
+        on_topic_ended: Callable[[Topic], object] | None = None,
+    ) -> None:
         self._condition = condition
         self._by_topic: dict[Topic, list[Expectation]] = {}
+        # Called (holding the condition) when the last expectation of a topic has ended.
+        self._on_topic_ended = on_topic_ended
 
     def add(self, topic: Topic, sop_instance_uids: frozenset[str]) -> Expectation:
         expectation = Expectation(topic, sop_instance_uids)
@@ -75,7 +82,13 @@ class Expectations:
             if expectation in expectations:
                 expectations.remove(expectation)
             if not expectations:
-                self._by_topic.pop(expectation.topic, None)
+                self._topic_ended(expectation.topic)
+
+    def prune(self) -> None:
+        """Ends the expectations whose reconnect grace has passed (called periodically)."""
+        with self._condition:
+            for topic in list(self._by_topic):
+                self._live(topic)
 
     def _live(self, topic: Topic) -> list[Expectation]:
         now = time.monotonic()
@@ -85,8 +98,13 @@ class Expectations:
             if live:
                 self._by_topic[topic] = live
             else:
-                self._by_topic.pop(topic, None)
+                self._topic_ended(topic)
         return live
+
+    def _topic_ended(self, topic: Topic) -> None:
+        self._by_topic.pop(topic, None)
+        if self._on_topic_ended is not None:
+            self._on_topic_ended(topic)
 
     def expects(self, topic: Topic, sop_instance_uid: str) -> bool:
         with self._condition:
@@ -307,7 +325,9 @@ class FileTransmitServer:
         self.heartbeat_interval = heartbeat_interval
         self.secret = secret
         self.stopping = False
-        self.expectations = Expectations(spool.condition)
+        # The move a topic's files were pushed for is over once no subscription expects
+        # anything of the topic: its files go at once (no retention, no replay to a later move).
+        self.expectations = Expectations(spool.condition, on_topic_ended=spool.discard)
         self.acknowledged = 0
         """Files subscribers confirmed to have received (all subscriptions, this run)."""
         self._tcp = _TransmitTCPServer((host, port), _SubscriptionHandler, bind_and_activate=True)

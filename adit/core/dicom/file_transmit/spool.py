@@ -1,4 +1,8 @@
-"""The receiver's spool: every received file on disk (mode 0600) until its retention ends.
+"""The receiver's spool: every received file on disk (mode 0600) until its move is over.
+
+A topic's files are discarded when the last subscription expecting them ends (`discard`);
+the retention time only bounds what no subscription ever claims again (files reloaded after a
+receiver restart whose subscribers do not come back).
 
 Files get a sequence number within the receiver's run (the epoch) so a subscription can resume
 after exactly the last file it acknowledged; see the package docstring.
@@ -203,6 +207,17 @@ class Spool:
     def __len__(self) -> int:
         with self.condition:
             return sum(len(entries) for entries in self._entries.values())
+
+    def discard(self, topic: Topic) -> int:
+        """Removes every entry of ``topic`` (its move is over); returns how many."""
+        with self.condition:
+            discarded = self._entries.pop(topic, [])
+        for entry in discarded:
+            entry.path.with_suffix(".json").unlink(missing_ok=True)
+            entry.path.unlink(missing_ok=True)
+        if discarded:
+            logger.debug("Spool discarded %d files of a finished move", len(discarded))
+        return len(discarded)
 
     def expire(self, now: float | None = None) -> int:
         """Removes entries older than the retention time; returns how many."""

@@ -21,6 +21,7 @@ own Implementation Class UID and version name.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -120,17 +121,44 @@ def _own_user_information() -> list:
     return [maximum_length, implementation_uid, implementation_version]
 
 
+# A proposal as plain values: (abstract syntax, proposed transfer syntaxes) per context, in the
+# order of their context IDs (1, 3, 5, ...).
+Proposal = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def proposal_of(contexts: Sequence[PresentationContext]) -> Proposal:
+    return tuple(
+        (str(context.abstract_syntax), tuple(str(ts) for ts in context.transfer_syntax))
+        for context in contexts
+    )
+
+
+@functools.lru_cache(maxsize=64)
 def _association_request(
     calling_ae_title: str,
     called_ae_title: str,
-    contexts: Sequence[PresentationContext],
-    scp_role_sop_classes: Iterable[str],
+    proposal: Proposal,
+    scp_role_sop_classes: tuple[str, ...],
 ) -> bytes:
+    """The encoded A-ASSOCIATE-RQ, built once per proposal.
+
+    Encoding up to 128 presentation contexts with pynetdicom's PDU classes (which validate
+    every UID with a regular expression) took a task of a few instances longer than sending
+    them; a worker proposes the same few sets over and over, so the bytes are kept.
+    """
     primitive = A_ASSOCIATE()
     primitive.application_context_name = APPLICATION_CONTEXT_NAME
     primitive.calling_ae_title = calling_ae_title
     primitive.called_ae_title = called_ae_title
-    primitive.presentation_context_definition_list = list(contexts)
+    contexts = []
+    for index, (abstract_syntax, transfer_syntaxes) in enumerate(proposal):
+        context = PresentationContext()
+        context.context_id = 2 * index + 1
+        context.abstract_syntax = abstract_syntax
+        for transfer_syntax in transfer_syntaxes:
+            context.add_transfer_syntax(transfer_syntax)
+        contexts.append(context)
+    primitive.presentation_context_definition_list = contexts
     user_information = _own_user_information()
     for sop_class in scp_role_sop_classes:
         role = SCP_SCU_RoleSelectionNegotiation()
@@ -142,6 +170,56 @@ def _association_request(
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()
+
+
+@dataclass(frozen=True)
+class _Acceptance:
+    accepted: tuple[AcceptedContext, ...]
+    peer_max_pdu: int
+    scp_role_answer: frozenset[str] | None
+
+
+@functools.lru_cache(maxsize=64)
+def _read_acceptance(
+    encoded: bytes, called_ae_title: str, proposal: Proposal, scp_role_sop_classes: tuple[str, ...]
+) -> _Acceptance:
+    """What an A-ASSOCIATE-AC accepted of `proposal`; a PACS gives the same answer to the same
+    proposal, so decoding it (pynetdicom's classes again) is done once per answer."""
+    acceptance = A_ASSOCIATE_AC()
+    try:
+        acceptance.decode(encoded)
+        primitive = acceptance.to_primitive()
+    except Exception as error:  # pynetdicom's codec raises many kinds
+        raise UpperLayerError(f"malformed A-ASSOCIATE-AC ({error!r})") from error
+    accepted: list[AcceptedContext] = []
+    for result in primitive.presentation_context_definition_results_list:
+        context_id = result.context_id
+        index = (context_id - 1) // 2 if isinstance(context_id, int) else -1
+        if (
+            context_id is not None
+            and context_id % 2 == 1
+            and 0 <= index < len(proposal)
+            and result.result == 0x00
+            and result.transfer_syntax
+        ):
+            syntax = str(result.transfer_syntax[0])
+            abstract_syntax, proposed_syntaxes = proposal[index]
+            if syntax not in proposed_syntaxes:
+                # Accepting a syntax that was never proposed is a peer's error; the context
+                # is treated as refused rather than read in a syntax nobody agreed on.
+                logger.warning(
+                    "Association with %s: context %d accepted in %s, which was not proposed",
+                    called_ae_title,
+                    context_id,
+                    syntax,
+                )
+                continue
+            accepted.append(AcceptedContext(context_id, abstract_syntax, syntax))
+    return _Acceptance(
+        tuple(accepted),
+        primitive.maximum_length_received or 0,
+        _scp_roles_granted(primitive, scp_role_sop_classes),
+    )
 
 
 def _scp_roles_granted(acceptance: A_ASSOCIATE, requested: Iterable[str]) -> frozenset[str] | None:
@@ -209,24 +287,21 @@ class Association:
     ) -> Association:
         """Connects and negotiates; raises `AssociationRejected` or `UpperLayerError`.
 
-        `contexts` get their context IDs here (1, 3, 5, ...). Connection failures raise the
+        `contexts` are proposed with the context IDs 1, 3, 5, ... in their order (the objects
+        stay as they are, so callers may share them). Connection failures raise the
         `OSError` of the socket.
         """
         if not 0 < len(contexts) <= 128:
             raise ValueError(f"{len(contexts)} presentation contexts (1 to 128 allowed)")
-        for index, context in enumerate(contexts):
-            context.context_id = 2 * index + 1
+        proposal = proposal_of(contexts)
+        roles = tuple(str(uid) for uid in scp_role_sop_classes)
         sock = socket.create_connection((host, port), timeout=timeouts.connection)
         reader = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeouts.acse)
             reader = pdu_reader(sock, timeouts.acse)
-            sock.sendall(
-                _association_request(
-                    calling_ae_title, called_ae_title, contexts, scp_role_sop_classes
-                )
-            )
+            sock.sendall(_association_request(calling_ae_title, called_ae_title, proposal, roles))
             pdu_type, header, body = read_pdu(reader)
             if pdu_type == A_ASSOCIATE_RJ_PDU:
                 rejection = A_ASSOCIATE_RJ()
@@ -245,42 +320,13 @@ class Association:
                 raise UpperLayerError(abort_text(body))
             if pdu_type != A_ASSOCIATE_AC_PDU:
                 raise UpperLayerError(f"unexpected PDU 0x{pdu_type:02X} instead of an answer")
-            acceptance = A_ASSOCIATE_AC()
-            try:
-                acceptance.decode(header + body)
-                primitive = acceptance.to_primitive()
-            except Exception as error:  # pynetdicom's codec raises many kinds
-                raise UpperLayerError(f"malformed A-ASSOCIATE-AC ({error!r})") from error
+            acceptance = _read_acceptance(header + body, called_ae_title, proposal, roles)
         except BaseException:
             _close_quietly(sock, reader)
             raise
-        proposed = {context.context_id: context for context in contexts}
-        accepted: dict[int, AcceptedContext] = {}
-        for result in primitive.presentation_context_definition_results_list:
-            context_id = result.context_id
-            if (
-                context_id is not None
-                and result.result == 0x00
-                and context_id in proposed
-                and result.transfer_syntax
-            ):
-                syntax = str(result.transfer_syntax[0])
-                asked = proposed[context_id]
-                if syntax not in {str(ts) for ts in asked.transfer_syntax}:
-                    # Accepting a syntax that was never proposed is a peer's error; the context
-                    # is treated as refused rather than read in a syntax nobody agreed on.
-                    logger.warning(
-                        "Association with %s: context %d accepted in %s, which was not proposed",
-                        called_ae_title,
-                        context_id,
-                        syntax,
-                    )
-                    continue
-                accepted[context_id] = AcceptedContext(
-                    context_id, str(asked.abstract_syntax), syntax
-                )
-        association = cls(sock, reader, accepted, primitive.maximum_length_received or 0, timeouts)
-        association.scp_role_answer = _scp_roles_granted(primitive, scp_role_sop_classes)
+        accepted = {context.context_id: context for context in acceptance.accepted}
+        association = cls(sock, reader, accepted, acceptance.peer_max_pdu, timeouts)
+        association.scp_role_answer = acceptance.scp_role_answer
         return association
 
     # --- contexts ---------------------------------------------------------------------------

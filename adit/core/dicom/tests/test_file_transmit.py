@@ -445,3 +445,35 @@ def test_with_a_shared_secret_only_subscribers_that_know_it_get_files(tmp_path: 
         assert _uids(received) == _uids(study)
     finally:
         transmit.stop()
+
+
+def test_the_files_of_a_move_leave_the_spool_when_its_subscription_ends(server, study):
+    # No retention after the move: nothing of it can be replayed to a later one.
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    with _client(server).subscribe(topic, _uids(study)) as subscription:
+        for ds in study:
+            _add(server.spool, topic, ds)
+        received = list(subscription.iter_instances(inactivity_timeout=5))
+        assert len(server.spool) == len(study)  # kept while the move may still need them
+    assert _uids(received) == _uids(study)
+    wait_until(lambda: len(server.spool) == 0, what="the spool emptied")
+    assert not list((server.spool.files_dir).iterdir())
+
+
+def test_a_dropped_subscriptions_files_stay_for_its_reconnect_and_go_after_the_grace(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    subscription = _client(server).subscribe(topic, _uids(study))
+    for ds in study:
+        _add(server.spool, topic, ds)
+    assert subscription._sock is not None
+    subscription._sock.close()  # no BYE: a network failure
+    subscription._sock = None
+    wait_until(
+        lambda: server.expectations._live(topic)[0].ends_at is not None, what="the grace period"
+    )
+    server.expectations.prune()
+    assert len(server.spool) == len(study)  # still there for the reconnect
+    server.expectations._live(topic)[0].ends_at = time.monotonic() - 1  # grace has passed
+    server.expectations.prune()
+    assert len(server.spool) == 0
+    assert not list((server.spool.files_dir).iterdir())

@@ -208,12 +208,17 @@ def test_success_is_answered_only_after_the_file_is_spooled(receiver, study):
     topic = Topic(SCU_AE, datasets[0].StudyInstanceUID)
     with client(receiver).subscribe(topic, uids(datasets)):
         result = storescu(receiver, files)
-    assert result.returncode == 0, result.stderr
-    # The subscriber read nothing: success means the files are on disk in the spool.
-    stored = spooled_files(receiver)
-    assert all(path.stat().st_mode & 0o777 == 0o600 for path in stored)
-    assert len(stored) == len(files)
-    spooled = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored)}
+        assert result.returncode == 0, result.stderr
+        # The subscriber read nothing: success means the files are on disk in the spool.
+        stored = spooled_files(receiver)
+        assert all(path.stat().st_mode & 0o777 == 0o600 for path in stored)
+        assert len(stored) == len(files)
+        spooled = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored)}
+    # The move is over: its files leave the spool with the subscription (BYE ends it at once).
+    deadline = time.monotonic() + 5
+    while spooled_files(receiver) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not spooled_files(receiver)
     assert sorted(spooled) == sorted(uids(datasets))
     for original in datasets:
         assert spooled[original.SOPInstanceUID].PixelData == original.PixelData

@@ -26,6 +26,7 @@ from pynetdicom import AE, build_context, evt
 
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dimse import DimseConnector
+from adit.core.dicom.dimse import storage_contexts as dimse_storage_contexts
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.net import association, commands, errors, pdus
 from adit.core.dicom.query import QueryDataset
@@ -774,3 +775,41 @@ def test_orthanc_answers_the_scp_role_selection_for_c_get(orthanc_a, local_confi
         assert assoc.scp_role_answer == frozenset({CTImageStorage})
     finally:
         assoc.release()
+
+
+def test_negotiation_is_encoded_once_and_leaves_shared_contexts_as_they_are(
+    orthanc_a, local_config
+):
+    """The second association with the same proposal reuses the encoded A-ASSOCIATE-RQ and the
+    decoded answer, and gets the same contexts accepted; the proposed context objects (shared
+    by the cached context lists) are not renumbered."""
+    contexts = [build_context(GET_MODEL), *dimse_storage_contexts(reserved=1)]
+    ids_before = [context.context_id for context in contexts]
+    association._association_request.cache_clear()
+    association._read_acceptance.cache_clear()
+
+    def open_and_release() -> dict:
+        assoc = association.Association.request(
+            LOOPBACK,
+            orthanc_a.dicom_port,
+            calling_ae_title=local_config.calling_ae_title,
+            called_ae_title=orthanc_a.ae_title,
+            contexts=contexts,
+            timeouts=local_config.timeouts,
+            scp_role_sop_classes=[CTImageStorage],
+        )
+        try:
+            assert assoc.scp_role_answer == frozenset({CTImageStorage})
+            return dict(assoc.accepted)
+        finally:
+            assoc.release()
+
+    first = open_and_release()
+    second = open_and_release()
+
+    assert first == second
+    assert first[1].abstract_syntax == GET_MODEL  # IDs 1, 3, 5, ... in the proposal's order
+    assert any(c.abstract_syntax == CTImageStorage for c in first.values())
+    assert association._association_request.cache_info().hits == 1
+    assert association._read_acceptance.cache_info().hits == 1
+    assert [context.context_id for context in contexts] == ids_before

@@ -67,6 +67,13 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None)
 
     def handle(self, *args, queues, concurrency, burst, shutdown_timeout, name, **options):
+        from adit.core import association_limits, task_runs
+
+        # Task runs keep their thread's database connection, and slots their lock connections,
+        # for the next task (a new connection per task and slot cost a short task a fifth of
+        # its time).
+        task_runs.KEEP_DATABASE_CONNECTION = True
+        association_limits.KEEP_CONNECTIONS = True
         supervisor = _Supervisor(
             queues=queues,
             concurrency=concurrency,

@@ -51,10 +51,10 @@
     function formMessage(action) {
       const data = new FormData(form);
       // Lists: every checked value (a checkbox group may also send none).
-      const message = { action: action, selected_studies: [], deid_options: [] };
+      const message = { action: action, selected_studies: [], selected_series: [], deid_options: [] };
       for (const [key, value] of data.entries()) {
         if (key === "csrfmiddlewaretoken" || key === "action") continue;
-        if (key === "selected_studies" || key === "deid_options") message[key].push(value);
+        if (Array.isArray(message[key])) message[key].push(value);
         else message[key] = value;
       }
       return message;
@@ -119,23 +119,37 @@
       return sort.descending ? -order : order;
     }
 
+    function studyRows() {
+      return Array.from(tbody.querySelectorAll("tr[data-key]"));
+    }
+
+    // A study's series row (when expanded) stays right below the study, whatever the order.
+    function reattachSeries() {
+      for (const row of studyRows()) {
+        const series = tbody.querySelector('tr[data-series-for="' + CSS.escape(row.dataset.key) + '"]');
+        if (series && row.nextElementSibling !== series) row.after(series);
+      }
+    }
+
     function insertRows(html) {
       const template = document.createElement("template");
       template.innerHTML = html.trim();
-      const existing = Array.from(tbody.rows);
+      const existing = studyRows();
       for (const row of Array.from(template.content.querySelectorAll("tr"))) {
         if (tbody.querySelector('tr[data-key="' + CSS.escape(row.dataset.key) + '"]')) continue;
         const before = existing.find(function (other) { return compare(row, other) < 0; });
         tbody.insertBefore(row, before || null);
         existing.splice(before ? existing.indexOf(before) : existing.length, 0, row);
       }
+      reattachSeries();
       results.hidden = tbody.rows.length === 0;
       updateSelection();
     }
 
     function sortTable() {
-      const rows = Array.from(tbody.rows).sort(compare);
+      const rows = studyRows().sort(compare);
       for (const row of rows) tbody.appendChild(row);
+      reattachSeries();
       for (const th of results.querySelectorAll("th[data-sort-col]")) {
         const active = parseInt(th.dataset.sortCol, 10) === sort.col;
         th.setAttribute("aria-sort", active ? (sort.descending ? "descending" : "ascending") : "none");
@@ -168,7 +182,58 @@
       document.getElementById("st-transfer-button").disabled = checked === 0;
     }
 
-    tbody.addEventListener("change", updateSelection);
+    tbody.addEventListener("change", function (event) {
+      const box = event.target;
+      if (box.name === "selected_series") {
+        // Picking a series selects its study (transferred with the picked series only).
+        const row = box.closest("tr[data-series-for]");
+        const study = row && tbody.querySelector('tr[data-key="' + CSS.escape(row.dataset.seriesFor) + '"] input[name=selected_studies]');
+        if (study && box.checked) {
+          if (study.disabled) box.checked = false;
+          else study.checked = true;
+        }
+      } else if (box.name === "selected_studies" && !box.checked) {
+        const series = tbody.querySelector('tr[data-series-for="' + CSS.escape(box.value) + '"]');
+        if (series) for (const other of series.querySelectorAll("input[name=selected_series]")) other.checked = false;
+      }
+      updateSelection();
+    });
+
+    // --- expand a study: its series, to pick some ---------------------------------------
+
+    tbody.addEventListener("click", function (event) {
+      const toggle = event.target.closest(".st-series-toggle");
+      if (!toggle) return;
+      const row = toggle.closest("tr[data-key]");
+      const icon = toggle.querySelector("i.bi");
+      let series = tbody.querySelector('tr[data-series-for="' + CSS.escape(row.dataset.key) + '"]');
+      const expand = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", expand ? "true" : "false");
+      if (icon) icon.className = "bi " + (expand ? "bi-chevron-down" : "bi-chevron-right");
+      if (series) {
+        series.hidden = !expand;
+        return;
+      }
+      series = document.createElement("tr");
+      series.className = "st-series-row";
+      series.dataset.seriesFor = row.dataset.key;
+      const cell = document.createElement("td");
+      cell.colSpan = row.children.length;
+      cell.className = "ps-4 bg-body-tertiary";
+      cell.innerHTML = '<span class="spinner-border spinner-border-sm text-primary" role="status"></span> <span class="small">Loading the series…</span>';
+      series.appendChild(cell);
+      row.after(series);
+      fetch(toggle.dataset.url, { credentials: "same-origin" })
+        .then(function (response) {
+          // 400 carries the fragment with the reason; other refusals are whole pages.
+          if (!response.ok && response.status !== 400) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) { cell.innerHTML = html; })  // server-rendered, escaped
+        .catch(function (error) {
+          cell.textContent = "The series could not be loaded (" + error.message + ").";
+        });
+    });
     document.getElementById("st-select-all").addEventListener("change", function (event) {
       let count = 0;
       for (const box of tbody.querySelectorAll("input[name=selected_studies]")) {

@@ -1,0 +1,164 @@
+"""Upload: files a researcher drops in the browser, pseudonymized there, stored on a destination.
+
+The browser creates an `UploadJob` (destination, pseudonym, trial protocol), then posts its
+files one by one. Each accepted file is staged on disk (`settings.UPLOAD_STAGING_DIR`) and
+recorded as an `UploadInstance`, unique per job by SOP Instance UID: that is what makes an
+upload resumable without sending anything twice (the browser first asks which SOP Instance UIDs
+the job already holds). When the browser has sent everything it commits the job: the staged
+instances become one `UploadTask` per study, and a worker stores them on the destination.
+
+A job may be committed more than once (an upload resumed after it was committed, e.g. with
+files added to the folder): each commit adds tasks for the instances no task holds yet and
+reopens a finished job.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.urls import reverse
+
+from adit.core.dicom.deid_profile import DeidOption
+from adit.core.models import DicomAppSettings, DicomNode, TransferJob, TransferTask
+from adit.core.validators import validate_uid
+
+UPLOAD_DEID_OPTIONS = [DeidOption.RETAIN_MODIFIED_DATES.value]
+"""What the browser applies: the Basic Profile with dates shifted per patient (PS3.15 E.3.6)."""
+
+
+class UploadSettings(DicomAppSettings):
+    class Meta:
+        verbose_name = "upload settings"
+        verbose_name_plural = "upload settings"
+
+    def __str__(self) -> str:
+        return "Upload settings"
+
+
+class UploadJob(TransferJob):
+    default_priority = 3
+    urgent_priority = 7
+    app_settings_model = UploadSettings
+
+    destination = models.ForeignKey(DicomNode, on_delete=models.PROTECT, related_name="+")
+    pseudonym = models.CharField(max_length=64, blank=True)
+    # True while the browser sends files and has not committed them yet: a job without tasks
+    # is then still waiting, not "done with nothing to process".
+    receiving = models.BooleanField(default=True)
+
+    class Meta(TransferJob.Meta):
+        verbose_name = "upload job"
+
+    def get_absolute_url(self) -> str:
+        return reverse("upload:job_detail", args=[self.pk])
+
+    @property
+    def staging_dir(self) -> Path:
+        return Path(settings.UPLOAD_STAGING_DIR) / f"job-{self.pk}"
+
+    def received_bytes(self) -> int:
+        return self.instances.aggregate(total=models.Sum("size"))["total"] or 0
+
+    def status_from_tasks(self) -> tuple[str, str | None]:
+        if self.receiving and not self.tasks.exists():
+            return self.Status.PENDING, None
+        return super().status_from_tasks()
+
+    def commit_received(self, by_staff: bool) -> int:
+        """Turn the staged instances no task holds yet into one task per study and queue them.
+
+        Returns:
+            How many tasks were created (0: nothing new arrived since the last commit).
+        """
+        with transaction.atomic():
+            job = self._locked()
+            new = job.instances.filter(task=None)
+            studies = sorted(set(new.values_list("study_uid", flat=True)))
+            job.receiving = False
+            job.save(update_fields=["receiving"])
+            for study_uid in studies:
+                task = UploadTask.objects.create(
+                    job=job,
+                    destination_id=job.destination_id,
+                    patient_id=job.pseudonym,
+                    pseudonym=job.pseudonym,
+                    study_uid=study_uid,
+                )
+                new.filter(study_uid=study_uid).update(task=task)
+            if studies and job.status in self.FINAL_STATUSES:
+                # More files came for a finished job: it runs again for them.
+                job.start = job.end = None
+                job.message = ""
+                job.save(update_fields=["start", "end", "message"])
+        self.refresh_from_db()
+        if not studies:
+            self.update_status()
+            return 0
+        if self.status in self.FINAL_STATUSES or self.status == self.Status.PENDING:
+            self.submit(by_staff=by_staff)
+        elif self.status == self.Status.IN_PROGRESS:
+            self.queue_pending_tasks()
+        # Unverified: the tasks are queued when staff verify the job.
+        self.update_status()
+        return len(studies)
+
+
+class UploadTask(TransferTask):
+    """The staged instances of one study, stored on the job's destination by a worker."""
+
+    job = models.ForeignKey(UploadJob, on_delete=models.CASCADE, related_name="tasks")
+    # The files come from the user's browser, not from a node.
+    source = models.ForeignKey(
+        DicomNode, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+
+    class Meta(TransferTask.Meta):
+        verbose_name = "upload task"
+
+    def get_absolute_url(self) -> str:
+        return reverse("upload:task_detail", args=[self.pk])
+
+
+class UploadInstance(models.Model):
+    """One file the server accepted for a job (its staged copy lives until it is stored)."""
+
+    job = models.ForeignKey(UploadJob, on_delete=models.CASCADE, related_name="instances")
+    task = models.ForeignKey(
+        UploadTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="instances"
+    )
+    sop_instance_uid = models.CharField(max_length=64, validators=[validate_uid])
+    study_uid = models.CharField(max_length=64, validators=[validate_uid])
+    series_uid = models.CharField(max_length=64, validators=[validate_uid])
+    size = models.PositiveBigIntegerField()
+    received = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "sop_instance_uid"], name="upload_instance_unique_per_job"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Upload instance {self.sop_instance_uid} of job {self.job_id}"  # type: ignore[attr-defined]
+
+    @property
+    def staged_path(self) -> Path:
+        return (
+            Path(settings.UPLOAD_STAGING_DIR)
+            / f"job-{self.job_id}"
+            / f"{self.sop_instance_uid}.dcm"
+        )  # type: ignore[attr-defined]
+
+
+@receiver(post_delete, sender=UploadJob)
+def remove_staged_files(sender, instance: UploadJob, **kwargs) -> None:
+    """A deleted job's staged files go with it (once the deletion is committed)."""
+    staging_dir = instance.staging_dir
+    transaction.on_commit(lambda: shutil.rmtree(staging_dir, ignore_errors=True))

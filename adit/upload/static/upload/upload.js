@@ -1,0 +1,529 @@
+/*
+ * The upload page (Alpine.js component "aditUpload").
+ *
+ * 1. Pick: drop files/folders (nested folders through webkitGetAsEntry) or choose them.
+ *    Every file is read and parsed here (dcmjs, up to the pixel data) for the summary;
+ *    files that are not DICOM, unreadable, DICOMDIR or left out by the rules are listed
+ *    as skipped with the reason.
+ * 2. Start: the job is created (or, for the same files, destination and pseudonym picked
+ *    again, the earlier job is resumed: its id and the upload's secret are kept in
+ *    localStorage under a fingerprint of the files). The server says which SOP Instance UIDs
+ *    it holds; those files are not sent again.
+ * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES) read
+ *    again, de-identified (deidentify.js), written and POSTed as multipart/related (a single
+ *    file as application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are retried with
+ *    exponential backoff; a refusal (4xx) is shown with the server's reason.
+ * 4. Commit: when every file is held, the job is committed and a worker stores it.
+ *
+ * Nothing identifying is sent: not the file names (paths stay in the page), not the original
+ * UIDs (the held-check compares new UIDs), not the original PatientID.
+ */
+(function () {
+  "use strict";
+
+  const PARALLEL = 4;
+  const MAX_ATTEMPTS = 6;
+  const BATCH_FILES = 16;
+  const BATCH_BYTES = 8 * 1024 * 1024;
+  const STORAGE_PREFIX = "adit-upload:";
+  const PIXEL_DATA = "7FE00010";
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  async function sha256Hex(text) {
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function fileOf(entry) {
+    return new Promise((resolve, reject) => entry.file(resolve, reject));
+  }
+
+  function readBatch(reader) {
+    return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+  }
+
+  async function walkEntry(entry, prefix, out) {
+    if (entry.isFile) {
+      out.push({ file: await fileOf(entry), path: prefix + entry.name });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await readBatch(reader); // at most 100 entries per call
+        if (!batch.length) break;
+        for (const child of batch) await walkEntry(child, `${prefix}${entry.name}/`, out);
+      }
+    }
+  }
+
+  /** POST with upload progress; resolves {status, body} (never rejects on HTTP errors). */
+  function post(url, body, headers, onProgress, registerAbort) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      xhr.upload.onprogress = (event) => onProgress && onProgress(event.loaded);
+      xhr.onload = () => {
+        let parsed = {};
+        try {
+          parsed = JSON.parse(xhr.responseText || "{}");
+        } catch {
+          parsed = { error: `HTTP ${xhr.status}` };
+        }
+        resolve({ status: xhr.status, body: parsed });
+      };
+      xhr.onerror = () => reject(new Error("network error"));
+      xhr.onabort = () => reject(new DOMException("stopped", "AbortError"));
+      if (registerAbort) registerAbort(() => xhr.abort());
+      xhr.send(body);
+    });
+  }
+
+  const files = new Map(); // path -> File (kept out of Alpine's reactive proxies)
+
+  function component() {
+    return {
+      rules: JSON.parse(document.getElementById("upload-rules").textContent),
+      limits: JSON.parse(document.getElementById("upload-limits").textContent),
+      dragging: false,
+      reading: false,
+      pickedCount: 0,
+      readCount: 0,
+      summaryReady: false,
+      summary: { patients: 0, studies: 0, series: 0, instances: 0, bytes: 0 },
+      skipped: [],
+      queue: [],
+      tooLarge: "",
+      error: "",
+      resumeNote: "",
+      jobId: null,
+      jobUrl: "",
+      sending: false,
+      stopped: false,
+      finished: false,
+      finishedText: "",
+      startedAt: 0,
+      sentBytes: 0,
+      throughput: 0,
+      aborts: new Set(),
+
+      get canStart() {
+        return this.summaryReady && this.queue.length > 0 && !this.sending && !this.reading && !this.tooLarge;
+      },
+      get doneCount() {
+        return this.queue.filter((i) => i.state === "done" || i.state === "held").length;
+      },
+      get heldCount() {
+        return this.queue.filter((i) => i.state === "held").length;
+      },
+      get failedCount() {
+        return this.queue.filter((i) => i.state === "failed").length;
+      },
+      get overallPercent() {
+        const total = this.summary.bytes || 1;
+        let done = 0;
+        for (const item of this.queue) {
+          if (item.state === "done" || item.state === "held") done += item.size;
+          else if (item.state === "sending") done += (item.size * item.progress) / 100;
+        }
+        return Math.min(100, Math.round((100 * done) / total));
+      },
+      get timeLeft() {
+        if (!this.throughput) return Infinity;
+        return ((100 - this.overallPercent) / 100) * this.summary.bytes / this.throughput;
+      },
+      get visibleQueue() {
+        // The files that need attention first (being sent, failed, waiting), then the others;
+        // at most 100 rows, however large the upload.
+        const shown = [];
+        for (const states of [["sending", "retrying", "failed"], ["pending"], ["done", "held"]]) {
+          for (const item of this.queue) {
+            if (shown.length >= 100) return shown;
+            if (states.includes(item.state)) shown.push(item);
+          }
+        }
+        return shown;
+      },
+
+      formatBytes(bytes) {
+        if (!bytes) return "0 B";
+        const units = ["B", "KB", "MB", "GB", "TB"];
+        const exponent = Math.min(units.length - 1, Math.floor(Math.log(bytes) / Math.log(1024)));
+        return `${(bytes / 1024 ** exponent).toFixed(exponent ? 1 : 0)} ${units[exponent]}`;
+      },
+      formatSeconds(seconds) {
+        if (!Number.isFinite(seconds)) return "…";
+        if (seconds < 60) return `${Math.ceil(seconds)} s`;
+        return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s`;
+      },
+      csrf() {
+        return document.querySelector("#upload-form [name=csrfmiddlewaretoken]").value;
+      },
+      field(name) {
+        return document.getElementById(`upload-${name}`);
+      },
+
+      // --- pick and preview ------------------------------------------------------------------
+
+      async drop(event) {
+        this.dragging = false;
+        // Entries must be taken before the first await: the DataTransfer empties after it.
+        const entries = [...event.dataTransfer.items]
+          .map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null))
+          .filter(Boolean);
+        const picked = [];
+        if (entries.length) {
+          for (const entry of entries) await walkEntry(entry, "", picked);
+        } else {
+          for (const file of event.dataTransfer.files) picked.push({ file, path: file.name });
+        }
+        await this.read(picked);
+      },
+
+      async choose(event) {
+        const picked = [...event.target.files].map((file) => ({
+          file,
+          path: file.webkitRelativePath || file.name,
+        }));
+        event.target.value = "";
+        await this.read(picked);
+      },
+
+      async read(picked) {
+        if (this.sending) return;
+        this.reset();
+        this.reading = true;
+        this.pickedCount = picked.length;
+        const patients = new Set();
+        const studies = new Set();
+        const series = new Set();
+        const helper = new window.AditUpload.Deidentifier(this.rules, null, { pseudonym: "" });
+        const items = [];
+        let next = 0;
+        const readOne = async () => {
+          while (next < picked.length) {
+            const { file, path } = picked[next++];
+            let buffer;
+            try {
+              buffer = await file.arrayBuffer();
+            } catch (error) {
+              this.skipped.push({ path, reason: `unreadable: ${error.message || error}` });
+              this.readCount++;
+              continue;
+            }
+            const parsed = window.AditUpload.parse(buffer, { untilTag: PIXEL_DATA });
+            this.readCount++;
+            if (parsed.skip) {
+              this.skipped.push({ path, reason: parsed.skip });
+              continue;
+            }
+            const { dict, meta } = parsed.dicomDict;
+            const reason = helper.skipReason(dict, meta);
+            if (reason) {
+              this.skipped.push({ path, reason });
+              continue;
+            }
+            const get = (tag) => window.AditUpload.firstString(dict, tag);
+            const sop = get("00080018");
+            const study = get("0020000D");
+            const seriesUid = get("0020000E");
+            if (!sop || !study || !seriesUid) {
+              this.skipped.push({ path, reason: "unreadable: no SOP Instance, Study or Series UID" });
+              continue;
+            }
+            if (items.some((item) => item.originalSop === sop)) {
+              this.skipped.push({ path, reason: "the same instance (SOP Instance UID) as another file" });
+              continue;
+            }
+            patients.add(get("00100020"));
+            studies.add(study);
+            series.add(seriesUid);
+            files.set(path, file);
+            items.push({ path, size: file.size, originalSop: sop, newSop: "", state: "pending", progress: 0, message: "", attempts: 0 });
+          }
+        };
+        files.clear();
+        await Promise.all(Array.from({ length: PARALLEL }, readOne));
+        this.queue = items;
+        this.summary = {
+          patients: patients.size,
+          studies: studies.size,
+          series: series.size,
+          instances: items.length,
+          bytes: items.reduce((sum, item) => sum + item.size, 0),
+        };
+        const tooBig = items.filter((item) => item.size > this.limits.maxFileSize);
+        if (this.summary.bytes > this.limits.maxJobSize) {
+          this.tooLarge = `The files add up to ${this.formatBytes(this.summary.bytes)}; one upload may hold at most ${this.formatBytes(this.limits.maxJobSize)}. Upload the folder in parts.`;
+        } else if (tooBig.length) {
+          this.tooLarge = `${tooBig.length} file(s) are larger than ${this.formatBytes(this.limits.maxFileSize)}, the most one file may be (e.g. ${tooBig[0].path}).`;
+        }
+        this.reading = false;
+        this.summaryReady = true;
+      },
+
+      reset() {
+        Object.assign(this, {
+          summaryReady: false,
+          skipped: [],
+          queue: [],
+          tooLarge: "",
+          error: "",
+          resumeNote: "",
+          jobId: null,
+          jobUrl: "",
+          finished: false,
+          readCount: 0,
+          throughput: 0,
+        });
+      },
+
+      // --- job: create or resume --------------------------------------------------------------
+
+      async fingerprint() {
+        const uids = this.queue.map((item) => item.originalSop).sort().join("\n");
+        return sha256Hex(`${this.field("destination").value}\n${this.field("pseudonym").value.trim()}\n${uids}`);
+      },
+
+      async openJob() {
+        const key = STORAGE_PREFIX + (await this.fingerprint());
+        const saved = JSON.parse(localStorage.getItem(key) || "null");
+        if (saved) {
+          const response = await fetch(`/upload/jobs/${saved.job}/instances/`, { credentials: "same-origin" });
+          if (response.ok) {
+            const body = await response.json();
+            this.resumeNote = `Continuing upload job #${body.job}: these files were picked for it before.`;
+            return { job: body, secret: saved.secret, held: new Set(body.sop_instance_uids) };
+          }
+        }
+        const form = new FormData(document.getElementById("upload-form"));
+        form.set("total_size", String(this.summary.bytes));
+        const response = await fetch("/upload/jobs/new/", {
+          method: "POST",
+          body: form,
+          credentials: "same-origin",
+          headers: { "X-CSRFToken": this.csrf() },
+        });
+        const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+        if (!response.ok) throw new Error(body.error || `The job could not be created (HTTP ${response.status}).`);
+        const secret = window.AditUpload.Deidentifier.newSecret();
+        localStorage.setItem(key, JSON.stringify({ job: body.job, secret }));
+        return { job: body, secret, held: new Set() };
+      },
+
+      // --- send -------------------------------------------------------------------------------
+
+      async start() {
+        this.error = "";
+        this.stopped = false;
+        this.finished = false;
+        this.sending = true;
+        try {
+          const { job, secret, held } = await this.openJob();
+          this.jobId = job.job;
+          this.jobUrl = job.job_url;
+          const deidentifier = job.pseudonym
+            ? await window.AditUpload.Deidentifier.create(this.rules, secret, {
+                pseudonym: job.pseudonym,
+                trialProtocolId: this.field("trial-protocol-id").value.trim(),
+                trialProtocolName: this.field("trial-protocol-name").value.trim(),
+              })
+            : null;
+          for (const item of this.queue) {
+            if (item.state === "done" || item.state === "held") continue;
+            item.newSop = deidentifier ? await deidentifier.newUid(item.originalSop) : item.originalSop;
+            if (held.has(item.newSop)) {
+              Object.assign(item, { state: "held", progress: 100, message: "already held by ADIT" });
+            } else {
+              Object.assign(item, { state: "pending", progress: 0, message: "", attempts: 0 });
+            }
+          }
+          this.startedAt = performance.now();
+          this.sentBytes = 0;
+          let next = 0;
+          const pending = this.queue.filter((item) => item.state === "pending");
+          const worker = async () => {
+            while (!this.stopped && next < pending.length) {
+              // A batch: a few MB of files in one request (per-request costs are paid once).
+              const batch = [];
+              let bytes = 0;
+              while (next < pending.length && batch.length < BATCH_FILES && (!batch.length || bytes + pending[next].size <= BATCH_BYTES)) {
+                bytes += pending[next].size;
+                batch.push(pending[next++]);
+              }
+              await this.sendBatch(batch, deidentifier);
+            }
+          };
+          await Promise.all(Array.from({ length: PARALLEL }, worker));
+          if (this.stopped) {
+            this.resumeNote = "Stopped. Press Resume upload to send the rest (nothing is sent twice).";
+            return;
+          }
+          if (this.failedCount) {
+            this.error = `${this.failedCount} file(s) were refused or failed; see the list. Press Resume upload to try them again.`;
+            return;
+          }
+          await this.commit();
+        } catch (error) {
+          this.error = error.message || String(error);
+        } finally {
+          this.sending = false;
+          for (const item of this.queue) {
+            if (item.state === "sending" || item.state === "retrying") {
+              Object.assign(item, { state: "pending", progress: 0, message: "waiting (stopped)" });
+            }
+          }
+        }
+      },
+
+      async sendBatch(batch, deidentifier) {
+        // Pseudonymize each file of the batch (one at a time: memory stays at one batch).
+        const parts = [];
+        for (const item of batch) {
+          Object.assign(item, { state: "sending", progress: 0, message: "pseudonymizing" });
+          try {
+            const parsed = window.AditUpload.parse(await files.get(item.path).arrayBuffer());
+            if (parsed.skip) throw new Error(parsed.skip);
+            if (deidentifier) await deidentifier.deidentify(parsed.dicomDict);
+            parts.push({ item, body: parsed.dicomDict.write() });
+          } catch (error) {
+            Object.assign(item, { state: "failed", message: `not pseudonymized: ${error.message || error}` });
+          }
+        }
+        if (!parts.length) return;
+        let body;
+        let contentType;
+        if (parts.length === 1) {
+          body = parts[0].body;
+          contentType = "application/dicom";
+        } else {
+          const boundary = `adit-upload-${window.AditUpload.Deidentifier.newSecret().slice(0, 24)}`;
+          const encoder = new TextEncoder();
+          const chunks = [];
+          for (const part of parts) {
+            chunks.push(encoder.encode(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`));
+            chunks.push(new Uint8Array(part.body), encoder.encode("\r\n"));
+          }
+          chunks.push(encoder.encode(`--${boundary}--\r\n`));
+          // One buffer, not a Blob: what is sent is then plain bytes that tools (and the
+          // tests' request interception) see as they are.
+          body = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+          let offset = 0;
+          for (const chunk of chunks) {
+            body.set(chunk, offset);
+            offset += chunk.length;
+          }
+          contentType = `multipart/related; type="application/dicom"; boundary=${boundary}`;
+        }
+        const size = body.byteLength;
+        const items = parts.map((part) => part.item);
+        let attempts = 0;
+        let lastShown = 0;
+        for (;;) {
+          if (this.stopped) return;
+          attempts++;
+          for (const item of items) item.message = attempts > 1 ? `sending (attempt ${attempts})` : "sending";
+          let abort = null;
+          let problem = "";
+          try {
+            const response = await post(
+              `/upload/jobs/${this.jobId}/instances/`,
+              body,
+              { "Content-Type": contentType, "X-CSRFToken": this.csrf() },
+              (loaded) => {
+                // At most four page updates a second: re-rendering on every progress event
+                // of every request costs the page more than the sending itself.
+                const now = performance.now();
+                if (now - lastShown < 250 && loaded < size) return;
+                lastShown = now;
+                const percent = Math.round((100 * loaded) / size);
+                for (const item of items) item.progress = percent;
+                this.updateThroughput();
+              },
+              (cancel) => {
+                abort = cancel;
+                this.aborts.add(cancel);
+              },
+            );
+            const answers = parts.length === 1 && response.status !== 200 && response.status !== 201
+              ? null
+              : parts.length === 1
+                ? [{ status: response.status, ...response.body }]
+                : response.status === 200 ? response.body.results : null;
+            if (answers) {
+              items.forEach((item, index) => this.settle(item, answers[index] || { status: 0, error: "no answer" }));
+              return;
+            }
+            if (![408, 429].includes(response.status) && response.status < 500) {
+              for (const item of items) {
+                Object.assign(item, { state: "failed", message: response.body.error || `refused (HTTP ${response.status})` });
+              }
+              return;
+            }
+            problem = response.body.error || `HTTP ${response.status}`;
+          } catch (error) {
+            if (error.name === "AbortError") return;
+            problem = error.message || String(error);
+          } finally {
+            if (abort) this.aborts.delete(abort);
+          }
+          if (attempts >= MAX_ATTEMPTS) {
+            for (const item of items) Object.assign(item, { state: "failed", message: `failed after ${attempts} attempts: ${problem}` });
+            return;
+          }
+          const delay = Math.min(30000, 1000 * 2 ** (attempts - 1)) * (0.75 + Math.random() / 2);
+          for (const item of items) {
+            Object.assign(item, { state: "retrying", message: `${problem} — retrying in ${Math.round(delay / 1000)} s` });
+          }
+          await sleep(delay);
+          for (const item of items) item.state = "sending";
+        }
+      },
+
+      settle(item, answer) {
+        if (answer.status === 200 || answer.status === 201) {
+          this.sentBytes += item.size;
+          Object.assign(item, {
+            state: answer.status === 200 ? "held" : "done",
+            progress: 100,
+            message: answer.status === 200 ? "already held by ADIT" : "received by ADIT",
+          });
+        } else {
+          Object.assign(item, { state: "failed", message: answer.error || `refused (HTTP ${answer.status})` });
+        }
+        this.updateThroughput();
+      },
+
+      updateThroughput() {
+        const seconds = (performance.now() - this.startedAt) / 1000;
+        let bytes = this.sentBytes;
+        for (const item of this.queue) if (item.state === "sending") bytes += (item.size * item.progress) / 100;
+        this.throughput = seconds > 0.2 ? bytes / seconds : 0;
+      },
+
+      stop() {
+        this.stopped = true;
+        for (const cancel of this.aborts) cancel();
+        this.aborts.clear();
+      },
+
+      async commit() {
+        const response = await fetch(`/upload/jobs/${this.jobId}/commit/`, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "X-CSRFToken": this.csrf() },
+        });
+        const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+        if (!response.ok) throw new Error(body.error || `The upload could not be committed (HTTP ${response.status}).`);
+        this.finished = true;
+        const stored = this.queue.filter((i) => i.state === "done").length;
+        this.finishedText = `Upload job #${body.job}: ${stored} file(s) sent, ${this.heldCount} already stored. ` +
+          (body.new_tasks ? `A worker now stores them on ${body.destination}.` : "Nothing new to store.");
+      },
+    };
+  }
+
+  document.addEventListener("alpine:init", () => window.Alpine.data("aditUpload", component));
+})();

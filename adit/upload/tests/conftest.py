@@ -1,0 +1,65 @@
+"""Fixtures of the upload tests: a researcher allowed to upload, destinations, valid files."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from django.contrib.auth.models import Permission
+from pydicom import Dataset
+
+from adit.accounts.factories import GroupFactory, UserFactory
+from adit.core.dicom.pseudonymizer import Pseudonymizer
+from adit.core.models import DicomNodeGroupAccess, DicomServer
+from adit.upload.models import UPLOAD_DEID_OPTIONS
+
+PSEUDONYM = "UPL-1"
+
+
+def grant(group, *codenames: str) -> None:
+    group.permissions.add(
+        *Permission.objects.filter(content_type__app_label="upload", codename__in=codenames)
+    )
+
+
+def give_access(group, node, destination: bool = True) -> None:
+    DicomNodeGroupAccess.objects.create(
+        node=node, group=group, source=False, destination=destination
+    )
+
+
+def server_from_orthanc(orthanc, name: str) -> DicomServer:
+    return DicomServer.objects.create(**dataclasses.asdict(orthanc.server_config(name=name)))
+
+
+@pytest.fixture
+def uploaders(db):
+    group = GroupFactory(name="Uploaders")
+    grant(group, "add_uploadjob")
+    return group
+
+
+@pytest.fixture
+def uploader(uploaders):
+    """A non-staff researcher who may upload (pseudonymized only)."""
+    return UserFactory(username="uma", groups=[uploaders])
+
+
+def deidentify_like_the_browser(ds: Dataset, pseudonym: str = PSEUDONYM) -> Dataset:
+    """What the page sends, made with the server-side pseudonymizer (same table and options);
+    its UIDs are then put under the browser's 2.25 root."""
+    Pseudonymizer(seed="test-upload", options=UPLOAD_DEID_OPTIONS).pseudonymize(ds, pseudonym)
+    for element in ds.iterall():
+        if element.VR == "UI" and not element.keyword.endswith("ClassUID"):
+            value = str(element.value)
+            if value.startswith("2.") and not value.startswith("2.25."):
+                element.value = "2.25." + value[2:40].lstrip("0")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
