@@ -296,7 +296,7 @@ class Bench:
     def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
         from adit.accounts.models import User
         from adit.core.models import DicomJob, DicomServer
-        from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
+        from adit.core.tests.example_app.models import ExampleTransferJob, ExampleTransferTask
 
         assert self.worker is not None
         self._clear_b()

@@ -514,7 +514,7 @@ class AditClient:
         """
         parts = ["studies", study_uid] if study_uid else ["studies"]
         url = self._dicomweb_url(ae_title, "stowrs", *parts)
-        boundary = new_boundary()
+        boundary = new_boundary("adit-client")
         response = self.session.post(
             url,
             data=encode_parts((_part10(ds) for ds in instances), boundary),

@@ -223,7 +223,7 @@ def lookup_patient_id(source: DicomServer, study_uid: str) -> str:
         DicomError: the source failed.
     """
     from adit.core.dicom.operator import DicomOperator
-    from adit.core.dicom_config import local_config
+    from adit.core.dicom_settings import local_config
 
     operator = DicomOperator(source.to_config(), local_config())
     query = QueryDataset.create(QueryRetrieveLevel="STUDY", StudyInstanceUID=study_uid)

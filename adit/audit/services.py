@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from adit.core.statuses import Status
+
 from .models import AuditEntry, PseudonymMapping
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from adit.core.dicom.pseudonymizer import PseudonymizedInstance
     from adit.core.dicom.query import QueryDataset
     from adit.core.models import DicomTask
-    from adit.core.processors import ProcessingResult
+    from adit.core.processing import ProcessingResult
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +237,7 @@ def record_transfer(
         }
         if result is not None:
             details.update(status=result.status, message=result.message)
-            outcome = Outcome.FAILURE if result.status == "FA" else Outcome.SUCCESS
+            outcome = Outcome.FAILURE if result.status == Status.FAILURE else Outcome.SUCCESS
         else:
             details.update(error=str(error) or type(error).__name__)
             outcome = Outcome.FAILURE

@@ -10,14 +10,13 @@ from django.db import transaction
 
 from adit.core.association_limits import association_slot
 from adit.core.dicom.query import QueryDataset, ResultDataset, matches_wildcard
-from adit.core.models import DicomTask
-from adit.core.processors import DicomTaskProcessor, ProcessingResult
+from adit.core.processing import ProcessingResult
+from adit.core.processors import DicomTaskProcessor
+from adit.core.statuses import Status
 
 from .models import BatchQueryResult, BatchQueryTask
 
 logger = logging.getLogger(__name__)
-
-Status = DicomTask.Status
 
 
 class RowMismatch(Exception):
@@ -36,7 +35,7 @@ class BatchQueryTaskProcessor(DicomTaskProcessor):
 
     def process(self) -> ProcessingResult:
         from adit.core.dicom.operator import DicomOperator
-        from adit.core.dicom_config import local_config
+        from adit.core.dicom_settings import local_config
 
         task = self.task
         source = task.source.concrete

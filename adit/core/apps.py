@@ -11,7 +11,7 @@ class CoreConfig(AppConfig):
 
         from .dicom.move import ReceiverMoveFetcher
         from .dicom.operator import set_default_move_fetcher
-        from .dicom_config import file_transmit_secret
+        from .dicom_settings import file_transmit_secret
 
         # C-MOVE fetches go through ADIT's receiver (manage.py receiver) at these addresses.
         set_default_move_fetcher(

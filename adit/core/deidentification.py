@@ -26,10 +26,9 @@ import hmac
 
 from django.conf import settings
 
-from adit.core.dicom.deid_profile import OPTION_LABELS, DeidOption, parse_options
+from adit.core.dicom.deid_profile import DEID_OPTION_CHOICES, DeidOption, parse_options
 
-DEID_OPTION_CHOICES = [(option.value, OPTION_LABELS[option]) for option in DeidOption]
-"""Choices of the job and group fields (codes stored, the standard's words shown)."""
+__all__ = ["DEID_OPTION_CHOICES", "options_for_new_job", "pseudonymization_seed"]
 
 DEID_OPTIONS_HELP = (
     "With a pseudonym, the Basic Application Level Confidentiality Profile (DICOM PS3.15 E.1) "

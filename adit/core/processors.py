@@ -17,7 +17,6 @@ import enum
 import logging
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,24 +26,14 @@ from django.utils.module_loading import import_string
 
 from .association_limits import association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
+from .processing import ProcessingResult
+from .statuses import Status
 
 if TYPE_CHECKING:
     from .dicom.pseudonymizer import PseudonymizedInstance
     from .models import DicomTask
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ProcessingResult:
-    """What a processor reports about its task."""
-
-    status: str  # one of DicomTask.Status' SUCCESS, WARNING, FAILURE values
-    message: str
-    log: list[str] = field(default_factory=list)
-    # Of a transfer: instances delivered and their bytes as received (stored on the task).
-    instances: int | None = None
-    bytes: int | None = None
 
 
 class ProcessingAborted(Exception):
@@ -186,7 +175,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
             raise
         result.instances, result.bytes = self.transferred_count, self.transferred_bytes
         record_transfer(self.task, self.mapping, result=result)
-        if result.status != "FA":
+        if result.status != Status.FAILURE:
             count_transfer(
                 self.task._meta.app_label,
                 source.name,
@@ -257,7 +246,7 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
     def _operator(self, server):
         from .dicom.operator import DicomOperator
-        from .dicom_config import local_config
+        from .dicom_settings import local_config
 
         operator = DicomOperator(server.to_config(), local_config())
         operator.side_association = lambda: _one_more_association_slot(server)
@@ -357,15 +346,15 @@ class TransferTaskProcessor(DicomTaskProcessor):
         return writer.written_count
 
     def _result(self, count: int, transformer) -> ProcessingResult:
-        status, message = "SU", f"{count} instance(s) transferred."
+        status, message = Status.SUCCESS, f"{count} instance(s) transferred."
         # Instances left out on purpose (modality, possible burned-in text) never reach the
         # destination, so its check after the transfer does not miss them.
         self.log_lines[:0] = transformer.exclusion_log()
         if self.log_lines:
-            status = "WA"
+            status = Status.WARNING
             message += " " + self.log_lines[0]
         if count == 0 and not transformer.excluded_count:
-            status, message = "FA", "The source returned no instances for this study."
+            status, message = Status.FAILURE, "The source returned no instances for this study."
         return ProcessingResult(status, message, self.log_lines)
 
 

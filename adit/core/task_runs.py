@@ -55,11 +55,11 @@ from django.db import (
 )
 
 from .dicom.errors import RetriableDicomError
+from .processing import ProcessingResult
 from .processors import (
     DicomTaskProcessor,
     Phase,
     ProcessingAborted,
-    ProcessingResult,
     call_phase_hook,
     get_processor,
 )
@@ -248,9 +248,7 @@ class TaskRun:
                 self._record(lambda: task.fail_or_retry(retriable))
                 return None
             logger.exception("%s failed", task)
-            return ProcessingResult(
-                task.Status.FAILURE, str(error) or repr(error), [traceback.format_exc()]
-            )
+            return ProcessingResult.failure(str(error) or repr(error), traceback.format_exc())
 
     # --- the outcome (recorded exactly once) --------------------------------------------------
 
@@ -273,7 +271,7 @@ class TaskRun:
             self._record(lambda: task.hand_back(message, None, False))
         elif reason == AbortReason.TIME_LIMIT:
             message = f"The task exceeded its time limit of {settings.DICOM_TASK_TIME_LIMIT} s."
-            self._record(lambda: task.finish(ProcessingResult(task.Status.FAILURE, message)))
+            self._record(lambda: task.finish(ProcessingResult.failure(message)))
         else:
             self._record(task.finish_canceled)
 

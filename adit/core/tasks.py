@@ -17,6 +17,7 @@ from procrastinate.contrib.django import app
 from procrastinate.job_context import AbortReason as ProcrastinateAbortReason
 
 from .models import DicomTask
+from .queue import cancel_queued_job
 from .task_runs import AbortReason, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -36,14 +37,21 @@ async def retry_stalled_jobs_now(procrastinate_app=app) -> int:
     running jobs stay `doing` forever unless someone retries them. Returns how many were retried.
     """
     manager = procrastinate_app.job_manager
-    stalled = list(
-        await manager.get_stalled_jobs(seconds_since_heartbeat=settings.STALLED_JOB_SECONDS)
-    )
+    stalled = await stalled_queue_jobs(procrastinate_app)
     for job in stalled:
         logger.warning("Retrying stalled job %s (%s) of a dead worker", job.id, job.task_name)
         await manager.retry_job(job, priority=STALLED_JOB_RETRY_PRIORITY)
     await manager.prune_stalled_workers(seconds_since_heartbeat=settings.STALLED_JOB_SECONDS)
     return len(stalled)
+
+
+async def stalled_queue_jobs(procrastinate_app=app) -> list:
+    """Running queue jobs whose worker stopped heartbeating (`STALLED_JOB_SECONDS`)."""
+    return list(
+        await procrastinate_app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=settings.STALLED_JOB_SECONDS
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ def find_stuck_work() -> list[StuckItem]:
     """
     from procrastinate.contrib.django.models import ProcrastinateJob
 
-    from .models import DicomJob, cancel_queued_job
+    from .models import DicomJob
     from .processors import registered_task_models
 
     live_queue_jobs = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
@@ -262,17 +270,6 @@ async def _stop(run: TaskRun, thread: asyncio.Future, reason: AbortReason) -> No
         await asyncio.to_thread(run.record_abort_now)
     except BaseException:  # noqa: BLE001 - the run logs its own failures; the abort goes on
         logger.debug("%s ended with an error after the abort", run.label, exc_info=True)
-
-
-def queue_tasks(tasks, priority: int, schedule_at=None) -> list[int]:
-    """Defer `process_dicom_task` for many tasks in one round trip; returns the queue job ids."""
-    tasks = list(tasks)
-    if not tasks:
-        return []
-    deferrer = process_dicom_task.configure(priority=priority, schedule_at=schedule_at)
-    return deferrer.batch_defer(
-        *({"model_label": task.model_label(), "task_id": task.pk} for task in tasks)
-    )
 
 
 # --- folders ------------------------------------------------------------------------------------

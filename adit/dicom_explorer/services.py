@@ -43,7 +43,7 @@ from adit.core.dicom.config import LocalConfig
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import QueryDataset, ResultDataset
-from adit.core.dicom_config import local_config
+from adit.core.dicom_settings import local_config
 from adit.core.models import DicomNode, DicomServer
 
 from .rendering import PreviewError, render_png, shrink_png

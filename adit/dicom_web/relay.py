@@ -32,6 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import requests
+from adit_client.multipart import parse_content_type
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -43,8 +44,6 @@ from adit.core.dicom.dimse import received_encoding
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.pseudonymizer import InstanceTransformer
-
-from .multipart import parse_content_type
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
+from adit_client.multipart import MultipartError, iter_parts
 from django.conf import settings
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -40,11 +41,10 @@ from adit.core.dicom.query import (
     matches_wildcard,
     person_name_to_dicom,
 )
-from adit.core.dicom_config import local_config
+from adit.core.dicom_settings import local_config
 from adit.core.models import DicomServer
 
 from .errors import BadRequest, api_error_for
-from .multipart import MultipartError, iter_parts
 
 logger = logging.getLogger(__name__)
 

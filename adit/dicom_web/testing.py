@@ -22,6 +22,7 @@ from adit.accounts.factories import GroupFactory, TokenFactory, UserFactory
 from adit.accounts.models import User, generate_token
 from adit.core.dicom.testing.peers import LOOPBACK, free_port
 from adit.core.models import DicomNodeGroupAccess, DicomServer
+from adit.core.testing import wait_until
 from adit.core.testing.workers import PROJECT_DIR, worker_environment
 
 T = TypeVar("T")
@@ -64,17 +65,20 @@ def start_live_server(
     )
     log.close()
     server = LiveServer(f"http://{LOOPBACK}:{port}", process, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(
                 f"daphne exited with code {process.returncode}:\n{server.log_tail()}"
             )
         try:
             requests.get(f"{server.url}/health/", timeout=1)
-            return server
         except requests.RequestException:
-            time.sleep(0.2)
+            return False
+        return True
+
+    if wait_until(answers, timeout, interval=0.2, raising=False):
+        return server
     stop_live_server(server)
     raise RuntimeError(f"daphne did not answer within {timeout} s:\n{server.log_tail()}")
 

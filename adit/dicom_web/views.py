@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from adit_client.multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -29,7 +30,6 @@ from adit.dicom_explorer.rendering import PreviewError
 from . import relay, resources, services
 from .errors import BadRequest, UnsupportedMediaType, api_error_for
 from .models import QUERY_PERMISSION, RETRIEVE_PERMISSION, STORE_PERMISSION
-from .multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
 from .negotiation import (
     Choice,
     NotAcceptable,

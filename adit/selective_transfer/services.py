@@ -15,7 +15,7 @@ from django.urls import reverse
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import QueryDataset, ResultDataset
-from adit.core.dicom_config import local_config
+from adit.core.dicom_settings import local_config
 from adit.core.models import DicomServer
 
 from .forms import SelectedStudy, SelectiveTransferForm

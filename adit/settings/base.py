@@ -203,7 +203,7 @@ STORE_SCP_PORT = env.int("STORE_SCP_PORT", default=11112)
 FILE_TRANSMIT_HOST = env.str("FILE_TRANSMIT_HOST", default="127.0.0.1")
 FILE_TRANSMIT_PORT = env.int("FILE_TRANSMIT_PORT", default=14638)
 # Key workers prove to the receiver before it streams images to them; empty: derived from
-# SECRET_KEY (see adit.core.dicom_config.file_transmit_secret).
+# SECRET_KEY (see adit.core.dicom_settings.file_transmit_secret).
 FILE_TRANSMIT_SECRET = env.str("FILE_TRANSMIT_SECRET", default="")
 EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", default=["PR", "SR"])
 FOLDERS_MOUNT_DIR = Path(env.str("FOLDERS_MOUNT_DIR", default=str(ADIT_DATA_DIR / "folders")))

@@ -19,8 +19,8 @@ for _name, _value in {
 from .development import *  # noqa: E402, F403
 
 DEBUG = False
-INSTALLED_APPS = [*INSTALLED_APPS, "adit.example_app"]  # noqa: F405
-ROOT_URLCONF = "adit.example_app.urls"
+INSTALLED_APPS = [*INSTALLED_APPS, "adit.core.tests.example_app"]  # noqa: F405
+ROOT_URLCONF = "adit.core.tests.example_app.urls"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES = {

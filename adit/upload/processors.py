@@ -16,7 +16,9 @@ from collections.abc import Generator
 from pydicom import dcmread
 
 from adit.core.association_limits import association_slot
-from adit.core.processors import ERROR_ROLE, Phase, ProcessingResult, TransferTaskProcessor
+from adit.core.processing import ProcessingResult
+from adit.core.processors import ERROR_ROLE, Phase, TransferTaskProcessor
+from adit.core.statuses import Status
 
 from .models import UploadTask
 
@@ -45,7 +47,7 @@ class UploadTaskProcessor(TransferTaskProcessor):
                 logger.exception("%s: the end of the upload could not be audited", self.task)
             raise
         record_transfer(self.task, self.mapping, result=result)
-        if result.status != "FA":
+        if result.status != Status.FAILURE:
             count_transfer(
                 "upload",
                 "browser",
@@ -63,7 +65,7 @@ class UploadTaskProcessor(TransferTaskProcessor):
         missing = [i for i in instances if not i.staged_path.exists()]
         if missing:
             return ProcessingResult(
-                "FA",
+                Status.FAILURE,
                 f"{len(missing)} of {len(instances)} received file(s) are no longer staged; "
                 "upload them again.",
                 [f"missing: {i.sop_instance_uid}" for i in missing[:20]],
@@ -85,7 +87,7 @@ class UploadTaskProcessor(TransferTaskProcessor):
         self.transferred_count = count
         for instance in instances:
             instance.staged_path.unlink(missing_ok=True)
-        return ProcessingResult("SU", f"{count} instance(s) stored.", self.log_lines)
+        return ProcessingResult(Status.SUCCESS, f"{count} instance(s) stored.", self.log_lines)
 
     def _staged(self, instances) -> Generator:
         self.enter_phase(Phase.FETCHING)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 
+from adit_client.multipart import MultipartError, iter_parts, parse_content_type
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -25,7 +26,6 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from adit.core.errors import permission_required
-from adit.dicom_web.multipart import MultipartError, iter_parts, parse_content_type
 
 from .forms import UploadJobForm
 from .models import UploadJob, UploadSettings

@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 from adit.accounts.factories import UserFactory
 from adit.audit.models import AuditEntry
 from adit.audit.services import record
+from adit.core.statuses import Status
 from adit.core.testing.browser import login
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
@@ -47,7 +48,7 @@ def test_staff_filter_and_export_the_audit_log(page: Page, live_server):
         study_uid="1.2.826.0.1.3680043.8.498.1001",
         source="PACS",
         destination="Research PACS",
-        details={"status": "SU", "message": "12 instance(s) transferred."},
+        details={"status": Status.SUCCESS, "message": "12 instance(s) transferred."},
     )
     record(AuditEntry.Action.RETRIEVE, user=rita, patient_id="PAT-2002", source="PACS")
 
@@ -88,7 +89,7 @@ def test_trusted_party_exports_a_jobs_mapping_from_the_job_page(page: Page, live
 
     from adit.accounts.factories import GroupFactory
     from adit.audit.models import PseudonymMapping
-    from adit.example_app.models import ExampleTransferJob
+    from adit.core.tests.example_app.models import ExampleTransferJob
 
     group = GroupFactory(name="Trusted party")
     group.permissions.add(

@@ -16,8 +16,8 @@ from adit.audit.models import AuditEntry, PseudonymMapping
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomTask
 from adit.core.processors import TransferTaskProcessor
+from adit.core.tests.example_app.models import ExampleTransferJob, ExampleTransferTask
 from adit.core.tests.test_transfer_engine import orthanc_server
-from adit.example_app.models import ExampleTransferJob, ExampleTransferTask
 
 pytestmark = [pytest.mark.peers, pytest.mark.django_db]
 

@@ -16,6 +16,7 @@ from adit.batch_query.processors import BatchQueryTaskProcessor
 from adit.batch_query.tests.conftest import give_access, server_from_orthanc
 from adit.batch_transfer.parsers import parse_batch_transfer_file
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.statuses import Status
 from adit.core.testing.sheets import csv_upload, upload
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +67,7 @@ def hostile_job(client, researcher, researchers, orthanc_a):
     job = BatchQueryJob.objects.get(project_name="Formulas")
     for task in job.tasks.all():
         result = BatchQueryTaskProcessor(task).process()
-        assert result.status == "SU", result.message
+        assert result.status == Status.SUCCESS, result.message
     return job
 
 

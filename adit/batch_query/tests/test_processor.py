@@ -10,6 +10,7 @@ from adit.batch_query.models import BatchQueryJob, BatchQueryTask
 from adit.batch_query.processors import BatchQueryTaskProcessor
 from adit.batch_query.tests.conftest import server_from_orthanc
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.statuses import Status
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +60,7 @@ def run(source, **row):
 
 def test_patient_id_and_modality(source, patient):
     result, found = run(source, patient_id=patient["id"], modalities=["CT"], pseudonym="X1")
-    assert (result.status, result.message) == ("SU", "1 study found.")
+    assert (result.status, result.message) == (Status.SUCCESS, "1 study found.")
     (study,) = found
     assert study.study_description == "CT Thorax nativ"
     assert study.accession_number == "0042"
@@ -85,7 +86,7 @@ def test_name_and_birth_date_with_date_range_and_description_pattern(source, pat
         study_date_end=dt.date(2024, 1, 10),
         study_description="*THORAX*",
     )
-    assert (result.status, result.message) == ("SU", "1 study found.")
+    assert (result.status, result.message) == (Status.SUCCESS, "1 study found.")
     assert [s.study_description for s in found] == ["CT Thorax nativ"]
 
 
@@ -93,7 +94,7 @@ def test_series_query_with_pattern_and_modality(source, patient):
     result, found = run(
         source, patient_id=patient["id"], modalities=["CT"], series_description="ct*"
     )
-    assert (result.status, result.message) == ("SU", "1 series found.")
+    assert (result.status, result.message) == (Status.SUCCESS, "1 series found.")
     assert found[0].series_description == "CT series 1"
     assert found[0].series_number == "1"
     assert found[0].series_uid
@@ -102,7 +103,7 @@ def test_series_query_with_pattern_and_modality(source, patient):
 def test_unknown_patient_is_a_warning_with_nothing_found(source):
     result, found = run(source, patient_id=f"NOPE{uuid.uuid4().hex[:8]}", modalities=["CT"])
     assert (result.status, result.message) == (
-        "WA",
+        Status.WARNING,
         "Nothing found: no such patient at the source.",
     )
     assert found == []
@@ -111,14 +112,14 @@ def test_unknown_patient_is_a_warning_with_nothing_found(source):
 def test_no_matching_study_is_a_warning(source, patient):
     result, _ = run(source, patient_id=patient["id"], modalities=["US"])
     assert (result.status, result.message) == (
-        "WA",
+        Status.WARNING,
         "Nothing found: the patient has no studies matching the row.",
     )
 
 
 def test_patient_id_with_another_name_fails(source, patient):
     result, _ = run(source, patient_id=patient["id"], patient_name="Other^Name", modalities=["CT"])
-    assert result.status == "FA"
+    assert result.status == Status.FAILURE
     assert result.message.startswith(
         "The patient with this PatientID has another PatientName at the source"
     )

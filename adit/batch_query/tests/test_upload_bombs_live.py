@@ -28,6 +28,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.batch_query.models import BatchQueryJob, BatchQueryTask
 from adit.batch_query.parsers import COLUMNS
+from adit.core.testing import wait_until
 from adit.core.testing.sheets import row_bomb_xlsx, shared_strings_bomb_xlsx, xlsx_data
 from adit.dicom_web.testing import start_live_server, stop_live_server
 
@@ -122,7 +123,7 @@ def test_bombs_are_refused_fast_while_the_web_stays_healthy(
         assert token is not None
         rss_before = vm_kib(server.pid, "VmRSS") / 1024
         poller.start()
-        time.sleep(1)  # a baseline of health answers
+        wait_until(lambda: len(poller.samples) >= 10, 30, "a baseline of health answers")
         results = []
         bombs_end = 0.0
         for label, data, expected in uploads:
@@ -145,7 +146,8 @@ def test_bombs_are_refused_fast_while_the_web_stays_healthy(
             if expected is not None:
                 bombs_end = end
             results.append((label, len(data), end - start, response, expected, during, peak))
-        time.sleep(0.5)
+        # Health answers after the last upload too.
+        wait_until(lambda: sum(t > end for t, _ in poller.samples) >= 5, 30, "health answers")
     finally:
         poller.stop.set()
         poller.join(timeout=35)

@@ -13,6 +13,7 @@ from adit.accounts.factories import UserFactory
 from adit.batch_query.exports import export_table
 from adit.batch_query.models import BatchQueryJob, BatchQueryResult, BatchQueryTask
 from adit.core.models import DicomTask
+from adit.core.statuses import Status
 from adit.core.testing.sheets import csv_upload, upload, xlsx_upload
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +143,7 @@ def test_form_page_links_the_sample_files_and_explains_the_wildcards(client, res
 def job_with_outcomes(owner, source) -> BatchQueryJob:
     """Line 2 found two studies, line 3 found nothing, line 4 failed."""
     job = BatchQueryJob.objects.create(
-        owner=owner, project_name="P", project_description="D", status="FA"
+        owner=owner, project_name="P", project_description="D", status=Status.FAILURE
     )
     found = BatchQueryTask.objects.create(
         job=job,

@@ -9,6 +9,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask
 from adit.core.models import GroupDeidentificationDefaults
+from adit.core.statuses import Status
 from adit.core.testing.sheets import csv_upload, xlsx_upload
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_upload_groups_rows_by_study_into_queued_tasks(
     job = BatchTransferJob.objects.get()
     assert response.status_code == 302
     assert (job.status, job.ethics_application_id, job.trial_protocol_id) == (
-        "PE",
+        Status.PENDING,
         "EK-2024-17",
         "LUNG",
     )

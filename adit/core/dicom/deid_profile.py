@@ -65,6 +65,9 @@ OPTION_LABELS: dict[DeidOption, str] = {
 }
 """Each option in the standard's words (shown on forms and job pages)."""
 
+DEID_OPTION_CHOICES = [(option.value, OPTION_LABELS[option]) for option in DeidOption]
+"""Choices of the job and group fields (codes stored, the standard's words shown)."""
+
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 """CID 7050 code of the Basic Profile, written into every de-identified instance."""
 

@@ -24,6 +24,7 @@ from adit.core.association_limits import (
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomJob, DicomTask
+from adit.core.testing import wait_until
 from adit.core.testing.proxy import CountingProxy
 from adit.core.testing.workers import start_worker, stop_worker
 from adit.core.tests.test_transfer_engine import (
@@ -35,7 +36,6 @@ from adit.core.tests.test_transfer_engine import (
     study_uid_of,
     task_report,
     unique_id,
-    wait_for,
 )
 
 JobStatus, TaskStatus = DicomJob.Status, DicomTask.Status
@@ -119,7 +119,7 @@ def test_counting_proxy_sees_concurrent_connections():
     with CountingProxy(target.getsockname()[1]) as proxy:
         first = socket.create_connection((LOOPBACK, proxy.port))
         second = socket.create_connection((LOOPBACK, proxy.port))
-        wait_for(lambda: proxy.max_open == 2, 5, "two open connections")
+        wait_until(lambda: proxy.max_open == 2, 5, "two open connections")
         first.close()
         second.close()
     target.close()
@@ -146,13 +146,13 @@ def run_until_finished(make_job, workers: int, log_dir: Path, timeout: float = 1
     logs = [log_dir / f"worker{n}.log" for n in range(workers)]
     running = [start_worker("dicom", log_path=log) for log in logs]
     try:
-        wait_for(
+        wait_until(
             lambda: all(log.exists() and "started" in log.read_text() for log in logs),
             60,
             "every worker to start",
         )
         job = make_job()
-        wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, timeout, "the job to finish")
+        wait_until(lambda: job_status(job) in DicomJob.FINAL_STATUSES, timeout, "the job to finish")
     finally:
         for worker in running:
             stop_worker(worker)

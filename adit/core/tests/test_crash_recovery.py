@@ -8,14 +8,13 @@ nothing stays In Progress.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.core.dicom.testing.synthetic import make_large_study
 from adit.core.models import DicomJob, DicomTask
+from adit.core.testing import wait_until
 from adit.core.testing.workers import start_worker, stop_worker
 from adit.core.tests.test_transfer_engine import (
     TaskSpec,
@@ -27,7 +26,6 @@ from adit.core.tests.test_transfer_engine import (
     study_uid_of,
     task_report,
     unique_id,
-    wait_for,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,7 +68,7 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(orthanc_a, ortha
     survivor = None
     try:
         # Kill it once the destination holds some, but not all, of the study.
-        arrived = wait_for(
+        arrived = wait_until(
             lambda: orthanc_instance_count(orthanc_b, study_uid),
             timeout=90,
             what="the first instances to arrive at the destination",
@@ -88,9 +86,13 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(orthanc_a, ortha
         assert ProcrastinateJob.objects.get(id=queue_job_id).status == "doing"
         assert job_status(job) == JobStatus.IN_PROGRESS
 
-        time.sleep(STALLED_AFTER_SECONDS + 1.5)  # the dead worker's heartbeat is now stale
+        wait_until(
+            lambda: heartbeat_is_stale(queue_job_id),
+            STALLED_AFTER_SECONDS + 30,
+            "the dead worker's heartbeat to go stale",
+        )
         survivor = start_worker("dicom", env=env, log_path=tmp_path / "survivor.log")
-        wait_for(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 120, "the job to finish")
+        wait_until(lambda: job_status(job) in DicomJob.FINAL_STATUSES, 120, "the job to finish")
 
         job.refresh_from_db()
         task.refresh_from_db()
@@ -117,3 +119,17 @@ def test_task_of_a_killed_worker_is_finished_by_the_next_worker(orthanc_a, ortha
             doomed.wait(timeout=10)
         if survivor is not None:
             stop_worker(survivor)
+
+
+def heartbeat_is_stale(queue_job_id: int) -> bool:
+    """Whether the last heartbeat of the worker running the queue job is older than the
+    stalled limit (clock_timestamp(): inside a transaction now() stands still)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_workers WHERE id = ("
+            " SELECT worker_id FROM procrastinate_jobs WHERE id = %s)"
+            " AND last_heartbeat < clock_timestamp() - make_interval(secs => %s)",
+            [queue_job_id, STALLED_AFTER_SECONDS],
+        )
+        (count,) = cursor.fetchone() or (0,)
+        return count == 1

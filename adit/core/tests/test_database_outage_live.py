@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -20,6 +19,7 @@ from django.db import connection
 
 from adit.core.dicom.testing.synthetic import make_large_study
 from adit.core.models import DicomJob, DicomTask
+from adit.core.testing import wait_until
 from adit.core.testing.workers import PROJECT_DIR, start_worker, stop_worker, worker_environment
 from adit.core.tests.test_crash_recovery import orthanc_instance_total
 from adit.core.tests.test_transfer_engine import (
@@ -31,7 +31,6 @@ from adit.core.tests.test_transfer_engine import (
     study_uid_of,
     task_report,
     unique_id,
-    wait_for,
 )
 from adit.embedded_postgres import EmbeddedPostgres
 
@@ -100,21 +99,29 @@ def test_transfer_finishes_after_an_immediate_database_stop(
     log_path = tmp_path / "worker.log"
     worker = start_worker("dicom", log_path=log_path)
     try:
-        wait_for(
+        wait_until(
             lambda: orthanc_instance_count(orthanc_b, study_uid),
             timeout=60,
             what="the first instances to arrive at the destination",
             interval=0.05,
         )
+        logged_before_stop = len(log_path.read_text())
         cluster.stop(mode="immediate")
         stopped_with = orthanc_instance_count(orthanc_b, study_uid)
         assert stopped_with < len(datasets), "the transfer ended before the database stopped"
-        time.sleep(4)  # the worker sees the outage (heartbeat, listener, its own writes)
+        # The worker notices the outage (heartbeat, listener or its own writes fail, and it
+        # logs about the database) and is still alive after that.
+        wait_until(
+            lambda: "database" in log_path.read_text()[logged_before_stop:].lower(),
+            timeout=90,
+            what="the worker to log that the database went away",
+            interval=0.2,
+        )
         assert worker.poll() is None, "the worker exited when the database went away"
         cluster.start()
         assert cluster.port() == port  # the cluster keeps its port; the worker's URL stays right
 
-        wait_for(
+        wait_until(
             lambda: (
                 fresh(lambda: type(task).objects.get(pk=task.pk).status) in DicomTask.FINAL_STATUSES
             ),

@@ -21,6 +21,7 @@ from adit.core.dicom.testing.peers import require_binary
 from adit.core.dicom.testing.phi_corpus import find_identifiers, make_phi_corpus
 from adit.core.models import DicomFolder, DicomJob, DicomTask
 from adit.core.processors import TransferTaskProcessor
+from adit.core.statuses import Status
 from adit.core.tests.test_transfer_engine import (
     TaskSpec,
     create_transfer_job,
@@ -209,7 +210,7 @@ def test_the_processor_hands_every_replacement_to_its_mapping_hook(orthanc_a, or
     processor = RecordingProcessor(job.tasks.get())
     result = processor.process()
 
-    assert result.status == "WA", result
+    assert result.status == Status.WARNING, result
     cts = corpus.datasets[:2]
     assert sorted(r.original_sop_instance_uid for r in seen) == sorted(
         str(ds.SOPInstanceUID) for ds in cts

@@ -20,7 +20,7 @@ SETTINGS_PROBE = """
 import json, django
 from django.conf import settings
 django.setup()
-from adit.core.dicom_config import file_transmit_secret
+from adit.core.dicom_settings import file_transmit_secret
 print(json.dumps({
     "DJANGO_SECRET_KEY": settings.SECRET_KEY,
     "TOKEN_AUTHENTICATION_SALT": settings.TOKEN_AUTHENTICATION_SALT,

@@ -15,7 +15,11 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from adit.accounts.factories import UserFactory
 from adit.core.factories import DicomServerFactory
 from adit.core.models import DicomJob, DicomTask, JobActionError
-from adit.example_app.models import ExampleAppSettings, ExampleTransferJob, ExampleTransferTask
+from adit.core.tests.example_app.models import (
+    ExampleAppSettings,
+    ExampleTransferJob,
+    ExampleTransferTask,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from adit.accounts.factories import UserFactory
 from adit.core.models import DicomJob, DicomTask
+from adit.core.statuses import Status
 from adit.core.tests.test_job_lifecycle import make_job, set_task_statuses
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +50,7 @@ def test_job_list_shows_own_jobs_only_and_filters_by_status(client, owned_job):
     jobs = list(response.context["page"].object_list)
     assert jobs == [owned_job]
     assert other_job not in jobs
-    response = client.get(url("job_list"), {"status": "SU"})
+    response = client.get(url("job_list"), {"status": Status.SUCCESS})
     assert list(response.context["page"].object_list) == []
     response = client.get(url("job_list"), {"status": "<script>", "q": "<b>x</b>"})
     assert response.status_code == 200

@@ -4,10 +4,8 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from django.urls import reverse
 
 from adit.accounts.factories import GroupFactory, UserFactory
 from adit.core.dicom.config import ServerConfig
+from adit.core.dicom.testing import peers
 from adit.core.dicom.testing.peers import free_port, peer_environment, skip_or_fail
 from adit.core.factories import (
     DicomFolderFactory,
@@ -47,16 +46,7 @@ def require_binary(name: str) -> str:
 
 
 def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited early with code {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s")
+    peers.wait_for_port("127.0.0.1", port, process, name, timeout)
 
 
 def stop(process: subprocess.Popen) -> None:

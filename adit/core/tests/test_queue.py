@@ -4,7 +4,6 @@
 # (Procrastinate types periodic tasks without their `timestamp` argument.)
 
 import signal
-import time
 
 import pytest
 from django.db import connection
@@ -12,6 +11,7 @@ from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.core import tasks
+from adit.core.testing import wait_until
 from adit.core.testing.workers import run_worker_burst, start_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,10 +50,12 @@ def _registered_worker_count() -> int:
 def test_worker_stops_gracefully_on_sigterm():
     worker = start_worker("default")
     try:
-        deadline = time.monotonic() + 60
-        while not _registered_worker_count() and time.monotonic() < deadline:
+
+        def registered() -> int:
             assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
-            time.sleep(0.2)
+            return _registered_worker_count()
+
+        wait_until(registered, 60, what="the worker to register", interval=0.2)
         assert _registered_worker_count() == 1
 
         worker.send_signal(signal.SIGTERM)

@@ -25,6 +25,7 @@ import pytest
 
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomJob
+from adit.core.testing import wait_until
 from adit.core.tests.test_database_outage_live import django_database_at, fresh
 from adit.core.tests.test_transfer_engine import (
     TaskSpec,
@@ -34,7 +35,6 @@ from adit.core.tests.test_transfer_engine import (
     study_uid_of,
     task_report,
     unique_id,
-    wait_for,
 )
 from adit.embedded_postgres import EmbeddedPostgres
 
@@ -108,12 +108,8 @@ class Output:
         return "".join(self.lines)
 
     def wait_for(self, fragment: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if fragment in self.text:
-                return
-            time.sleep(0.2)
-        pytest.fail(f"no {fragment!r} in {timeout} s; output:\n{self.text[-6000:]}")
+        if not wait_until(lambda: fragment in self.text, timeout, interval=0.2, raising=False):
+            pytest.fail(f"no {fragment!r} in {timeout} s; output:\n{self.text[-6000:]}")
 
 
 def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
@@ -163,12 +159,13 @@ def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
                 and healthy(url)
             )
 
-        while not all_back():
+        def back() -> bool:
             assert serve.poll() is None, output.text
-            assert time.monotonic() - killed_at < 30, (
-                f"not everything was back 30 s after the kill:\n{output.text[-6000:]}"
-            )
-            time.sleep(0.5)
+            return all_back()
+
+        assert wait_until(back, killed_at + 30 - time.monotonic(), interval=0.5, raising=False), (
+            f"not everything was back 30 s after the kill:\n{output.text[-6000:]}"
+        )
 
         for name in CHILD_MARKERS:
             assert f"[supervisor] {name} exited (killed by signal SIGKILL)" in output.text
@@ -177,13 +174,15 @@ def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
             output.text
         )
         # The workers are working again, not just alive: each started a fresh worker.
-        deadline = killed_at + 30
-        while not all(
-            f"Worker for queue(s) {queue} started" in output.text[output_at_kill:]
-            for queue in ("default", "dicom")
-        ):
-            assert time.monotonic() < deadline, output.text[-6000:]
-            time.sleep(0.5)
+        assert wait_until(
+            lambda: all(
+                f"Worker for queue(s) {queue} started" in output.text[output_at_kill:]
+                for queue in ("default", "dicom")
+            ),
+            killed_at + 30 - time.monotonic(),
+            interval=0.5,
+            raising=False,
+        ), output.text[-6000:]
         recovered_after = time.monotonic() - killed_at
 
         # A transfer started now goes through the restarted worker.
@@ -196,7 +195,7 @@ def test_each_child_killed_is_back_within_30_s_and_a_transfer_then_succeeds(
                 orthanc_server(orthanc_b, "Orthanc B"),
                 [TaskSpec(str(datasets[0].PatientID), study_uid)],
             )
-            wait_for(
+            wait_until(
                 lambda: (
                     fresh(lambda: type(job).objects.get(pk=job.pk).status)
                     in DicomJob.FINAL_STATUSES

@@ -7,12 +7,12 @@ from io import BytesIO
 
 import pytest
 import requests
+from adit_client.multipart import iter_parts, parse_content_type
 from pydicom import Dataset, dcmread
 
 from adit.core.dicom.testing.peers import dataset_to_bytes
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.models import DicomServer
-from adit.dicom_web.multipart import iter_parts, parse_content_type
 from adit.dicom_web.testing import ApiUser, grant_access, make_api_user, server_from_config
 
 MODES = ("dimse", "dicomweb")

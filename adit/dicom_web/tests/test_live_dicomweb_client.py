@@ -17,13 +17,12 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import requests
+from adit_client.multipart import iter_parts, parse_content_type
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
-
-from adit.dicom_web.multipart import iter_parts, parse_content_type
 
 from .helpers import MODES, new_patient_id, setup_user_and_server, small_study
 

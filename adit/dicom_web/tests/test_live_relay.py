@@ -10,10 +10,10 @@ from io import BytesIO
 
 import pytest
 import requests
+from adit_client.multipart import iter_parts, parse_content_type
 from pydicom import dcmread
 
 from adit.core.dicom.testing.synthetic import make_large_study
-from adit.dicom_web.multipart import iter_parts, parse_content_type
 from adit.dicom_web.testing import peak_rss_while
 
 from .helpers import dicomweb_url, new_patient_id, setup_user_and_server

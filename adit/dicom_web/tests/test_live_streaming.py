@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from adit.core.dicom.testing.synthetic import make_large_study
+from adit.core.testing import wait_until
 from adit.dicom_web.testing import peak_rss_while
 
 from .helpers import MODES, dicomweb_url, new_patient_id, setup_user_and_server
@@ -96,9 +97,7 @@ def test_client_disconnect_stops_the_fetch(live_adit, orthanc_a, studies):
         assert response.status_code == 200
         next(response.iter_content(chunk_size=64 * 1024))
         assert process.num_threads() > baseline  # the fetch (and C-GET) threads are running
-    deadline = time.monotonic() + 20
-    while process.num_threads() > baseline and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: process.num_threads() <= baseline, 20, interval=0.2, raising=False)
     assert process.num_threads() <= baseline, "fetch threads survived the disconnect"
     # The server still works.
     assert _download(f"{wado}/studies/{large[0].StudyInstanceUID}", api_user.headers) > 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from adit.accounts.factories import DEFAULT_PASSWORD
 from adit.core.dicom.testing.peers import free_port
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomServerFactory
+from adit.core.testing import wait_until
 from adit.core.testing.browser import login
 from adit.core.testing.workers import PROJECT_DIR, worker_command, worker_environment
 
@@ -74,18 +74,17 @@ def daphne_url(transactional_db) -> Iterator[str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         if process.poll() is not None:
             pytest.fail(f"daphne exited while starting:\n{_stop(process)}")
         try:
-            if requests.get(f"{url}/accounts/login/", timeout=2).ok:
-                break
+            return requests.get(f"{url}/accounts/login/", timeout=2).ok
         except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"daphne did not answer within 60 s:\n{_stop(process)}")
-        time.sleep(0.2)
+            return False
+
+    if not wait_until(answers, 60, interval=0.2, raising=False):
+        pytest.fail(f"daphne did not answer within 60 s:\n{_stop(process)}")
     try:
         yield url
     finally:

@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (  # pyright: ignore[reportAttributeAccessIssue
 from adit.core.dicom.testing.peers import free_port
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomServerFactory
+from adit.core.statuses import Status
 from adit.core.testing.workers import run_worker_burst
 from adit.selective_transfer.consumers import SelectiveTransferConsumer
 from adit.selective_transfer.models import SelectiveTransferJob
@@ -380,7 +381,7 @@ async def test_patient_ids_with_any_character_stream_download_and_transfer(
     tasks = await database_sync_to_async(
         lambda: sorted(job.tasks.values_list("patient_id", "status"))
     )()
-    assert tasks == sorted((pid, "SU") for pid in patient_ids), tasks
+    assert tasks == sorted((pid, Status.SUCCESS) for pid in patient_ids), tasks
     arrived = orthanc_b.rest(
         "POST",
         "/tools/find",

@@ -13,6 +13,7 @@ from adit.accounts.factories import UserFactory
 from adit.core.dicom.testing.phi_corpus import PATIENT_NAME, make_phi_corpus
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.factories import DicomFolderFactory, DicomServerFactory
+from adit.core.statuses import Status
 from adit.upload.models import UploadInstance, UploadJob, UploadTask
 
 from .conftest import PSEUDONYM, deidentify_like_the_browser, encode, give_access
@@ -338,7 +339,7 @@ def test_the_worker_writes_a_committed_upload_to_the_folder_and_unstages_it(
     tasks = list(UploadTask.objects.filter(job_id=job_id))
     for task in tasks:
         result = UploadTaskProcessor(task).process()
-        assert (result.status, result.message) == ("SU", "1 instance(s) stored.")
+        assert (result.status, result.message) == (Status.SUCCESS, "1 instance(s) stored.")
     written = sorted(__import__("pathlib").Path(folder.path).rglob("*.dcm"))
     assert len(written) == 2
     assert {dcmread(p).PatientID for p in written} == {PSEUDONYM}

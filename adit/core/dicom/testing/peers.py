@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 
 from adit.core.dicom.config import ServerConfig
+from adit.core.testing import wait_until
 
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 ORTHANC_DICOMWEB_PLUGIN = os.environ.get(
@@ -104,17 +104,20 @@ def dataset_to_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_port(host: str, port: int, process: subprocess.Popen, what: str, timeout: float):
+    """Wait until `process` listens on `port`; RuntimeError if it exits or times out first."""
+
+    def listens() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout} s")
+            return False
+
+    if not wait_until(listens, timeout, interval=0.1, raising=False):
+        raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout} s")
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -218,22 +221,23 @@ class OrthancInstance:
                 env=peer_environment(),
                 cwd=self.base_dir,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 self.process = None
                 raise RuntimeError(
-                    f"Orthanc {self.name} exited with code {code} while starting:\n"
+                    f"Orthanc {self.name} exited with code {process.returncode} while starting:\n"
                     f"{_tail(log_path)}"
                 )
             try:
-                if self.session.get(f"{self.url}/system", timeout=1).ok:
-                    _wait_for_port(LOOPBACK, self.dicom_port, self.process, self.name, timeout)
-                    return self
+                return self.session.get(f"{self.url}/system", timeout=1).ok
             except requests.RequestException:
-                pass
-            time.sleep(0.1)
+                return False
+
+        if wait_until(answers, timeout, interval=0.1, raising=False):
+            wait_for_port(LOOPBACK, self.dicom_port, process, self.name, timeout)
+            return self
         self.stop()
         raise RuntimeError(
             f"Orthanc {self.name} did not answer on {self.url} within {timeout} s:\n"
@@ -470,7 +474,7 @@ class QrScpInstance:
                 cwd=self.base_dir,
             )
         try:
-            _wait_for_port(LOOPBACK, self.port, self.process, "qrscp", timeout)
+            wait_for_port(LOOPBACK, self.port, self.process, "qrscp", timeout)
         except RuntimeError as error:
             self.stop()
             raise RuntimeError(f"{error}:\n{_tail(log_path)}") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 from adit.core.dicom.config import LocalConfig, ServerConfig, Timeouts
 from adit.core.dicom.dimse import DimseConnector, RetrieveResult
@@ -21,6 +20,7 @@ from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing import raw_pdus
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.testing import wait_until
 
 from .conftest import new_patient_id
 
@@ -110,9 +110,9 @@ def test_cancel_moves_stops_a_running_c_move_part_way(orthanc_a, orthanc_b, loca
     thread = threading.Thread(target=move, daemon=True)
     try:
         thread.start()
-        deadline = time.monotonic() + 30
-        while not orthanc_b.study_instance_uids(study_uid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(
+            lambda: orthanc_b.study_instance_uids(study_uid), 30, raising=False, interval=0.02
+        )
         dimse.cancel_moves()
         thread.join(30)
         assert not thread.is_alive(), "the C-MOVE went on after C-CANCEL"

@@ -28,6 +28,7 @@ from adit.core.dicom.file_transmit import (
 )
 from adit.core.dicom.testing.peers import dataset_to_bytes
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.testing import wait_until
 
 AE = "PACS_1\\X"  # underscore and backslash must not confuse anything
 
@@ -206,7 +207,10 @@ def test_a_new_subscription_gets_only_files_spooled_after_it_began(server, study
         _add(server.spool, topic, ds)
 
     with _client(server).subscribe(topic, _uids(study)) as subscription:
-        assert subscription.receive(0.5) is None
+        # Files go out in spool order: had the old ones been sent, they would come first.
+        _add(server.spool, topic, study[4])
+        first = subscription.receive(5)
+        assert first is not None and first.sop_instance_uid == study[4].SOPInstanceUID
         threading.Timer(0.3, lambda: [_add(server.spool, topic, ds) for ds in study]).start()
         received = list(subscription.iter_instances(inactivity_timeout=5))
 
@@ -217,20 +221,14 @@ def test_a_new_subscription_gets_only_files_spooled_after_it_began(server, study
 
 def test_a_subscription_gets_only_the_instances_it_expects(server, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
-    wanted = study[:2]
+    # The last file of the study is expected too: files go out in spool order, so when it
+    # arrives right after the first two, the unexpected ones in between were passed over.
+    wanted = [*study[:2], study[-1]]
     with _client(server).subscribe(topic, _uids(wanted)) as subscription:
         for ds in study:
             _add(server.spool, topic, ds)
         received = [subscription.receive(5) for _ in wanted]
-        assert subscription.receive(0.5) is None  # the others of the study never come
     assert [file.sop_instance_uid for file in received if file] == _uids(wanted)
-
-
-def _wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
 
 
 def test_the_receiver_accepts_only_what_a_live_subscription_expects(server, study):
@@ -245,7 +243,7 @@ def test_the_receiver_accepts_only_what_a_live_subscription_expects(server, stud
     assert not server.expectations.expects(other_topic, uid)
 
     subscription.close()  # the move is over: BYE ends the expectation at once
-    assert _wait_until(lambda: not server.expectations.expects(topic, uid))
+    wait_until(lambda: not server.expectations.expects(topic, uid), what="the expectation ended")
 
 
 def test_a_dropped_subscription_keeps_its_expectation_while_it_reconnects(server, study):
@@ -255,7 +253,10 @@ def test_a_dropped_subscription_keeps_its_expectation_while_it_reconnects(server
     assert subscription._sock is not None
     subscription._sock.close()  # no BYE: a network failure
     subscription._sock = None
-    assert _wait_until(lambda: server.expectations._live(topic)[0].ends_at is not None)
+    wait_until(
+        lambda: server.expectations._live(topic)[0].ends_at is not None,
+        what="the grace period of the dropped subscription",
+    )
     assert server.expectations.expects(topic, uid)  # still accepted during the grace period
     expectation = server.expectations._live(topic)[0]
     expectation.ends_at = time.monotonic() - 1  # the grace period has passed
@@ -296,10 +297,7 @@ def test_every_subscriber_of_a_topic_gets_every_file(server, study):
     assert sorted(results["one"]) == sorted(_uids(study))
     assert sorted(results["two"]) == sorted(_uids(study))
     # The server counts an acknowledgement when it reads it, a moment after the client sent it.
-    deadline = time.monotonic() + 5
-    while server.acknowledged < 2 * len(study) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.acknowledged >= 2 * len(study)
+    wait_until(lambda: server.acknowledged >= 2 * len(study), what="every ACK read")
 
 
 def test_subscription_resumes_after_a_lost_connection(server, study):
@@ -458,7 +456,7 @@ def test_the_files_of_a_move_leave_the_spool_when_its_subscription_ends(server, 
         received = list(subscription.iter_instances(inactivity_timeout=5))
         assert len(server.spool) == len(study)  # kept while the move may still need them
     assert _uids(received) == _uids(study)
-    assert _wait_until(lambda: len(server.spool) == 0)
+    wait_until(lambda: len(server.spool) == 0, what="the spool emptied")
     assert not list((server.spool.files_dir).iterdir())
 
 
@@ -470,7 +468,9 @@ def test_a_dropped_subscriptions_files_stay_for_its_reconnect_and_go_after_the_g
     assert subscription._sock is not None
     subscription._sock.close()  # no BYE: a network failure
     subscription._sock = None
-    assert _wait_until(lambda: server.expectations._live(topic)[0].ends_at is not None)
+    wait_until(
+        lambda: server.expectations._live(topic)[0].ends_at is not None, what="the grace period"
+    )
     server.expectations.prune()
     assert len(server.spool) == len(study)  # still there for the reconnect
     server.expectations._live(topic)[0].ends_at = time.monotonic() - 1  # grace has passed

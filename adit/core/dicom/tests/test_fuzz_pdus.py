@@ -51,6 +51,7 @@ from adit.core.dicom.receiver import Receiver
 from adit.core.dicom.testing import raw_pdus
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.testing import wait_until
 
 SEED = int(os.environ.get("ADIT_FUZZ_SEED", "20261128"))
 CASES = max(1000, int(os.environ.get("ADIT_FUZZ_CASES", "1000")))
@@ -77,9 +78,7 @@ def open_descriptors() -> int:
 
 
 def wait_for_threads(at_most: int, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while threading.active_count() > at_most and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: threading.active_count() <= at_most, timeout, raising=False)
     return threading.active_count()
 
 
@@ -509,9 +508,12 @@ def test_mutated_pdus_at_the_requestor(
             fuzzing_pacs.plan = plan
             played_before = len(fuzzing_pacs.played)
             outcome, _ = run_operation(operation, fuzzing_pacs.port, watchdog)
-            deadline = time.monotonic() + END_OF_ASSOCIATION_TIMEOUT + 1
-            while len(fuzzing_pacs.played) == played_before and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_until(
+                lambda before=played_before: len(fuzzing_pacs.played) != before,
+                END_OF_ASSOCIATION_TIMEOUT + 1,
+                interval=0.001,
+                raising=False,
+            )
             name = f"seed {SEED} case {case}: {operation}, {' '.join(described) or '-'}"
             findings.count(outcome if not outcome.startswith("unexpected") else "unexpected")
             if watchdog.hung:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from adit.core.dicom.read_ahead import ReadAhead
+from adit.core.testing import wait_until
 
 
 class SourceError(Exception):
@@ -41,22 +41,17 @@ class RecordingSource:
             self.closed.set()
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+def blocked_count(items: ReadAhead, source: RecordingSource, at_least: int) -> int:
+    """The number of items produced once the producer is blocked on the full queue.
 
-
-def settled_count(source: RecordingSource, seconds: float = 0.5) -> int:
-    """The number of items produced once the producer has stopped producing for `seconds`."""
-    last = -1
-    while source.produced != last:
-        last = source.produced
-        time.sleep(seconds)
-    return last
+    With the queue full and `at_least` items produced, the producer holds the one it cannot
+    put and takes no more from the source until the consumer takes one: the count is final.
+    """
+    wait_until(
+        lambda: items._queue.full() and source.produced >= at_least,
+        what=f"a full queue and {at_least} items produced",
+    )
+    return source.produced
 
 
 def test_items_arrive_in_order():
@@ -98,7 +93,7 @@ def test_the_error_is_raised_where_it_happened_not_when_the_producer_hit_it():
     # come first.
     source = RecordingSource(count=10, fail_after=2)
     items = ReadAhead(source(), depth=8)
-    assert wait_until(lambda: source.closed.is_set())
+    wait_until(source.closed.is_set, what="the source closed")
     assert next(items) == 0
     assert next(items) == 1
     with pytest.raises(SourceError):
@@ -118,7 +113,7 @@ def test_close_before_the_end_stops_the_producer_and_closes_the_source_in_its_th
     assert source.closed_in is not threading.current_thread()
     assert not producer.is_alive()
     produced = source.produced
-    time.sleep(0.3)
+    producer.join()  # ended: nothing can produce any more
     assert source.produced == produced, "the producer went on after close()"
     with pytest.raises(StopIteration):
         next(items)
@@ -130,11 +125,11 @@ def test_the_producer_runs_only_depth_items_ahead(depth):
     # an unbounded queue it would take all 1000 items from the source at once.
     source = RecordingSource(count=1000)
     with ReadAhead(source(), depth=depth) as items:
-        assert wait_until(lambda: source.produced >= depth)
-        assert settled_count(source) == depth + 1  # while the consumer has taken nothing
+        # while the consumer has taken nothing
+        assert blocked_count(items, source, depth + 1) == depth + 1
         for consumed in range(1, 6):
             assert next(items) == consumed - 1
-            assert settled_count(source, 0.2) == consumed + depth + 1
+            assert blocked_count(items, source, consumed + depth + 1) == consumed + depth + 1
         assert not source.closed.is_set()
 
 

@@ -36,7 +36,8 @@ from adit.core.dicom.testing.peers import (
     start_qrscp,
 )
 from adit.core.dicom.testing.synthetic import make_study, write_study
-from adit.core.dicom_config import file_transmit_secret
+from adit.core.dicom_settings import file_transmit_secret
+from adit.core.testing import wait_until
 
 pytestmark = pytest.mark.peers
 
@@ -617,9 +618,7 @@ def test_stop_ends_an_idle_association_at_once(tmp_path, allowed):
     started = time.monotonic()
     receiver.stop()
     assert time.monotonic() - started < 5
-    deadline = time.monotonic() + 5
-    while assoc.is_established and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not assoc.is_established, 5, raising=False)
     assert assoc.is_aborted  # the PACS learns at once that the association is gone
 
 
@@ -764,13 +763,16 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
-def read_until_closed(sock, timeout: float) -> bytes:
+def read_until_closed(sock, timeout: float) -> bytes | None:
+    """What the peer sent before it closed the connection; None if still open after `timeout`."""
     sock.settimeout(timeout)
     received = b""
     try:
         while chunk := sock.recv(65536):
             received += chunk
-    except (TimeoutError, ConnectionResetError):
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
         pass
     return received
 
@@ -869,9 +871,9 @@ def test_a_flood_of_idle_connections_cannot_lock_the_receiver_out(receiver):
     threads_before = threading.active_count()
     idle = [socket.create_connection((LOOPBACK, receiver.store_port)) for _ in range(limit + 4)]
     try:
-        time.sleep(0.5)
         # The connections beyond the per-host limit were closed at once, and the idle ones
-        # hold no thread: requests are read by one thread for all connections.
+        # hold no thread: requests are read by one thread for all connections. (The receiver
+        # accepts in order: once the last ones are closed, all were taken.)
         closed = sum(1 for sock in idle[limit:] if read_until_closed(sock, 1) == b"")
         assert closed == 4
         assert threading.active_count() <= threads_before
@@ -888,8 +890,8 @@ def test_a_flood_of_idle_connections_cannot_lock_the_receiver_out(receiver):
     finally:
         for sock in idle:
             sock.close()
-    time.sleep(0.3)  # the receiver notices the closed idle connections
-    assert echo_works(receiver)
+    # The receiver notices the closed idle connections and takes new ones again.
+    wait_until(lambda: echo_works(receiver), 10, what="a C-ECHO after the flood", interval=0.1)
 
 
 # --- completeness: SOP classes outside the default list -------------------------------------

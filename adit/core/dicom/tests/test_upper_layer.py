@@ -32,6 +32,7 @@ from adit.core.dicom.net import association, commands, errors, pdus
 from adit.core.dicom.query import QueryDataset
 from adit.core.dicom.testing.peers import LOOPBACK, OrthancInstance, free_port, start_orthanc
 from adit.core.dicom.testing.synthetic import make_study
+from adit.core.testing import wait_until
 
 from .conftest import new_patient_id
 
@@ -96,9 +97,7 @@ def store_threads() -> list[str]:
 
 
 def wait_for_no_store_threads(timeout: float = 2.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while store_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not store_threads(), timeout, raising=False)
     return store_threads()
 
 

@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from adit.core.dicom.file_transmit import DEFAULT_RETENTION
 from adit.core.dicom.receiver import Receiver
-from adit.core.dicom_config import file_transmit_secret
+from adit.core.dicom_settings import file_transmit_secret
 from adit.observability.recording import AssociationCounts
 
 logger = logging.getLogger("adit.receiver")

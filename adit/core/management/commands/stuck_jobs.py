@@ -2,11 +2,15 @@
 
 import asyncio
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 from procrastinate.contrib.django import app
 
-from adit.core.tasks import find_stuck_work, recover_orphaned_tasks, retry_stalled_jobs_now
+from adit.core.tasks import (
+    find_stuck_work,
+    recover_orphaned_tasks,
+    retry_stalled_jobs_now,
+    stalled_queue_jobs,
+)
 
 
 class Command(BaseCommand):
@@ -23,7 +27,7 @@ class Command(BaseCommand):
         stuck = find_stuck_work()
         for item in stuck:
             self.stdout.write(item.description)
-        stalled_jobs = asyncio.run(self._stalled_jobs())
+        stalled_jobs = asyncio.run(_with_worker_app(stalled_queue_jobs))
         for job in stalled_jobs:
             task = job.task_kwargs
             self.stdout.write(
@@ -37,21 +41,15 @@ class Command(BaseCommand):
         if fix:
             # Stalled queue jobs first: once back in the queue, their In Progress tasks are
             # found by the sweep and made Pending again.
-            retried = asyncio.run(self._retry_stalled())
+            retried = asyncio.run(_with_worker_app(retry_stalled_jobs_now))
             recovered = recover_orphaned_tasks()
             self.stdout.write(
                 f"Recovered {recovered} task(s) or job(s); retried {retried} stalled job(s)."
             )
 
-    async def _stalled_jobs(self) -> list:
-        worker_app = app.with_connector(app.connector.get_worker_connector())
-        async with worker_app.open_async():
-            jobs = await worker_app.job_manager.get_stalled_jobs(
-                seconds_since_heartbeat=settings.STALLED_JOB_SECONDS
-            )
-            return list(jobs)
 
-    async def _retry_stalled(self) -> int:
-        worker_app = app.with_connector(app.connector.get_worker_connector())
-        async with worker_app.open_async():
-            return await retry_stalled_jobs_now(worker_app)
+async def _with_worker_app(function):
+    """Run `function(app)` on the workers' connector (a command has no worker's open app)."""
+    worker_app = app.with_connector(app.connector.get_worker_connector())
+    async with worker_app.open_async():
+        return await function(worker_app)

@@ -1,571 +1,37 @@
-"""Models every ADIT app shares."""
+"""Jobs and tasks: the abstract bases of every app's job and task models and their state machines.
 
-import secrets
+A job is what a user asked for (e.g. "transfer these 40 studies"); it is made of tasks, each
+processed by a worker. Rows in PostgreSQL come first; the queue only carries task ids. Every
+status change happens in one method below (see docs/architecture.md for the state machines).
+"""
+
 from datetime import datetime, timedelta
-from pathlib import PurePosixPath
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.contrib.postgres.fields import ArrayField
-from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models, transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from adit.core.deidentification import DEID_OPTION_CHOICES
-from adit.core.dicom.config import ServerConfig
-from adit.core.dicom.deid_profile import describe_options, parse_options
+from adit.core.dicom.deid_profile import describe_options
+from adit.core.processing import ProcessingResult
+from adit.core.queue import abort_queued_job, cancel_queued_job, defer_dicom_tasks
+from adit.core.statuses import FINAL_STATUSES, Status, TaskStatus
 from adit.core.validators import (
     validate_no_backslash_or_control_characters,
     validate_no_wildcards,
     validate_uid,
 )
 
-
-class ProjectSettings(models.Model):
-    """The one row of site-wide settings that staff edit at run time."""
-
-    announcement = models.TextField(
-        blank=True, help_text="Shown on the home page to every signed-in user (plain text)."
-    )
-    maintenance = models.BooleanField(
-        default=False,
-        help_text="While on, only staff can use ADIT; others and the API get 503.",
-    )
-
-    class Meta:
-        verbose_name = "project settings"
-        verbose_name_plural = "project settings"
-
-    def __str__(self) -> str:
-        return "Project settings"
-
-    @classmethod
-    def get(cls) -> "ProjectSettings":
-        settings, _ = cls.objects.get_or_create(pk=1)
-        return settings
-
-
-# --- DICOM nodes --------------------------------------------------------------------------------
-
-AccessDirection = Literal["source", "destination"]
-ACCESS_DIRECTIONS: tuple[AccessDirection, ...] = ("source", "destination")
-
-
-def validate_ae_title(value: str) -> None:
-    """An AE title: 1–16 characters of the DICOM default repertoire, no backslash."""
-    if not value.strip():
-        raise ValidationError(
-            "The AE title must not be empty or only spaces.", code="ae_title_blank"
-        )
-    if len(value) > 16:
-        raise ValidationError(
-            "The AE title %(value)s is %(length)d characters long; at most 16 are allowed.",
-            code="too_long",
-            params={"value": repr(value), "length": len(value)},
-        )
-    if value != value.strip(" "):
-        raise ValidationError(
-            "The AE title %(value)s must not start or end with a space.",
-            code="padded",
-            params={"value": repr(value)},
-        )
-    bad = sorted({char for char in value if not (" " <= char <= "~") or char == "\\"})
-    if bad:
-        raise ValidationError(
-            "The AE title %(value)s contains characters not allowed in an AE title: %(bad)s "
-            "(allowed: printable ASCII except backslash).",
-            code="bad_characters",
-            params={"value": repr(value), "bad": ", ".join(repr(char) for char in bad)},
-        )
-
-
-def validate_host(value: str) -> None:
-    if value and (value != value.strip() or any(char.isspace() for char in value)):
-        raise ValidationError(
-            "The host %(value)s must not contain spaces.", code="bad_host", params={"value": value}
-        )
-
-
-def validate_http_url(value: str) -> None:
-    """An http(s) URL with a host; unlike Django's URLValidator it allows hosts without a TLD
-    (Docker service names like ``orthanc``)."""
-    parsed = urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError(
-            "%(value)s is not an http:// or https:// URL with a host.",
-            code="bad_url",
-            params={"value": value},
-        )
-    if any(char.isspace() for char in value):
-        raise ValidationError(
-            "The URL %(value)s must not contain spaces.", code="bad_url", params={"value": value}
-        )
-
-
-def validate_url_prefix(value: str) -> None:
-    if any(char.isspace() for char in value) or "://" in value:
-        raise ValidationError(
-            "The prefix %(value)s must be a path segment such as 'dicom-web' (no spaces, no "
-            "scheme).",
-            code="bad_prefix",
-            params={"value": value},
-        )
-
-
-def validate_absolute_folder_path(value: str) -> None:
-    path = PurePosixPath(value)
-    if not path.is_absolute():
-        raise ValidationError(
-            "The folder path %(value)s must be absolute (start with /).",
-            code="relative_path",
-            params={"value": value},
-        )
-    if ".." in path.parts:
-        raise ValidationError(
-            "The folder path %(value)s must not contain '..'.",
-            code="parent_reference",
-            params={"value": value},
-        )
-
-
-class DicomNodeQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(active=True)
-
-    def accessible_by_user(self, user, direction: AccessDirection, all_groups: bool = False):
-        """Active nodes that `user` may use as `direction` ("source" or "destination").
-
-        Access comes from the user's active group (or, with `all_groups`, from any of the
-        user's groups). Group and flag are matched on the *same* access row, so a source right
-        of one group never combines with a destination right of another. Superusers get every
-        active node; anonymous and inactive users get none.
-        """
-        if direction not in ACCESS_DIRECTIONS:
-            raise ValueError(
-                f"Unknown access direction {direction!r}; use 'source' or 'destination'."
-            )
-        nodes = self.active()
-        if not user or not user.is_authenticated or not user.is_active:
-            return nodes.none()
-        if user.is_superuser:
-            return nodes
-        access_rows = DicomNodeGroupAccess.objects.filter(
-            node=OuterRef("pk"), group__user=user, **{direction: True}
-        )
-        if not all_groups:
-            if not user.active_group_id:
-                return nodes.none()
-            access_rows = access_rows.filter(group_id=user.active_group_id)
-        return nodes.filter(Exists(access_rows))
-
-
-class DicomNode(models.Model):
-    """A place DICOM data comes from or goes to: a server or a folder.
-
-    Concrete parent of `DicomServer` and `DicomFolder` (multi-table inheritance) so that jobs
-    can point at any node with one foreign key.
-    """
-
-    class NodeType(models.TextChoices):
-        SERVER = "SV", "Server"
-        FOLDER = "FO", "Folder"
-
-    name = models.CharField(max_length=64, unique=True)
-    node_type = models.CharField(max_length=2, choices=NodeType.choices, editable=False)
-    active = models.BooleanField(
-        default=True, help_text="Inactive nodes are hidden everywhere and cannot be used."
-    )
-    created = models.DateTimeField(auto_now_add=True)
-    modified = models.DateTimeField(auto_now=True)
-
-    objects = DicomNodeQuerySet.as_manager()
-
-    # Set by the subclasses.
-    NODE_TYPE: str = ""
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def save(self, *args, **kwargs):
-        if self.NODE_TYPE:
-            self.node_type = self.NODE_TYPE
-        super().save(*args, **kwargs)
-
-    @property
-    def concrete(self) -> "DicomServer | DicomFolder":
-        """This node as its subclass (a `DicomNode` fetched directly knows only the base)."""
-        if isinstance(self, DicomServer | DicomFolder):
-            return self
-        if self.node_type == self.NodeType.SERVER:
-            return self.dicomserver  # type: ignore[attr-defined]
-        if self.node_type == self.NodeType.FOLDER:
-            return self.dicomfolder  # type: ignore[attr-defined]
-        raise ValueError(f"The node {self.name!r} has an unknown type {self.node_type!r}.")
-
-    @property
-    def is_server(self) -> bool:
-        return self.node_type == self.NodeType.SERVER
-
-    @property
-    def is_folder(self) -> bool:
-        return self.node_type == self.NodeType.FOLDER
-
-    def is_accessible_by_user(
-        self, user, direction: AccessDirection, all_groups: bool = False
-    ) -> bool:
-        return (
-            DicomNode.objects.accessible_by_user(user, direction, all_groups=all_groups)
-            .filter(pk=self.pk)
-            .exists()
-        )
-
-
-class DicomServer(DicomNode):
-    """A PACS or other DICOM server reachable over DIMSE and/or DICOMweb."""
-
-    NODE_TYPE = DicomNode.NodeType.SERVER
-
-    ae_title = models.CharField(
-        "AE title",
-        max_length=16,
-        unique=True,
-        validators=[validate_ae_title],
-        help_text="The server's (called) AE title; also its key in ADIT's DICOMweb API.",
-    )
-    host = models.CharField(max_length=255, blank=True, validators=[validate_host])
-    port = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=[
-            MinValueValidator(1, "The port must be between 1 and 65535."),
-            MaxValueValidator(65535, "The port must be between 1 and 65535."),
-        ],
-    )
-    patient_root_find_support = models.BooleanField(default=False)
-    patient_root_get_support = models.BooleanField(default=False)
-    patient_root_move_support = models.BooleanField(default=False)
-    study_root_find_support = models.BooleanField(default=False)
-    study_root_get_support = models.BooleanField(default=False)
-    study_root_move_support = models.BooleanField(default=False)
-    store_scp_support = models.BooleanField(
-        "C-STORE SCP support", default=False, help_text="The server accepts C-STORE from ADIT."
-    )
-    pushes_from_any_host = models.BooleanField(
-        "C-MOVE pushes from any host",
-        default=False,
-        help_text=(
-            "ADIT's receiver accepts C-MOVE pushes with this server's AE title only from the "
-            "server's host. Tick this for a PACS behind NAT whose pushes come from elsewhere."
-        ),
-    )
-    dicomweb_root_url = models.CharField(
-        "DICOMweb root URL", max_length=2000, blank=True, validators=[validate_http_url]
-    )
-    dicomweb_qido_prefix = models.CharField(
-        "QIDO-RS prefix", max_length=2000, blank=True, validators=[validate_url_prefix]
-    )
-    dicomweb_wado_prefix = models.CharField(
-        "WADO-RS prefix", max_length=2000, blank=True, validators=[validate_url_prefix]
-    )
-    dicomweb_stow_prefix = models.CharField(
-        "STOW-RS prefix", max_length=2000, blank=True, validators=[validate_url_prefix]
-    )
-    dicomweb_qido_support = models.BooleanField("QIDO-RS support", default=False)
-    dicomweb_wado_support = models.BooleanField("WADO-RS support", default=False)
-    dicomweb_stow_support = models.BooleanField("STOW-RS support", default=False)
-    dicomweb_authorization_header = models.CharField(
-        "DICOMweb Authorization header",
-        max_length=2000,
-        blank=True,
-        help_text="Sent verbatim as the Authorization header, e.g. 'Bearer <token>'.",
-    )
-    max_search_results = models.PositiveIntegerField(
-        default=200,
-        validators=[MinValueValidator(1, "The maximum number of search results must be >= 1.")],
-        help_text="How many results one query may return before ADIT splits it.",
-    )
-    max_associations = models.PositiveIntegerField(
-        default=4,
-        validators=[MinValueValidator(1, "The maximum number of associations must be >= 1.")],
-        help_text="How many associations/requests ADIT may hold open to this server at once.",
-    )
-
-    DIMSE_FLAGS = (
-        "patient_root_find_support",
-        "patient_root_get_support",
-        "patient_root_move_support",
-        "study_root_find_support",
-        "study_root_get_support",
-        "study_root_move_support",
-        "store_scp_support",
-    )
-    DICOMWEB_FLAGS = ("dicomweb_qido_support", "dicomweb_wado_support", "dicomweb_stow_support")
-
-    class Meta:
-        verbose_name = "DICOM server"
-        ordering = ["name"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(port__isnull=True) | Q(port__gte=1, port__lte=65535),
-                name="dicomserver_port_range",
-            ),
-            models.CheckConstraint(
-                condition=Q(max_associations__gte=1), name="dicomserver_max_associations_min"
-            ),
-            models.CheckConstraint(
-                condition=Q(max_search_results__gte=1), name="dicomserver_max_search_results_min"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.ae_title})"
-
-    @property
-    def has_dimse(self) -> bool:
-        return bool(self.ae_title and self.host and self.port)
-
-    @property
-    def has_dicomweb(self) -> bool:
-        return bool(self.dicomweb_root_url)
-
-    def clean(self) -> None:
-        super().clean()
-        errors: dict[str, list[str]] = {}
-        if self.host and not self.port:
-            errors.setdefault("port", []).append("A host needs a port for DIMSE.")
-        if self.port and not self.host:
-            errors.setdefault("host", []).append("A port needs a host for DIMSE.")
-        if not (self.host or self.port) and not self.dicomweb_root_url:
-            errors.setdefault("__all__", []).append(
-                "The server is not reachable: give a host and port (DIMSE) or a DICOMweb root URL."
-            )
-        if not (self.host and self.port):
-            enabled = [
-                str(self._meta.get_field(flag).verbose_name)
-                for flag in self.DIMSE_FLAGS
-                if getattr(self, flag)
-            ]
-            if enabled:
-                errors.setdefault("__all__", []).append(
-                    f"DIMSE support ({', '.join(enabled)}) needs a host and port."
-                )
-        if not self.dicomweb_root_url:
-            for flag in self.DICOMWEB_FLAGS:
-                if getattr(self, flag):
-                    label = self._meta.get_field(flag).verbose_name
-                    errors.setdefault(flag, []).append(f"{label} needs a DICOMweb root URL.")
-        if errors:
-            raise ValidationError(errors)  # pyright: ignore[reportArgumentType]
-
-    def to_config(self) -> ServerConfig:
-        """The plain config value the DICOM layer works with."""
-        return ServerConfig(
-            name=self.name,
-            ae_title=self.ae_title,
-            host=self.host,
-            port=self.port or 0,
-            patient_root_find_support=self.patient_root_find_support,
-            patient_root_get_support=self.patient_root_get_support,
-            patient_root_move_support=self.patient_root_move_support,
-            study_root_find_support=self.study_root_find_support,
-            study_root_get_support=self.study_root_get_support,
-            study_root_move_support=self.study_root_move_support,
-            store_scp_support=self.store_scp_support,
-            dicomweb_root_url=self.dicomweb_root_url,
-            dicomweb_qido_prefix=self.dicomweb_qido_prefix,
-            dicomweb_wado_prefix=self.dicomweb_wado_prefix,
-            dicomweb_stow_prefix=self.dicomweb_stow_prefix,
-            dicomweb_qido_support=self.dicomweb_qido_support,
-            dicomweb_wado_support=self.dicomweb_wado_support,
-            dicomweb_stow_support=self.dicomweb_stow_support,
-            dicomweb_authorization_header=self.dicomweb_authorization_header,
-            max_search_results=self.max_search_results,
-            max_associations=self.max_associations,
-        )
-
-
-class DicomFolder(DicomNode):
-    """A directory (as the workers see it) that studies are written to."""
-
-    NODE_TYPE = DicomNode.NodeType.FOLDER
-
-    path = models.CharField(
-        max_length=1024,
-        validators=[validate_absolute_folder_path],
-        help_text="Absolute path of the directory as the workers see it.",
-    )
-    quota = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Disk quota in GB; a transfer that would exceed it fails."
-    )
-    warn_size = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Warn the admins when the folder grows beyond this (GB)."
-    )
-
-    class Meta:
-        verbose_name = "DICOM folder"
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.path})"
-
-    def clean(self) -> None:
-        super().clean()
-        if self.quota is not None and self.warn_size is not None and self.warn_size > self.quota:
-            raise ValidationError(
-                {
-                    "warn_size": f"The warn size ({self.warn_size} GB) must not exceed the "
-                    f"quota ({self.quota} GB)."
-                }
-            )
-
-
-class DicomNodeGroupAccess(models.Model):
-    """What one group may do with one node."""
-
-    node = models.ForeignKey(DicomNode, on_delete=models.CASCADE, related_name="group_accesses")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="dicom_node_accesses")
-    source = models.BooleanField(default=False, help_text="The group may read from this node.")
-    destination = models.BooleanField(
-        default=False, help_text="The group may send data to this node."
-    )
-
-    class Meta:
-        verbose_name = "group access"
-        verbose_name_plural = "group accesses"
-        constraints = [
-            models.UniqueConstraint(fields=["node", "group"], name="unique_node_group_access")
-        ]
-
-    def __str__(self) -> str:
-        rights = [d for d in ACCESS_DIRECTIONS if getattr(self, d)] or ["no access"]
-        return f"{self.group} → {self.node}: {', '.join(rights)}"
-
-    def clean(self) -> None:
-        super().clean()
-        if not (self.source or self.destination):
-            raise ValidationError(
-                "Give the group source and/or destination access, or delete the row."
-            )
-        if self.source and self.node_id and self.node.node_type == DicomNode.NodeType.FOLDER:
-            raise ValidationError({"source": "A folder can only be a destination, not a source."})
-
-
-# --- Jobs and tasks -----------------------------------------------------------------------------
-# A job is what a user asked for (e.g. "transfer these 40 studies"); it is made of tasks, each
-# processed by a worker. Rows in PostgreSQL come first; the queue only carries task ids. Every
-# status change happens in one method below.
-
-
-def new_pseudonymization_seed() -> str:
-    """Only for the initial migrations of the apps (jobs once had a random seed each; the seed
-    is now derived per pseudonym, see `adit.core.deidentification`)."""
-    return secrets.token_hex(16)
-
-
-def validate_deid_options(value: list[str]) -> None:
-    try:
-        parse_options(value)
-    except ValueError as error:
-        raise ValidationError(str(error)) from None
-
-
-def deid_options_field(help_text: str) -> ArrayField:
-    return ArrayField(
-        models.CharField(max_length=40, choices=DEID_OPTION_CHOICES),
-        default=list,
-        blank=True,
-        validators=[validate_deid_options],
-        help_text=help_text,
-    )
-
-
-class GroupDeidentificationDefaults(models.Model):
-    """The PS3.15 options a group's new transfer jobs get unless the user chooses others."""
-
-    group = models.OneToOneField(
-        Group, on_delete=models.CASCADE, related_name="deidentification_defaults"
-    )
-    options = deid_options_field(
-        "Options of the Basic Application Level Confidentiality Profile (DICOM PS3.15 E.1) "
-        "preselected for the group's transfer jobs."
-    )
-
-    class Meta:
-        verbose_name = "de-identification defaults of a group"
-        verbose_name_plural = "de-identification defaults of groups"
-
-    def __str__(self) -> str:
-        return f"De-identification defaults of {self.group.name}"
-
-
-class DicomAppSettings(models.Model):
-    """Per-app switches staff change at run time (one row per app)."""
-
-    locked = models.BooleanField(
-        default=False, help_text="Only superusers may use the app's pages while it is locked."
-    )
-    suspended = models.BooleanField(
-        default=False, help_text="Workers leave the app's tasks waiting while it is suspended."
-    )
-    transfer_window_start = models.TimeField(
-        null=True,
-        blank=True,
-        help_text="Non-urgent tasks only run between start and end (server time), e.g. 22:00.",
-    )
-    transfer_window_end = models.TimeField(null=True, blank=True, help_text="e.g. 06:00")
-
-    class Meta:
-        abstract = True
-
-    def clean(self) -> None:
-        super().clean()
-        if (self.transfer_window_start is None) != (self.transfer_window_end is None):
-            raise ValidationError(
-                "Give the transfer window both a start and an end, or leave both empty."
-            )
-
-    @classmethod
-    def get(cls):
-        settings_row, _ = cls.objects.get_or_create(pk=1)
-        return settings_row
-
-    def next_window_start(self, now: datetime) -> datetime | None:
-        """None when non-urgent tasks may run now, else when the transfer window opens next."""
-        start, end = self.transfer_window_start, self.transfer_window_end
-        if start is None or end is None or start == end:
-            return None
-        local_now = timezone.localtime(now)
-        current = local_now.time()
-        inside = start <= current < end if start < end else (current >= start or current < end)
-        if inside:
-            return None
-        opening = local_now.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
-        if opening <= local_now:
-            opening += timedelta(days=1)
-        return opening
+from .nodes import DicomNode
+from .settings import DicomAppSettings, deid_options_field
 
 
 class DicomJob(models.Model):
     """What a user asked for; its status follows from its tasks (see `update_status`)."""
 
-    class Status(models.TextChoices):
-        UNVERIFIED = "UV", "Unverified"
-        PENDING = "PE", "Pending"
-        IN_PROGRESS = "IP", "In Progress"
-        CANCELING = "CI", "Canceling"
-        CANCELED = "CA", "Canceled"
-        SUCCESS = "SU", "Success"
-        WARNING = "WA", "Warning"
-        FAILURE = "FA", "Failure"
-
-    FINAL_STATUSES = (Status.CANCELED, Status.SUCCESS, Status.WARNING, Status.FAILURE)
+    Status = Status
+    FINAL_STATUSES = FINAL_STATUSES
 
     # Procrastinate priorities (higher runs first); concrete jobs override them.
     default_priority = 2
@@ -639,10 +105,11 @@ class DicomJob(models.Model):
     # --- actions -----------------------------------------------------------------------------
 
     def _locked(self):
-        """This job's row, locked until the end of the surrounding transaction."""
+        """This row (a job's or a task's), locked until the end of the surrounding transaction."""
         return type(self).objects.select_for_update().get(pk=self.pk)
 
     def _require(self, allowed: bool, action: str) -> None:
+        """Refuse an action the current status does not allow (a job's or a task's)."""
         if not allowed:
             raise JobActionError(
                 f"{self} cannot be {action} while it is {self.get_status_display()}."
@@ -666,11 +133,7 @@ class DicomJob(models.Model):
             job = self._locked()
             job._require(job.is_verifiable, "verified")
             job._set_status(self.Status.PENDING)
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def delete_if_untouched(self) -> None:
         """Delete a job none of whose tasks has started, with its queue entries."""
@@ -715,11 +178,7 @@ class DicomJob(models.Model):
             # Running again: the old end time is no longer true (set anew when it ends).
             job.end = None
             job.save(update_fields=["end"])
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def retry(self) -> None:
         """Run the failed tasks again (only those)."""
@@ -733,11 +192,7 @@ class DicomJob(models.Model):
             # Running again: the old end time is no longer true (set anew when it ends).
             job.end = None
             job.save(update_fields=["end"])
-        self.refresh_from_db()
-        self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
-        self.update_status()
+        self._run_again()
 
     def restart(self) -> None:
         """Run every task again (staff)."""
@@ -748,16 +203,20 @@ class DicomJob(models.Model):
             job._set_status(self.Status.PENDING, message="")
             job.start = job.end = None
             job.save(update_fields=["start", "end"])
+        self._run_again()
+
+    def _run_again(self) -> None:
+        """After resume, retry or restart: queue the pending tasks and let them decide the status.
+
+        A job with nothing left to run (e.g. resumed after a cancel that came when its only task
+        had already failed) ends now, not Pending forever.
+        """
         self.refresh_from_db()
         self.queue_pending_tasks()
-        # The tasks decide the status: a job with nothing left to run (e.g. resumed after a
-        # cancel that came when its only task had already failed) ends now, not Pending forever.
         self.update_status()
 
     def queue_pending_tasks(self) -> int:
         """Queue every pending task that is not queued yet (one round trip for all)."""
-        from .tasks import queue_tasks
-
         with transaction.atomic():
             tasks = list(
                 self.tasks.select_for_update()
@@ -766,7 +225,7 @@ class DicomJob(models.Model):
             )
             if not tasks:
                 return 0
-            queue_ids = queue_tasks(tasks, self.priority)
+            queue_ids = defer_dicom_tasks(tasks, self.priority)
             _record_queue_ids(type(tasks[0]), [task.pk for task in tasks], queue_ids)
         return len(tasks)
 
@@ -791,7 +250,7 @@ class DicomJob(models.Model):
             finished = job._derive_status()
         self.refresh_from_db()
         if finished and self.send_finished_mail:
-            from .mail import send_job_finished_mail
+            from adit.core.mail import send_job_finished_mail
 
             transaction.on_commit(lambda: send_job_finished_mail(self))
         return finished
@@ -893,7 +352,7 @@ class JobActionError(Exception):
 
 
 TASK_RESET_VALUES = {
-    "status": "PE",
+    "status": Status.PENDING,
     "attempts": 0,
     "message": "",
     "log": "",
@@ -903,32 +362,11 @@ TASK_RESET_VALUES = {
 }
 
 
-def cancel_queued_job(queue_job_id: int) -> None:
-    """Remove a job that has not started from the queue (no-op if it is gone already)."""
-    from procrastinate.contrib.django import app
-
-    app.job_manager.cancel_job_by_id(queue_job_id, delete_job=True)
-
-
-def abort_queued_job(queue_job_id: int) -> None:
-    """Ask the worker running a job to abort it (the worker then marks the task canceled)."""
-    from procrastinate.contrib.django import app
-
-    app.job_manager.cancel_job_by_id(queue_job_id, abort=True)
-
-
 class DicomTask(models.Model):
     """One unit of work a worker processes (e.g. one study)."""
 
-    class Status(models.TextChoices):
-        PENDING = "PE", "Pending"
-        IN_PROGRESS = "IP", "In Progress"
-        CANCELED = "CA", "Canceled"
-        SUCCESS = "SU", "Success"
-        WARNING = "WA", "Warning"
-        FAILURE = "FA", "Failure"
-
-    FINAL_STATUSES = (Status.CANCELED, Status.SUCCESS, Status.WARNING, Status.FAILURE)
+    Status = TaskStatus
+    FINAL_STATUSES = FINAL_STATUSES
 
     # Concrete tasks: job = models.ForeignKey(<Job>, on_delete=models.CASCADE, related_name="tasks")
     job: Any
@@ -974,14 +412,9 @@ class DicomTask(models.Model):
 
     # --- user actions --------------------------------------------------------------------------
 
-    def _locked(self):
-        return type(self).objects.select_for_update().get(pk=self.pk)
-
-    def _require(self, allowed: bool, action: str) -> None:
-        if not allowed:
-            raise JobActionError(
-                f"{self} cannot be {action} while it is {self.get_status_display()}."
-            )
+    # The same row lock and status check as the job's.
+    _locked = DicomJob._locked
+    _require = DicomJob._require
 
     def delete_pending(self) -> None:
         job = self.job
@@ -1124,13 +557,13 @@ class DicomTask(models.Model):
             )
         else:
             self.finish(
-                _failure_result(f"Failed after {self.attempts} attempts: {error}", str(error))
+                ProcessingResult.failure(
+                    f"Failed after {self.attempts} attempts: {error}", str(error)
+                )
             )
 
     def hand_back(self, message: str, run_at: datetime | None, log_it: bool) -> None:
         """Put the task back in the queue (to run at `run_at`, or as soon as possible)."""
-        from .tasks import queue_tasks
-
         if self.job.status == DicomJob.Status.CANCELING:
             self.finish_canceled()
             return
@@ -1140,7 +573,7 @@ class DicomTask(models.Model):
                 status=self.Status.PENDING, message=message, log=log, queued_job_id=None
             )
             self.refresh_from_db()
-            (queue_id,) = queue_tasks([self], self.job.priority, schedule_at=run_at)
+            (queue_id,) = defer_dicom_tasks([self], self.job.priority, schedule_at=run_at)
             type(self).objects.filter(pk=self.pk).update(queued_job_id=queue_id)
         self.refresh_from_db()
         self.job.update_status()
@@ -1150,12 +583,6 @@ class DicomTask(models.Model):
         new = "\n".join(f"[{stamp}] {entry}" for entry in entries if entry)
         current = type(self).objects.values_list("log", flat=True).get(pk=self.pk)
         return f"{current}\n{new}".strip() if new else current
-
-
-def _failure_result(message: str, detail: str):
-    from .processors import ProcessingResult
-
-    return ProcessingResult(DicomTask.Status.FAILURE, message, [detail])
 
 
 class TransferJob(DicomJob):

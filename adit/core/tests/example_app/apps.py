@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class ExampleAppConfig(AppConfig):
-    name = "adit.example_app"
+    name = "adit.core.tests.example_app"
     label = "example_app"
 
     def ready(self) -> None:

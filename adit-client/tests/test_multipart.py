@@ -3,12 +3,13 @@
 from io import BytesIO
 
 import pytest
-
-from adit.dicom_web.multipart import (
+from adit_client.multipart import (
     MultipartError,
     closing_delimiter,
     encode_part,
+    encode_parts,
     iter_parts,
+    new_boundary,
     parse_content_type,
 )
 
@@ -89,3 +90,17 @@ def test_a_part_with_oversized_headers_is_skipped_and_reported(chunk_size):
 def test_an_endless_delimiter_line_is_refused():
     with pytest.raises(MultipartError, match="longer than 1024 bytes"):
         list(iter_parts(BytesIO(b"--bnd" + b" " * 5000 + b"\r\n").read, "bnd"))
+
+
+def test_what_the_client_sends_is_what_the_server_reads():
+    # One implementation on both sides: the client's STOW-RS body parsed by the server's reader.
+    boundary = new_boundary("adit-client")
+    body = b"".join(encode_parts(PAYLOADS, boundary))
+    parts = list(iter_parts(BytesIO(body).read, boundary, chunk_size=5))
+    assert [payload for _, payload in parts] == PAYLOADS
+
+
+@pytest.mark.parametrize("boundary", ["", "b" * 201])
+def test_a_missing_or_overlong_boundary_is_refused(boundary):
+    with pytest.raises(MultipartError, match="boundary is missing or longer than 200"):
+        list(iter_parts(BytesIO(_body()).read, boundary))
