@@ -215,10 +215,7 @@ def test_success_is_answered_only_after_the_file_is_spooled(receiver, study):
         assert len(stored) == len(files)
         spooled = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored)}
     # The move is over: its files leave the spool with the subscription (BYE ends it at once).
-    deadline = time.monotonic() + 5
-    while spooled_files(receiver) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not spooled_files(receiver)
+    wait_until(lambda: not spooled_files(receiver), 5, what="an empty spool")
     assert sorted(spooled) == sorted(uids(datasets))
     for original in datasets:
         assert spooled[original.SOPInstanceUID].PixelData == original.PixelData
@@ -549,12 +546,15 @@ def test_manage_receiver_admits_configured_servers_and_stops_on_sigterm(tmp_path
             accepted = storescu(stand_in, files)
             rejected = storescu(stand_in, files[:1], "INTRUDER")
             received = list(subscription.iter_instances(uids(datasets), 10))
+            spool = tmp_path / "data" / "receiver-spool" / "files"
+            spooled = len(list(spool.glob("*.dcm")))
 
         assert accepted.returncode == 0, accepted.stderr
         assert "calling ae title not recogni" in (rejected.stdout + rejected.stderr).lower()
-        spool = tmp_path / "data" / "receiver-spool" / "files"
-        assert len(list(spool.glob("*.dcm"))) == len(files)
+        assert spooled == len(files)  # while the move lasted
         assert sorted(uids(received)) == sorted(uids(datasets))
+        # The move is over: its files left the spool with the subscription.
+        wait_until(lambda: not list(spool.glob("*.dcm")), 5, what="an empty spool")
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
