@@ -54,6 +54,7 @@ class ChromiumMemory:
         self.me = psutil.Process(os.getpid())
         self.interval = interval
         self.peak = 0
+        self.cpu: dict[int, float] = {}  # pid -> user+system seconds, last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -72,6 +73,8 @@ class ChromiumMemory:
                 try:
                     if "chrom" in child.name().lower():
                         total += child.memory_info().rss
+                        times = child.cpu_times()
+                        self.cpu[child.pid] = times.user + times.system
                 except Exception:  # noqa: BLE001 - a process that just ended
                     continue
             self.peak = max(self.peak, total)
@@ -219,7 +222,7 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
                 time.sleep(0.25)
             seconds = time.perf_counter() - started
         browser.close()
-    return seconds, sent_seconds, read_seconds, memory.peak, heap_peak
+    return seconds, sent_seconds, read_seconds, memory.peak, heap_peak, sum(memory.cpu.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,8 +277,15 @@ def main(argv: list[str] | None = None) -> int:
 
         curl_seconds = curl_stow(orthanc, paths, work_dir)
         clear(orthanc)
-        adit_seconds, sent_seconds, read_seconds, rss_peak, heap_peak = browser_upload(
-            url, folder, orthanc, len(paths), args.timeout
+        import psutil
+
+        daphne_cpu = psutil.Process(daphne.pid).cpu_times()
+        adit_seconds, sent_seconds, read_seconds, rss_peak, heap_peak, chromium_cpu = (
+            browser_upload(url, folder, orthanc, len(paths), args.timeout)
+        )
+        daphne_after = psutil.Process(daphne.pid).cpu_times()
+        daphne_cpu_seconds = (daphne_after.user + daphne_after.system) - (
+            daphne_cpu.user + daphne_cpu.system
         )
         load = os.getloadavg()
         n = len(paths)
@@ -295,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  (reading the folder before: {read_seconds:.2f} s)"
         )
         print(f"Browser memory peak: Chromium RSS {mib(rss_peak)}, page JS heap {mib(heap_peak)}")
+        print(
+            f"CPU time while uploading: Chromium {chromium_cpu:.1f} s (from its start), "
+            f"daphne {daphne_cpu_seconds:.1f} s"
+        )
         print(f"Load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         if worker is not None:
             stop_worker(worker)
