@@ -54,7 +54,7 @@ class ChromiumMemory:
         self.me = psutil.Process(os.getpid())
         self.interval = interval
         self.peak = 0
-        self.cpu: dict[int, float] = {}  # pid -> user+system seconds, last seen
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (process type, CPU seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -74,7 +74,10 @@ class ChromiumMemory:
                     if "chrom" in child.name().lower():
                         total += child.memory_info().rss
                         times = child.cpu_times()
-                        self.cpu[child.pid] = times.user + times.system
+                        kind = next(
+                            (a[7:] for a in child.cmdline() if a.startswith("--type=")), "browser"
+                        )
+                        self.cpu[child.pid] = (kind, times.user + times.system)
                 except Exception:  # noqa: BLE001 - a process that just ended
                     continue
             self.peak = max(self.peak, total)
@@ -183,6 +186,13 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM_PATH), args=CHROMIUM_ARGS)
         page = browser.new_page()
+        page.on(
+            "console",
+            lambda message: (
+                message.type in ("warning", "error")
+                and print(f"  page console: {message.text}", flush=True)
+            ),
+        )
         page.set_default_timeout(timeout * 1000)
         page.goto(f"{url}/accounts/login/")
         page.get_by_label("Username").fill(USERNAME)
@@ -222,7 +232,10 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
                 time.sleep(0.25)
             seconds = time.perf_counter() - started
         browser.close()
-    return seconds, sent_seconds, read_seconds, memory.peak, heap_peak, sum(memory.cpu.values())
+    by_kind: dict[str, float] = {}
+    for kind, cpu_seconds in memory.cpu.values():
+        by_kind[kind] = by_kind.get(kind, 0.0) + cpu_seconds
+    return seconds, sent_seconds, read_seconds, memory.peak, heap_peak, by_kind
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"Browser memory peak: Chromium RSS {mib(rss_peak)}, page JS heap {mib(heap_peak)}")
         print(
-            f"CPU time while uploading: Chromium {chromium_cpu:.1f} s (from its start), "
-            f"daphne {daphne_cpu_seconds:.1f} s"
+            "CPU time: Chromium (from its start) "
+            + ", ".join(f"{kind} {value:.1f} s" for kind, value in sorted(chromium_cpu.items()))
+            + f"; daphne while uploading {daphne_cpu_seconds:.1f} s"
         )
         print(f"Load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         if worker is not None:

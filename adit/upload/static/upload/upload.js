@@ -385,7 +385,9 @@
         if (typeof Worker === "undefined") return null;
         const size = Math.max(1, Math.min(4, navigator.hardwareConcurrency || 2));
         try {
-          return await DeidentifierPool.open(size, { rules: this.rules, secret, options });
+          // The rules as plain data (this.rules is Alpine's proxy, which a worker cannot get).
+          const rules = JSON.parse(document.getElementById("upload-rules").textContent);
+          return await DeidentifierPool.open(size, { rules, secret, options: { ...options } });
         } catch (error) {
           // The page de-identifies the files itself then (the same code, one at a time).
           console.warn("Upload: no de-identification workers, using the page:", error);
