@@ -177,7 +177,14 @@ def start_daphne(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("daphne did not answer within 60 s")
 
 
-def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, timeout: float):
+def browser_upload(
+    url: str,
+    folder: Path,
+    orthanc: OrthancInstance,
+    n: int,
+    timeout: float,
+    profile: Path | None = None,
+):
     from playwright.sync_api import expect, sync_playwright
 
     from adit.accounts.factories import DEFAULT_PASSWORD
@@ -186,13 +193,12 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM_PATH), args=CHROMIUM_ARGS)
         page = browser.new_page()
-        page.on(
-            "console",
-            lambda message: (
-                message.type in ("warning", "error")
-                and print(f"  page console: {message.text}", flush=True)
-            ),
-        )
+
+        def show_warning(message) -> None:
+            if message.type in ("warning", "error"):
+                print(f"  page console: {message.text}", flush=True)
+
+        page.on("console", show_warning)
         page.set_default_timeout(timeout * 1000)
         page.goto(f"{url}/accounts/login/")
         page.get_by_label("Username").fill(USERNAME)
@@ -210,6 +216,9 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
             read_seconds = time.perf_counter() - picked
             page.get_by_label("Destination").select_option(label="Orthanc")
             page.get_by_label("Pseudonym").fill(PSEUDONYM)
+            if profile:
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.start")
             started = time.perf_counter()
             page.locator("#upload-start").click()
             done = page.locator("#upload-done")
@@ -221,6 +230,10 @@ def browser_upload(url: str, folder: Path, orthanc: OrthancInstance, n: int, tim
                 heap_peak = max(heap_peak, metrics.get("JSHeapUsedSize", 0))
                 if sent_seconds is None and done.is_visible():
                     sent_seconds = time.perf_counter() - started
+                    if profile:
+                        import json
+
+                        profile.write_text(json.dumps(cdp.send("Profiler.stop")["profile"]))
                 if sent_seconds is not None and instances_held(orthanc, PSEUDONYM) >= n:
                     break
                 if time.perf_counter() - started > timeout:
@@ -243,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--rows", type=int, default=512, help="image size (rows = columns)")
     parser.add_argument("--timeout", type=float, default=900, help="per run, seconds")
+    parser.add_argument(
+        "--profile-page",
+        type=Path,
+        help="write a CPU profile of the page's main thread while it sends (.cpuprofile)",
+    )
     args = parser.parse_args(argv)
     try:
         require_orthanc()
@@ -294,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
         daphne_cpu = psutil.Process(daphne.pid).cpu_times()
         adit_seconds, sent_seconds, read_seconds, rss_peak, heap_peak, chromium_cpu = (
-            browser_upload(url, folder, orthanc, len(paths), args.timeout)
+            browser_upload(url, folder, orthanc, len(paths), args.timeout, args.profile_page)
         )
         daphne_after = psutil.Process(daphne.pid).cpu_times()
         daphne_cpu_seconds = (daphne_after.user + daphne_after.system) - (

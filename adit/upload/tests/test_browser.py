@@ -137,7 +137,12 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
 
     page.on("request", record)
     warnings: list[str] = []
-    page.on("console", lambda message: message.type == "warning" and warnings.append(message.text))
+
+    def keep_warning(message) -> None:
+        if message.type == "warning":
+            warnings.append(message.text)
+
+    page.on("console", keep_warning)
     login(page, daphne_url, "uma", DEFAULT_PASSWORD)
     page.goto(f"{daphne_url}/upload/")
     pick_folder(page, folder)
