@@ -363,9 +363,9 @@ def browser_upload_pipe(
         with ChromiumMemory() as memory:
             picked = time.perf_counter()
             root = chrome.call("DOM.getDocument")["root"]["nodeId"]
-            node = chrome.call(
-                "DOM.querySelector", nodeId=root, selector="#upload-folder-input"
-            )["nodeId"]
+            node = chrome.call("DOM.querySelector", nodeId=root, selector="#upload-folder-input")[
+                "nodeId"
+            ]
             # A webkitdirectory input takes the folder (Chromium lists it), as Playwright does.
             chrome.call("DOM.setFileInputFiles", files=[str(folder)], nodeId=node)
             chrome.wait_for(
