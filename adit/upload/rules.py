@@ -113,6 +113,7 @@ class Refusal(Exception):
         return {"error": self.reason, "attribute": self.attribute}
 
 
+@functools.lru_cache(maxsize=4096)
 def _name(tag: int) -> str:
     keyword = keyword_for_tag(tag)
     text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

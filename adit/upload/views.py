@@ -15,8 +15,6 @@ user's active group may still use the destination. Errors are JSON ``{"error": .
 
 from __future__ import annotations
 
-import io
-
 from adit_client.multipart import MultipartError, iter_parts, parse_content_type
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -30,7 +28,12 @@ from adit.core.errors import permission_required
 from .forms import UploadJobForm
 from .models import UploadJob, UploadSettings
 from .rules import Refusal, browser_rules
-from .services import create_upload_job, held_sop_instance_uids, receive_instance
+from .services import (
+    create_upload_job,
+    held_sop_instance_uids,
+    receive_batch,
+    receive_instance,
+)
 
 PERMISSION = "upload.add_uploadjob"
 
@@ -148,29 +151,11 @@ def _receive_parts(request: HttpRequest, job: UploadJob) -> JsonResponse:
             status=413,
         )
     _, params = parse_content_type(request.headers.get("Content-Type", ""))
-    results = []
-    held_bytes = job.received_bytes()
     try:
-        for index, (_headers, body) in enumerate(
-            iter_parts(request.read, params.get("boundary", ""))
-        ):
-            try:
-                received = receive_instance(job, io.BytesIO(body), len(body), held_bytes)
-                if received.created:
-                    held_bytes += received.instance.size
-            except Refusal as refusal:
-                results.append({"index": index, "status": refusal.status, **refusal.as_json()})
-                continue
-            results.append(
-                {
-                    "index": index,
-                    "status": 201 if received.created else 200,
-                    "sop_instance_uid": received.instance.sop_instance_uid,
-                    "already_held": not received.created,
-                }
-            )
+        bodies = [body for _headers, body in iter_parts(request.read, params.get("boundary", ""))]
     except MultipartError as error:
         return JsonResponse({"error": f"The multipart body is malformed: {error}"}, status=400)
+    results = receive_batch(job, bodies)
     return JsonResponse({"results": results})
 
 

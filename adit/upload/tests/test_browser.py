@@ -136,6 +136,13 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
             bodies.append((request.url, request.post_data_buffer or b""))
 
     page.on("request", record)
+    warnings: list[str] = []
+
+    def keep_warning(message) -> None:
+        if message.type == "warning":
+            warnings.append(message.text)
+
+    page.on("console", keep_warning)
     login(page, daphne_url, "uma", DEFAULT_PASSWORD)
     page.goto(f"{daphne_url}/upload/")
     pick_folder(page, folder)
@@ -165,6 +172,8 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
     assert len(instance_posts) < 50
     leaks = {name for name, value in identifying.items() for _, body in bodies if value in body}
     assert leaks == set(), f"identifying values sent by the page: {sorted(leaks)}"
+    # The files were de-identified in the page's Web Workers (the page says when it cannot).
+    assert [text for text in warnings if "de-identification workers" in text] == []
 
     page.locator("#upload-job-link").click()
     expect(page.locator("h1")).to_contain_text("Upload job")

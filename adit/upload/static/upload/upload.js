@@ -10,7 +10,9 @@
  *    localStorage under a fingerprint of the files). The server says which SOP Instance UIDs
  *    it holds; those files are not sent again.
  * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES) read
- *    again, de-identified (deidentify.js), written and POSTed as multipart/related (a single
+ *    again, de-identified (deidentify.js, in a pool of Web Workers, deidentify-worker.js, so
+ *    that it runs on other cores while the page sends the batch before; without workers on
+ *    the page), written and POSTed as multipart/related (a single
  *    file as application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are retried with
  *    exponential backoff; a refusal (4xx) is shown with the server's reason.
  * 4. Commit: when every file is held, the job is committed and a worker stores it.
@@ -79,6 +81,70 @@
       if (registerAbort) registerAbort(() => xhr.abort());
       xhr.send(body);
     });
+  }
+
+  /**
+   * Web Workers that read, de-identify and write files (deidentify-worker.js), each file on
+   * the least busy worker. `open` resolves when every worker has loaded the scripts.
+   */
+  class DeidentifierPool {
+    constructor(workers) {
+      this.workers = workers.map((worker) => ({ worker, busy: 0 }));
+      this.waiting = new Map();
+      this.nextId = 0;
+      for (const entry of this.workers) {
+        entry.worker.onmessage = (event) => {
+          const { id, body, error } = event.data;
+          const settle = this.waiting.get(id);
+          if (!settle) return;
+          this.waiting.delete(id);
+          entry.busy--;
+          if (error !== undefined) settle.reject(new Error(error));
+          else settle.resolve(body);
+        };
+      }
+    }
+
+    static async open(size, init) {
+      const app = document.getElementById("upload-app");
+      const scripts = app.dataset.workerScripts.split(" ").map((src) => new URL(src, location.href).href);
+      const workers = [];
+      try {
+        for (let i = 0; i < size; i++) workers.push(new Worker(app.dataset.workerUrl));
+        await Promise.all(
+          workers.map(
+            (worker) =>
+              new Promise((resolve, reject) => {
+                worker.onmessage = (event) =>
+                  event.data.ready ? resolve() : reject(new Error(event.data.initError));
+                worker.onerror = (event) => reject(new Error(event.message || "worker failed"));
+                worker.postMessage({ init: { ...init, scripts } });
+              }),
+          ),
+        );
+      } catch (error) {
+        for (const worker of workers) worker.terminate();
+        throw error;
+      }
+      return new DeidentifierPool(workers);
+    }
+
+    /** The de-identified file's bytes (ArrayBuffer). */
+    run(file) {
+      const entry = this.workers.reduce((least, candidate) => (candidate.busy < least.busy ? candidate : least));
+      const id = this.nextId++;
+      entry.busy++;
+      return new Promise((resolve, reject) => {
+        this.waiting.set(id, { resolve, reject });
+        entry.worker.postMessage({ id, file });
+      });
+    }
+
+    close() {
+      for (const { worker } of this.workers) worker.terminate();
+      for (const { reject } of this.waiting.values()) reject(new Error("stopped"));
+      this.waiting.clear();
+    }
   }
 
   const files = new Map(); // path -> File (kept out of Alpine's reactive proxies)
@@ -315,22 +381,39 @@
 
       // --- send -------------------------------------------------------------------------------
 
+      async openPool(secret, options) {
+        if (typeof Worker === "undefined") return null;
+        const size = Math.max(1, Math.min(4, navigator.hardwareConcurrency || 2));
+        try {
+          // The rules as plain data (this.rules is Alpine's proxy, which a worker cannot get).
+          const rules = JSON.parse(document.getElementById("upload-rules").textContent);
+          return await DeidentifierPool.open(size, { rules, secret, options: { ...options } });
+        } catch (error) {
+          // The page de-identifies the files itself then (the same code, one at a time).
+          console.warn("Upload: no de-identification workers, using the page:", error);
+          return null;
+        }
+      },
+
       async start() {
         this.error = "";
         this.stopped = false;
         this.finished = false;
         this.sending = true;
+        let pool = null;
         try {
           const { job, secret, held } = await this.openJob();
           this.jobId = job.job;
           this.jobUrl = job.job_url;
+          const options = {
+            pseudonym: job.pseudonym,
+            trialProtocolId: this.field("trial-protocol-id").value.trim(),
+            trialProtocolName: this.field("trial-protocol-name").value.trim(),
+          };
           const deidentifier = job.pseudonym
-            ? await window.AditUpload.Deidentifier.create(this.rules, secret, {
-                pseudonym: job.pseudonym,
-                trialProtocolId: this.field("trial-protocol-id").value.trim(),
-                trialProtocolName: this.field("trial-protocol-name").value.trim(),
-              })
+            ? await window.AditUpload.Deidentifier.create(this.rules, secret, options)
             : null;
+          pool = await this.openPool(job.pseudonym ? secret : null, options);
           for (const item of this.queue) {
             if (item.state === "done" || item.state === "held") continue;
             item.newSop = deidentifier ? await deidentifier.newUid(item.originalSop) : item.originalSop;
@@ -353,7 +436,7 @@
                 bytes += pending[next].size;
                 batch.push(pending[next++]);
               }
-              await this.sendBatch(batch, deidentifier);
+              await this.sendBatch(batch, deidentifier, pool);
             }
           };
           await Promise.all(Array.from({ length: PARALLEL }, worker));
@@ -369,6 +452,7 @@
         } catch (error) {
           this.error = error.message || String(error);
         } finally {
+          if (pool) pool.close();
           this.sending = false;
           for (const item of this.queue) {
             if (item.state === "sending" || item.state === "retrying") {
@@ -378,16 +462,29 @@
         }
       },
 
-      async sendBatch(batch, deidentifier) {
-        // Pseudonymize each file of the batch (one at a time: memory stays at one batch).
+      async sendBatch(batch, deidentifier, pool) {
+        // Pseudonymize each file of the batch: in the workers side by side, else on the page
+        // one at a time (memory stays at one batch per request either way).
         const parts = [];
-        for (const item of batch) {
-          Object.assign(item, { state: "sending", progress: 0, message: "pseudonymizing" });
+        const pseudonymize = async (item) => {
+          if (pool) return pool.run(files.get(item.path));
+          const parsed = window.AditUpload.parse(await files.get(item.path).arrayBuffer());
+          if (parsed.skip) throw new Error(parsed.skip);
+          if (deidentifier) await deidentifier.deidentify(parsed.dicomDict);
+          return parsed.dicomDict.write();
+        };
+        for (const item of batch) Object.assign(item, { state: "sending", progress: 0, message: "pseudonymizing" });
+        const settled = pool ? await Promise.allSettled(batch.map(pseudonymize)) : null;
+        for (const [index, item] of batch.entries()) {
           try {
-            const parsed = window.AditUpload.parse(await files.get(item.path).arrayBuffer());
-            if (parsed.skip) throw new Error(parsed.skip);
-            if (deidentifier) await deidentifier.deidentify(parsed.dicomDict);
-            parts.push({ item, body: parsed.dicomDict.write() });
+            let body;
+            if (settled) {
+              if (settled[index].status === "rejected") throw settled[index].reason;
+              body = settled[index].value;
+            } else {
+              body = await pseudonymize(item);
+            }
+            parts.push({ item, body });
           } catch (error) {
             Object.assign(item, { state: "failed", message: `not pseudonymized: ${error.message || error}` });
           }
