@@ -11,20 +11,24 @@ processors, since whatever failed may be the database.
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import DisallowedHost, PermissionDenied
 from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseForbidden,
     HttpResponseNotFound,
     HttpResponseServerError,
 )
-from django.shortcuts import render
 from django.template import loader
+from django.utils.html import escape
+
+logger = logging.getLogger(__name__)
 
 
 class MissingPermission(PermissionDenied):
@@ -80,10 +84,25 @@ def _contact() -> str:
     return getattr(settings, "SUPPORT_EMAIL", "") or ""
 
 
+def _page(template: str, context: dict, request: HttpRequest | None, status: int) -> str:
+    """The error page, or a plain one when the page itself cannot be rendered (e.g. static
+    files not collected, a context processor that fails): an error handler must not fail."""
+    try:
+        return loader.render_to_string(template, context, request)
+    except Exception:
+        logger.exception("The %s page could not be rendered; a plain one was sent", status)
+        title = escape(f"Error {status}")
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><p>{escape(context.get('reason') or '')}</p></body></html>"
+        )
+
+
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return HttpResponseBadRequest(
-        loader.render_to_string("400.html", {"contact": _contact()}, request)
-    )
+    # A disallowed Host header raises again wherever the context processors read the host,
+    # so such a request gets the page without them (like the 500 page).
+    with_request = None if isinstance(exception, DisallowedHost) else request
+    return HttpResponseBadRequest(_page("400.html", {"contact": _contact()}, with_request, 400))
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -94,16 +113,15 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
         "group_name": getattr(exception, "group_name", None),
         "contact": _contact(),
     }
-    return render(request, "403.html", context, status=403)
+    return HttpResponseForbidden(_page("403.html", context, request, 403))
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return HttpResponseNotFound(
-        loader.render_to_string("404.html", {"path": request.path, "contact": _contact()}, request)
-    )
+    context = {"path": request.path, "contact": _contact()}
+    return HttpResponseNotFound(_page("404.html", context, request, 404))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     # No request (no context processors, no session, no database): only settings and static.
     context = {"site_name": settings.SITE_NAME, "contact": _contact()}
-    return HttpResponseServerError(loader.render_to_string("500.html", context))
+    return HttpResponseServerError(_page("500.html", context, None, 500))

@@ -20,6 +20,8 @@ def schema(client) -> dict:
 def test_every_dicomweb_route_is_an_operation(schema):
     paths = schema["paths"]
     for pattern in urls.urlpatterns:
+        if getattr(pattern, "name", "") == "unknown_route":
+            continue  # the catch-all answering unknown routes with a JSON 404
         route = str(pattern.pattern)
         path, names = _schema_path(route)
         method, summary, _ = describe(route)
