@@ -29,7 +29,6 @@ def _menu_links(request: HttpRequest) -> list[MenuLink]:
         *apps,
         # The jobs of every app in one list, for whoever may use an app.
         *([MainMenuItem("all_jobs", "Jobs", icon="list-task")] if apps else []),
-        MainMenuItem("admin:index", "Admin", icon="gear", staff_only=True),
     ]
     links = []
     for item in items:

@@ -84,7 +84,9 @@ def _contact() -> str:
     return getattr(settings, "SUPPORT_EMAIL", "") or ""
 
 
-def _page(template: str, context: dict, request: HttpRequest | None, status: int) -> str:
+def render_error_page(
+    template: str, context: dict, request: HttpRequest | None, status: int
+) -> str:
     """The error page, or a plain one when the page itself cannot be rendered (e.g. static
     files not collected, a context processor that fails): an error handler must not fail."""
     try:
@@ -102,7 +104,9 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     # A disallowed Host header raises again wherever the context processors read the host,
     # so such a request gets the page without them (like the 500 page).
     with_request = None if isinstance(exception, DisallowedHost) else request
-    return HttpResponseBadRequest(_page("400.html", {"contact": _contact()}, with_request, 400))
+    return HttpResponseBadRequest(
+        render_error_page("400.html", {"contact": _contact()}, with_request, 400)
+    )
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -113,15 +117,15 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
         "group_name": getattr(exception, "group_name", None),
         "contact": _contact(),
     }
-    return HttpResponseForbidden(_page("403.html", context, request, 403))
+    return HttpResponseForbidden(render_error_page("403.html", context, request, 403))
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     context = {"path": request.path, "contact": _contact()}
-    return HttpResponseNotFound(_page("404.html", context, request, 404))
+    return HttpResponseNotFound(render_error_page("404.html", context, request, 404))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     # No request (no context processors, no session, no database): only settings and static.
     context = {"site_name": settings.SITE_NAME, "contact": _contact()}
-    return HttpResponseServerError(_page("500.html", context, None, 500))
+    return HttpResponseServerError(render_error_page("500.html", context, None, 500))

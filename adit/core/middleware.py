@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils.encoding import escape_uri_path
 
+from .errors import render_error_page
 from .models import ProjectSettings
 from .validators import BIDI_CONTROLS
 
@@ -213,12 +214,15 @@ def refusal_response(request: HttpRequest, refusal: RequestRefused) -> HttpRespo
         return JsonResponse(
             {"detail": refusal.message, "limit": refusal.limit}, status=refusal.status
         )
-    return render(
-        request,
-        "core/request_refused.html",
-        {"message": refusal.message, "status": refusal.status},
-        status=refusal.status,
-    )
+    # Rendered without the request: sessions and authentication have not run yet, and the
+    # context processors would read them.
+    context = {
+        "message": refusal.message,
+        "status": refusal.status,
+        "site_name": settings.SITE_NAME,
+    }
+    page = render_error_page("core/request_refused.html", context, None, refusal.status)
+    return HttpResponse(page, status=refusal.status)
 
 
 class RequestLimitsMiddleware:

@@ -18,6 +18,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
+from adit.core.errors import check_permission
+
 from . import services
 from .forms import LocationForm, StudySearchForm, field_errors
 from .rendering import PreviewError, frame_count, header_rows, placeholder_png
@@ -27,14 +29,13 @@ THUMBNAIL_SIZE = 160
 
 
 def explorer_view(view):
-    """Login, then the explorer permission (a page that says what is missing, status 403)."""
+    """Login, then the explorer permission (the site's 403 page names it and the active group)."""
 
     @login_required
     @never_cache
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.has_perm(PERMISSION):
-            return render(request, "dicom_explorer/forbidden.html", status=403)
+        check_permission(request, PERMISSION)
         return view(request, *args, **kwargs)
 
     return wrapper

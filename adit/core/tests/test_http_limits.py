@@ -14,7 +14,11 @@ def test_too_many_form_fields_are_refused_naming_the_limit(client: Client):
     response = client.post("/batch-query/", fields)
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
-    assert f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields" in response.content.decode()
+    page = response.content.decode()
+    assert f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields" in page
+    # The site's error layout (rendered without the request: no session or user yet).
+    assert 'id="error-page"' in page and "Error 400 · Request refused" in page
+    assert "bootstrap.min.css" in page
 
     response = client.post("/api/batch-query/", fields)
     assert response.status_code == 400
@@ -39,3 +43,13 @@ def test_a_malformed_multipart_form_body_is_refused_naming_it(client: Client):
         "multipart: None",
         "limit": "malformed_body",
     }
+
+
+def test_the_refusal_page_escapes_what_it_quotes(rf):
+    from adit.core.middleware import RequestRefused, refusal_response
+
+    refusal = RequestRefused(400, "malformed", "The request is malformed: <b>bold</b>")
+    response = refusal_response(rf.get("/batch-query/"), refusal)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page

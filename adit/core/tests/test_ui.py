@@ -155,7 +155,7 @@ def test_registered_menu_items_appear_with_their_rules(monkeypatch):
     staff_page = html(client_for(is_staff=True, username="boss").get("/accounts/tokens/"))
     staff_menu = staff_page[staff_page.index('id="main-menu"') :]
     assert "Staff app" in staff_menu
-    assert re.search(r'class="nav-link active"\s+href="/accounts/tokens/"', staff_menu)
+    assert re.search(r'class="nav-link text-nowrap active"\s+href="/accounts/tokens/"', staff_menu)
 
     superuser_page = html(client_for(is_superuser=True, username="root").get("/"))
     assert "Permitted app" in superuser_page

@@ -62,8 +62,10 @@ def test_without_permission_the_explorer_answers_a_styled_403(client, db):
     client.force_login(UserFactory(username="nopermission"))
     response = client.get(reverse("dicom_explorer:server_list"))
     assert response.status_code == 403
-    assert "The DICOM explorer is not available to you" in response.content.decode()
-    assert 'id="main-menu"' in response.content.decode()  # the site's page, with navigation
+    page = response.content.decode()
+    assert "Can browse servers in the DICOM explorer" in page  # names what is missing
+    assert "dicom_explorer.use_explorer" in page
+    assert 'id="main-menu"' in page  # the site's page, with navigation
 
 
 def test_anonymous_users_are_sent_to_the_login(client, db):
