@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import resource
 import shutil
 import sys
 import tempfile
@@ -54,12 +55,20 @@ class Measurement:
     instances: int
     seconds: float | None
     note: str = ""
+    # CPU seconds of this process (ADIT, with the in-process receiver; Orthanc not counted):
+    # far steadier than wall time on a shared machine, so it tells ADIT's own cost apart.
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float | None:
         if self.seconds is None or self.seconds <= 0:
             return None
         return self.instances / self.seconds
+
+
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Bench:
@@ -82,6 +91,7 @@ class Bench:
         )
         self.study_uid = ""
         self.results: list[Measurement] = []
+        self._cpu_started = 0.0
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -130,7 +140,7 @@ class Bench:
         )
         self.study_uid = str(study[0].StudyInstanceUID)
         source = self.orthanc_a.server_config()
-        started = time.perf_counter()
+        started = self._start()
         DimseConnector(source, self.local).send_c_store(study)
         self._record("C-STORE ADIT → A (set-up upload)", self.n_instances, started)
         stored = len(self.orthanc_a.study_instance_uids(self.study_uid))
@@ -176,8 +186,14 @@ class Bench:
 
     # --- runs ---------------------------------------------------------------------------------
 
+    def _start(self) -> float:
+        self._cpu_started = _process_cpu_seconds()
+        return time.perf_counter()
+
     def _record(self, label: str, instances: int, started: float, note: str = "") -> Measurement:
-        measurement = Measurement(label, instances, time.perf_counter() - started, note)
+        seconds = time.perf_counter() - started
+        cpu = _process_cpu_seconds() - self._cpu_started
+        measurement = Measurement(label, instances, seconds, note, cpu)
         self.results.append(measurement)
         rate = measurement.rate or 0.0
         print(f"  {label:<44} {measurement.seconds:7.2f} s  {rate:8.1f} inst/s", flush=True)
@@ -201,7 +217,7 @@ class Bench:
         """B asks A to C-MOVE the study to B: Orthanc's own speed, the yardstick."""
         self._clear_b()
         a, b = self.orthanc_a, self.orthanc_b
-        started = time.perf_counter()
+        started = self._start()
         b.rest(
             "POST",
             f"/modalities/{a.ae_title}/move",
@@ -228,7 +244,7 @@ class Bench:
             self._skip(label, self.receiver_note)
             return
         operator = self.operator(method)
-        started = time.perf_counter()
+        started = self._start()
         count = sum(1 for _ in operator.fetch_study(PATIENT_ID, self.study_uid))
         self._record(label, count, started)
         if count != self.n_instances:
@@ -244,7 +260,7 @@ class Bench:
         self._clear_b()
         source = self.operator(fetch_method)
         destination = DicomOperator(self.destination(store_method), self.local)
-        started = time.perf_counter()
+        started = self._start()
         stored = destination.upload(source.fetch_study(PATIENT_ID, self.study_uid), unchanged=True)
         self._record(label, stored, started)
         self._check_b(label)
@@ -268,7 +284,7 @@ class Bench:
         reference = _best(m for m in self.results if m.label.startswith("Orthanc C-MOVE"))
         print()
         print(f"Summary ({self.n_instances} instances of {self.rows}x{self.rows} px, best run)")
-        print(f"  {'way':<44} {'inst/s':>8}  {'vs Orthanc C-MOVE':>17}")
+        print(f"  {'way':<44} {'inst/s':>8}  {'vs Orthanc C-MOVE':>17}  {'ADIT CPU s (min)':>16}")
         labels = list(dict.fromkeys(m.label for m in self.results))
         for label in labels:
             runs = [m for m in self.results if m.label == label]
@@ -280,7 +296,9 @@ class Bench:
             ratio = ""
             if reference is not None and reference.rate and best.rate:
                 ratio = f"{best.rate / reference.rate:.2f}x"
-            print(f"  {label:<44} {best.rate or 0:8.1f}  {ratio:>17}")
+            cpu_values = [m.cpu_seconds for m in runs if m.cpu_seconds is not None]
+            cpu = "-" if label.startswith("Orthanc") or not cpu_values else f"{min(cpu_values):.2f}"
+            print(f"  {label:<44} {best.rate or 0:8.1f}  {ratio:>17}  {cpu:>16}")
 
 
 def _best(measurements: Iterable[Measurement]) -> Measurement | None:
