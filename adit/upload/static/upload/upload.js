@@ -9,12 +9,16 @@
  *    again, the earlier job is resumed: its id and the upload's secret are kept in
  *    localStorage under a fingerprint of the files). The server says which SOP Instance UIDs
  *    it holds; those files are not sent again.
- * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES) read
- *    again, de-identified (deidentify.js, in a pool of Web Workers, deidentify-worker.js, so
- *    that it runs on other cores while the page sends the batch before; without workers on
- *    the page), written and POSTed as multipart/related (a single
- *    file as application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are retried with
- *    exponential backoff; a refusal (4xx) is shown with the server's reason.
+ * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES),
+ *    de-identified in a pool of Web Workers (deidentify-worker.js; without workers on the
+ *    page): a worker reads only a file's header (everything before Pixel Data), de-identifies
+ *    it (deidentify.js) and writes the new header; the body is a Blob of the new headers and
+ *    slices of the files from Pixel Data on, so the pixel data goes from the disk to the
+ *    socket unread by JavaScript. A batch is POSTed as multipart/related (a single file as
+ *    application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are
+ *    retried with exponential backoff; a refusal (4xx) is shown with the server's reason.
+ *    ADIT hands what it received to a worker every few dozen files, so the destination
+ *    stores while the page still sends.
  * 4. Commit: when every file is held, the job is committed and a worker stores it.
  *
  * Nothing identifying is sent: not the file names (paths stay in the page), not the original
@@ -94,13 +98,13 @@
       this.nextId = 0;
       for (const entry of this.workers) {
         entry.worker.onmessage = (event) => {
-          const { id, body, error } = event.data;
+          const { id, error } = event.data;
           const settle = this.waiting.get(id);
           if (!settle) return;
           this.waiting.delete(id);
           entry.busy--;
           if (error !== undefined) settle.reject(new Error(error));
-          else settle.resolve(body);
+          else settle.resolve(event.data);
         };
       }
     }
@@ -129,7 +133,7 @@
       return new DeidentifierPool(workers);
     }
 
-    /** The de-identified file's bytes (ArrayBuffer). */
+    /** The de-identified file: {header, pixelStart, pixelEnd} (see deidentifyFile). */
     run(file) {
       const entry = this.workers.reduce((least, candidate) => (candidate.busy < least.busy ? candidate : least));
       const id = this.nextId++;
@@ -464,57 +468,49 @@
 
       async sendBatch(batch, deidentifier, pool) {
         // Pseudonymize each file of the batch: in the workers side by side, else on the page
-        // one at a time (memory stays at one batch per request either way).
+        // one at a time. What comes back is a new header per file; the pixel data stays in
+        // the file on disk until the browser sends it.
         const parts = [];
-        const pseudonymize = async (item) => {
-          if (pool) return pool.run(files.get(item.path));
-          const parsed = window.AditUpload.parse(await files.get(item.path).arrayBuffer());
-          if (parsed.skip) throw new Error(parsed.skip);
-          if (deidentifier) await deidentifier.deidentify(parsed.dicomDict);
-          return parsed.dicomDict.write();
+        const pseudonymize = (item) => {
+          const file = files.get(item.path);
+          return pool ? pool.run(file) : window.AditUpload.deidentifyFile(file, deidentifier);
         };
         for (const item of batch) Object.assign(item, { state: "sending", progress: 0, message: "pseudonymizing" });
         const settled = pool ? await Promise.allSettled(batch.map(pseudonymize)) : null;
         for (const [index, item] of batch.entries()) {
           try {
-            let body;
+            let result;
             if (settled) {
               if (settled[index].status === "rejected") throw settled[index].reason;
-              body = settled[index].value;
+              result = settled[index].value;
             } else {
-              body = await pseudonymize(item);
+              result = await pseudonymize(item);
             }
-            parts.push({ item, body });
+            parts.push({ item, parts: window.AditUpload.fileParts(files.get(item.path), result) });
           } catch (error) {
             Object.assign(item, { state: "failed", message: `not pseudonymized: ${error.message || error}` });
           }
         }
         if (!parts.length) return;
+        // A Blob of the new headers and slices of the files: the browser streams it from the
+        // disk, nothing of the pixel data is copied through JavaScript (an 8 MB Uint8Array
+        // body cost the page more than everything else).
         let body;
         let contentType;
         if (parts.length === 1) {
-          body = parts[0].body;
+          body = new Blob(parts[0].parts);
           contentType = "application/dicom";
         } else {
           const boundary = `adit-upload-${window.AditUpload.Deidentifier.newSecret().slice(0, 24)}`;
-          const encoder = new TextEncoder();
           const chunks = [];
           for (const part of parts) {
-            chunks.push(encoder.encode(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`));
-            chunks.push(new Uint8Array(part.body), encoder.encode("\r\n"));
+            chunks.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, ...part.parts, "\r\n");
           }
-          chunks.push(encoder.encode(`--${boundary}--\r\n`));
-          // One buffer, not a Blob: what is sent is then plain bytes that tools (and the
-          // tests' request interception) see as they are.
-          body = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-          let offset = 0;
-          for (const chunk of chunks) {
-            body.set(chunk, offset);
-            offset += chunk.length;
-          }
+          chunks.push(`--${boundary}--\r\n`);
+          body = new Blob(chunks);
           contentType = `multipart/related; type="application/dicom"; boundary=${boundary}`;
         }
-        const size = body.byteLength;
+        const size = body.size;
         const items = parts.map((part) => part.item);
         let attempts = 0;
         let lastShown = 0;
