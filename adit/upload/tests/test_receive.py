@@ -421,3 +421,22 @@ def test_role_presets_grant_upload(client, tmp_path, role, may_upload_unpseudony
     if not may_upload_unpseudonymized:
         assert "A pseudonym is required" in without.json()["error"]
     assert new_job(client, node, pseudonym="UPL-9").status_code == 201
+
+
+def test_a_staged_file_is_stored_as_the_bytes_it_arrived_as(tmp_path):
+    from adit.core.dicom.dimse import _decode_from, received_encoding
+    from adit.upload.processors import read_staged
+
+    raw = browser_file()
+    path = tmp_path / "staged.dcm"
+    path.write_bytes(raw)
+    ds = read_staged(path)
+    remembered = received_encoding(ds)
+    assert remembered is not None
+    transfer_syntax, encoded = remembered
+    assert transfer_syntax == ds.file_meta.TransferSyntaxUID
+    assert raw.endswith(encoded) and len(encoded) < len(raw)
+    # The bytes are exactly the data set (no file meta): they decode to the same instance.
+    again = _decode_from(encoded, transfer_syntax)
+    assert again.SOPInstanceUID == ds.SOPInstanceUID and again.PixelData == ds.PixelData
+    assert "TransferSyntaxUID" not in again
