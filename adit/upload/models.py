@@ -66,6 +66,24 @@ class UploadJob(TransferJob):
     def received_bytes(self) -> int:
         return self.instances.aggregate(total=models.Sum("size"))["total"] or 0
 
+    # A study may be stored by several tasks (see `dispatch_received`): the job page counts
+    # studies, not tasks.
+    def study_count(self) -> int:
+        return self.tasks.values("study_uid").distinct().count()
+
+    def transfer_totals(self) -> dict[str, int]:
+        totals = super().transfer_totals()
+        done = (UploadTask.Status.SUCCESS, UploadTask.Status.WARNING)
+        unfinished = self.tasks.exclude(status__in=done).values("study_uid")
+        totals["studies"] = (
+            self.tasks.filter(status__in=done)
+            .exclude(study_uid__in=unfinished)
+            .values("study_uid")
+            .distinct()
+            .count()
+        )
+        return totals
+
     def status_from_tasks(self) -> tuple[str, str | None]:
         if self.receiving:
             if not self.tasks.exists():

@@ -50,6 +50,9 @@ class UploadTaskProcessor(TransferTaskProcessor):
             except Exception:
                 logger.exception("%s: the end of the upload could not be audited", self.task)
             raise
+        if result.status != Status.FAILURE:
+            # Shown on the task and summed on the job page ("Transferred").
+            result.instances, result.bytes = self.transferred_count, self.transferred_bytes
         record_transfer(self.task, self.mapping, result=result)
         if result.status != Status.FAILURE:
             count_transfer(

@@ -340,6 +340,7 @@ def test_the_worker_writes_a_committed_upload_to_the_folder_and_unstages_it(
     for task in tasks:
         result = UploadTaskProcessor(task).process()
         assert (result.status, result.message) == (Status.SUCCESS, "1 instance(s) stored.")
+        assert (result.instances, result.bytes) == (1, task.instances.get().size)
     written = sorted(__import__("pathlib").Path(folder.path).rglob("*.dcm"))
     assert len(written) == 2
     assert {dcmread(p).PatientID for p in written} == {PSEUDONYM}
@@ -440,3 +441,24 @@ def test_a_staged_file_is_stored_as_the_bytes_it_arrived_as(tmp_path):
     again = _decode_from(encoded, transfer_syntax)
     assert again.SOPInstanceUID == ds.SOPInstanceUID and again.PixelData == ds.PixelData
     assert "TransferSyntaxUID" not in again
+
+
+def test_a_study_stored_by_several_tasks_counts_once(client, job_id, settings):
+    from adit.core.job_overview import summarize
+    from adit.upload.processors import UploadTaskProcessor
+
+    settings.UPLOAD_DISPATCH_INSTANCES = 1
+    study = make_study("PAT-UP-2", series=(("CT", 2),), compressed_series=False)
+    for ds in study:
+        deidentify_like_the_browser(ds)
+        assert post_file(client, job_id, encode(ds)).status_code == 201
+    job = UploadJob.objects.get(pk=job_id)
+    tasks = list(job.tasks.all())
+    assert len(tasks) == 2 and len({t.study_uid for t in tasks}) == 1
+    summary = summarize(job)
+    assert (summary.task_count, summary.studies) == (1, 0)
+    for task in tasks:
+        assert task.claim(task.queued_job_id)
+        task.finish(UploadTaskProcessor(task).process())
+    summary = summarize(UploadJob.objects.get(pk=job_id))
+    assert (summary.task_count, summary.studies, summary.instances) == (1, 1, 2)

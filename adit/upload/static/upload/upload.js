@@ -613,7 +613,9 @@
         this.finished = true;
         const stored = this.queue.filter((i) => i.state === "done").length;
         this.finishedText = `Upload job #${body.job}: ${stored} file(s) sent, ${this.heldCount} already stored. ` +
-          (body.new_tasks ? `A worker now stores them on ${body.destination}.` : "Nothing new to store.");
+          // Files sent now are stored by a worker, from the first few dozen on (some may be
+          // stored already); a commit may also queue files sent before a stop.
+          (stored || body.new_tasks ? `A worker stores them on ${body.destination}.` : "Nothing new to store.");
       },
     };
   }
