@@ -339,6 +339,36 @@ class PipeCDP:
         self.process.wait(timeout=15)
 
 
+# The page's requests as the browser timed them (Resource Timing): when each POST of files
+# started, when its answer began and ended, relative to the first one.
+REQUEST_TIMINGS = """(() => {
+  const entries = performance.getEntriesByType("resource").filter(
+    (e) => /\\/instances\\/$/.test(e.name) && e.initiatorType === "xmlhttprequest");
+  return entries.map((e) => [e.startTime, e.requestStart, e.responseStart, e.responseEnd]);
+})()"""
+
+
+def print_requests(timings: list[list[float]]) -> None:
+    if not timings:
+        return
+    first = min(t[0] for t in timings)
+    last = max(t[3] for t in timings)
+    durations = sorted(t[3] - t[0] for t in timings)
+    waits = sorted(t[3] - t[2] for t in timings)
+    print(
+        f"  page: {len(timings)} requests of files from {0:.0f} to {last - first:.0f} ms; "
+        f"each {durations[len(durations) // 2]:.0f} ms (median; max {durations[-1]:.0f}), "
+        f"answer after the body {waits[len(waits) // 2]:.0f} ms (median)",
+        flush=True,
+    )
+    for start, request, response, end in sorted(timings):
+        print(
+            f"    {start - first:7.0f} {request - first:7.0f} {response - first:7.0f} "
+            f"{end - first:7.0f}",
+            flush=True,
+        )
+
+
 def browser_upload_pipe(
     url: str, folder: Path, orthanc: OrthancInstance, n: int, timeout: float, work_dir: Path
 ):
@@ -388,6 +418,7 @@ def browser_upload_pipe(
                     "document.getElementById('upload-done').offsetParent !== null"
                 ):
                     sent_seconds = time.perf_counter() - started
+                    print_requests(chrome.js(REQUEST_TIMINGS))
                 if sent_seconds is not None and instances_held(orthanc, PSEUDONYM) >= n:
                     break
                 if time.perf_counter() - started > timeout:

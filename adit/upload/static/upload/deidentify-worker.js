@@ -6,8 +6,9 @@
  * cores while the page sends. The logic is deidentify.js, loaded here as it is on the page
  * (the URLs of the scripts come from the page: static files may carry hashed names).
  *
- * Messages: {init: {scripts, rules, secret, options}} once (answered {ready: true} or
- * {initError}); then {id, file} (a File) answered {id, header, pixelStart, pixelEnd} (see
+ * Messages: {scripts} once (the URLs to load; answered {loaded: true} or {initError}), then
+ * {init: {rules, secret, options}} for each upload (answered {ready: true} or {initError});
+ * then {id, file} (a File) answered {id, header, pixelStart, pixelEnd} (see
  * `deidentifyFile` in deidentify.js; the header, an ArrayBuffer of a few KB, is transferred;
  * the pixel data is never read here) or {id, error}.
  */
@@ -18,9 +19,17 @@ let ready = null;
 
 self.onmessage = async (event) => {
   const message = event.data;
+  if (message.scripts) {
+    try {
+      importScripts(...message.scripts);
+      self.postMessage({ loaded: true });
+    } catch (error) {
+      self.postMessage({ initError: error.message || String(error) });
+    }
+    return;
+  }
   if (message.init) {
     try {
-      importScripts(...message.init.scripts);
       const { rules, secret, options } = message.init;
       ready = secret ? await self.AditUpload.Deidentifier.create(rules, secret, options) : false;
       self.postMessage({ ready: true });
