@@ -196,7 +196,9 @@ _WRITTEN_AFTER_THE_TABLE = frozenset(
 
 def _walk(ds: Dataset, mode: int, path: str) -> None:
     pseudonymizer = _pseudonymizer()
-    for element in ds:
+    # Unconverted elements: most are kept whatever their value, and converting every value
+    # (pydicom does so when iterating a data set) was most of the time a file's check took.
+    for element in ds.elements():
         tag = int(element.tag)
         where = f"{path}{_name(tag)}"
         if not path and tag in _WRITTEN_AFTER_THE_TABLE:
@@ -216,6 +218,8 @@ def _walk(ds: Dataset, mode: int, path: str) -> None:
         # The server-side pseudonymizer's own decision for this attribute (same table, same
         # fail-closed rules); what it removes or empties must not arrive.
         decision = pseudonymizer._decide(tag, vr, mode)
+        if decision != "K" and decision != "X":
+            element = ds[tag]  # the value matters: converted
         if decision == "X":
             if tag & 0xFFFF == 0:
                 continue  # a group length says nothing about anyone
