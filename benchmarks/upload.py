@@ -8,17 +8,19 @@ then stores the folder in Orthanc twice, emptying Orthanc in between:
 * reference: curl sends every file in one STOW-RS request (multipart/related, the body built
   beforehand, untimed) straight to Orthanc;
 * ADIT: headless Chromium opens the upload page, picks the folder, pseudonymizes each file
-  in the browser (dcmjs), sends them (4 parallel requests), ADIT checks and stages each one,
-  the job is committed and the worker stores them on Orthanc (C-STORE). The time runs from the
+  in the browser (dcmjs, the header only), sends them (4 parallel requests), ADIT checks and
+  stages each one and hands every 48 to the worker, which stores them on Orthanc (C-STORE)
+  while the page sends the rest; the page commits the job at the end. The time runs from the
   click on Upload until Orthanc holds every instance under the pseudonym (the time until the
-  page had sent everything is printed too).
+  page had sent everything, and the page's requests as the browser timed them, are printed
+  too).
 
 It prints both times, instances/s, the ratio of the rates (goal >= 0.5) and the browser's
 memory: the peak of the summed RSS of all Chromium processes (sampled every 50 ms) and the
 peak of the page's JS heap (Chrome DevTools Protocol, sampled every 250 ms). Run it with::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/adit uv run python benchmarks/upload.py \\
-        [--instances 300] [--rows 512]
+        [--instances 300] [--rows 512] [--driver pipe|playwright] [--profile-page FILE]
 """
 
 from __future__ import annotations
@@ -442,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--driver",
         choices=["playwright", "pipe"],
-        default="playwright",
-        help="pipe: Chromium over --remote-debugging-pipe, without network instrumentation",
+        default="pipe",
+        help="pipe (default): Chromium over --remote-debugging-pipe, as a user's browser runs "
+        "(no network instrumentation); playwright: through Playwright (needed for --profile-page)",
     )
     parser.add_argument(
         "--profile-page",
@@ -451,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         help="write a CPU profile of the page's main thread while it sends (.cpuprofile)",
     )
     args = parser.parse_args(argv)
+    if args.profile_page and args.driver != "playwright":
+        parser.error("--profile-page needs --driver playwright")
     try:
         require_orthanc()
     except BaseException as error:  # pytest's skip outside of pytest
