@@ -135,6 +135,8 @@ class UploadJob(TransferJob):
             job = self._locked()
             if not job.receiving:
                 return 0  # committed meanwhile: commit_received takes care of the rest
+            if job.status in (self.Status.CANCELING, self.Status.CANCELED):
+                return 0  # canceled by its owner while the page still sends: stays so
             created = job._create_tasks()
         if created:
             self.refresh_from_db()

@@ -462,3 +462,16 @@ def test_a_study_stored_by_several_tasks_counts_once(client, job_id, settings):
         task.finish(UploadTaskProcessor(task).process())
     summary = summarize(UploadJob.objects.get(pk=job_id))
     assert (summary.task_count, summary.studies, summary.instances) == (1, 1, 2)
+
+
+def test_a_job_canceled_while_the_browser_sends_is_not_restarted(client, job_id, settings):
+    settings.UPLOAD_DISPATCH_INSTANCES = 1
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    job = UploadJob.objects.get(pk=job_id)
+    assert job.tasks.count() == 1
+    job.cancel()
+    assert job.status == UploadJob.Status.CANCELED
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    job.refresh_from_db()
+    assert job.status == UploadJob.Status.CANCELED
+    assert job.tasks.count() == 1  # nothing new was handed to a worker
