@@ -8,17 +8,19 @@ then stores the folder in Orthanc twice, emptying Orthanc in between:
 * reference: curl sends every file in one STOW-RS request (multipart/related, the body built
   beforehand, untimed) straight to Orthanc;
 * ADIT: headless Chromium opens the upload page, picks the folder, pseudonymizes each file
-  in the browser (dcmjs), sends them (4 parallel requests), ADIT checks and stages each one,
-  the job is committed and the worker stores them on Orthanc (C-STORE). The time runs from the
+  in the browser (dcmjs, the header only), sends them (4 parallel requests), ADIT checks and
+  stages each one and hands every 48 to the worker, which stores them on Orthanc (C-STORE)
+  while the page sends the rest; the page commits the job at the end. The time runs from the
   click on Upload until Orthanc holds every instance under the pseudonym (the time until the
-  page had sent everything is printed too).
+  page had sent everything, and the page's requests as the browser timed them, are printed
+  too).
 
 It prints both times, instances/s, the ratio of the rates (goal >= 0.5) and the browser's
 memory: the peak of the summed RSS of all Chromium processes (sampled every 50 ms) and the
 peak of the page's JS heap (Chrome DevTools Protocol, sampled every 250 ms). Run it with::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/adit uv run python benchmarks/upload.py \\
-        [--instances 300] [--rows 512]
+        [--instances 300] [--rows 512] [--driver pipe|playwright] [--profile-page FILE]
 """
 
 from __future__ import annotations
@@ -339,6 +341,36 @@ class PipeCDP:
         self.process.wait(timeout=15)
 
 
+# The page's requests as the browser timed them (Resource Timing): when each POST of files
+# started, when its answer began and ended, relative to the first one.
+REQUEST_TIMINGS = """(() => {
+  const entries = performance.getEntriesByType("resource").filter(
+    (e) => /\\/instances\\/$/.test(e.name) && e.initiatorType === "xmlhttprequest");
+  return entries.map((e) => [e.startTime, e.requestStart, e.responseStart, e.responseEnd]);
+})()"""
+
+
+def print_requests(timings: list[list[float]]) -> None:
+    if not timings:
+        return
+    first = min(t[0] for t in timings)
+    last = max(t[3] for t in timings)
+    durations = sorted(t[3] - t[0] for t in timings)
+    waits = sorted(t[3] - t[2] for t in timings)
+    print(
+        f"  page: {len(timings)} requests of files from {0:.0f} to {last - first:.0f} ms; "
+        f"each {durations[len(durations) // 2]:.0f} ms (median; max {durations[-1]:.0f}), "
+        f"answer after the body {waits[len(waits) // 2]:.0f} ms (median)",
+        flush=True,
+    )
+    for start, request, response, end in sorted(timings):
+        print(
+            f"    {start - first:7.0f} {request - first:7.0f} {response - first:7.0f} "
+            f"{end - first:7.0f}",
+            flush=True,
+        )
+
+
 def browser_upload_pipe(
     url: str, folder: Path, orthanc: OrthancInstance, n: int, timeout: float, work_dir: Path
 ):
@@ -388,6 +420,7 @@ def browser_upload_pipe(
                     "document.getElementById('upload-done').offsetParent !== null"
                 ):
                     sent_seconds = time.perf_counter() - started
+                    print_requests(chrome.js(REQUEST_TIMINGS))
                 if sent_seconds is not None and instances_held(orthanc, PSEUDONYM) >= n:
                     break
                 if time.perf_counter() - started > timeout:
@@ -411,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--driver",
         choices=["playwright", "pipe"],
-        default="playwright",
-        help="pipe: Chromium over --remote-debugging-pipe, without network instrumentation",
+        default="pipe",
+        help="pipe (default): Chromium over --remote-debugging-pipe, as a user's browser runs "
+        "(no network instrumentation); playwright: through Playwright (needed for --profile-page)",
     )
     parser.add_argument(
         "--profile-page",
@@ -420,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         help="write a CPU profile of the page's main thread while it sends (.cpuprofile)",
     )
     args = parser.parse_args(argv)
+    if args.profile_page and args.driver != "playwright":
+        parser.error("--profile-page needs --driver playwright")
     try:
         require_orthanc()
     except BaseException as error:  # pytest's skip outside of pytest

@@ -30,6 +30,7 @@ _RESEARCHER = (
     "selective_transfer.can_download_study",
     "batch_query.add_batchqueryjob",
     "batch_transfer.add_batchtransferjob",
+    "upload.add_uploadjob",
     "dicom_explorer.use_explorer",
     "dicom_web.can_query",
     "dicom_web.can_retrieve",
@@ -39,6 +40,7 @@ _DATA_MANAGER = (
     *_RESEARCHER,
     "selective_transfer.can_transfer_unpseudonymized",
     "batch_transfer.can_transfer_unpseudonymized",
+    "upload.can_transfer_unpseudonymized",
     "selective_transfer.can_process_urgently",
     "batch_query.can_process_urgently",
     "batch_transfer.can_process_urgently",
@@ -64,6 +66,8 @@ _STAFF = (
     "batch_query.change_batchquerysettings",
     "batch_transfer.view_batchtransfersettings",
     "batch_transfer.change_batchtransfersettings",
+    "upload.view_uploadsettings",
+    "upload.change_uploadsettings",
 )
 
 ROLES: dict[str, Role] = {
@@ -72,15 +76,15 @@ ROLES: dict[str, Role] = {
         Role(
             "researcher",
             "Researcher",
-            "Query, transfer and download pseudonymized data (selective transfer, batch query, "
-            "batch transfer, DICOM explorer, DICOMweb query/retrieve, API tokens).",
+            "Query, transfer, upload and download pseudonymized data (selective transfer, batch "
+            "query, batch transfer, upload, DICOM explorer, DICOMweb query/retrieve, API tokens).",
             _RESEARCHER,
         ),
         Role(
             "data_manager",
             "Data manager",
-            "Everything a researcher may, plus transfer unpseudonymized data, urgent jobs, "
-            "DICOMweb store and never-expiring tokens.",
+            "Everything a researcher may, plus transfer and upload unpseudonymized data, urgent "
+            "jobs, DICOMweb store and never-expiring tokens.",
             _DATA_MANAGER,
         ),
         Role(

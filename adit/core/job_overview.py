@@ -100,6 +100,7 @@ def summarize(job: DicomJob) -> JobSummary:
         summary.unpseudonymized_count = tasks.filter(pseudonym="").count()
     if isinstance(job, TransferJob):
         summary.is_transfer = True
+        summary.task_count = job.study_count()
         summary.destinations = job.destinations()
         totals = job.transfer_totals()
         summary.studies, summary.instances = totals["studies"], totals["instances"]

@@ -275,6 +275,9 @@ UPLOAD_MAX_JOB_SIZE = env.int("UPLOAD_MAX_JOB_SIZE", default=20 * 1024 * 1024 * 
 UPLOAD_STAGING_DIR = Path(
     env.str("UPLOAD_STAGING_DIR", default=str(ADIT_DATA_DIR / "upload-staging"))
 )
+# While the browser still sends, every this many received instances are handed to a worker at
+# once (stored while the rest arrives); 0: nothing is stored before the browser commits the job.
+UPLOAD_DISPATCH_INSTANCES = env.int("UPLOAD_DISPATCH_INSTANCES", default=48)
 # Jobs of non-staff users wait for a staff member's verification unless this is true.
 START_UPLOAD_UNVERIFIED = env.bool("START_UPLOAD_UNVERIFIED", default=True)
 

@@ -6,6 +6,8 @@ recorded as an `UploadInstance`, unique per job by SOP Instance UID: that is wha
 upload resumable without sending anything twice (the browser first asks which SOP Instance UIDs
 the job already holds). When the browser has sent everything it commits the job: the staged
 instances become one `UploadTask` per study, and a worker stores them on the destination.
+A large upload does not wait for that: every `UPLOAD_DISPATCH_INSTANCES` received instances
+become tasks at once (`dispatch_received`), so the worker stores while the browser sends.
 
 A job may be committed more than once (an upload resumed after it was committed, e.g. with
 files added to the folder): each commit adds tasks for the instances no task holds yet and
@@ -64,10 +66,83 @@ class UploadJob(TransferJob):
     def received_bytes(self) -> int:
         return self.instances.aggregate(total=models.Sum("size"))["total"] or 0
 
+    # A study may be stored by several tasks (see `dispatch_received`): the job page counts
+    # studies, not tasks.
+    def study_count(self) -> int:
+        return self.tasks.values("study_uid").distinct().count()
+
+    def transfer_totals(self) -> dict[str, int]:
+        totals = super().transfer_totals()
+        done = (UploadTask.Status.SUCCESS, UploadTask.Status.WARNING)
+        unfinished = self.tasks.exclude(status__in=done).values("study_uid")
+        totals["studies"] = (
+            self.tasks.filter(status__in=done)
+            .exclude(study_uid__in=unfinished)
+            .values("study_uid")
+            .distinct()
+            .count()
+        )
+        return totals
+
     def status_from_tasks(self) -> tuple[str, str | None]:
-        if self.receiving and not self.tasks.exists():
-            return self.Status.PENDING, None
+        if self.receiving:
+            if not self.tasks.exists():
+                return self.Status.PENDING, None
+            status, message = super().status_from_tasks()
+            if status in (self.Status.SUCCESS, self.Status.WARNING, self.Status.FAILURE):
+                # What has arrived so far is stored; the browser still sends the rest, so the
+                # job has not ended (a failed part shows on its task, and in the job at commit).
+                return (self.Status.IN_PROGRESS if self.start else self.Status.PENDING), None
+            return status, message
         return super().status_from_tasks()
+
+    def _create_tasks(self) -> int:
+        """One task per study for the staged instances no task holds yet (the job row locked)."""
+        new = self.instances.filter(task=None)
+        studies = sorted(set(new.values_list("study_uid", flat=True)))
+        for study_uid in studies:
+            task = UploadTask.objects.create(
+                job=self,
+                destination_id=self.destination_id,  # type: ignore[attr-defined]
+                patient_id=self.pseudonym,
+                pseudonym=self.pseudonym,
+                study_uid=study_uid,
+            )
+            new.filter(study_uid=study_uid).update(task=task)
+        return len(studies)
+
+    def _queue_new_tasks(self, by_staff: bool) -> None:
+        if self.status in self.FINAL_STATUSES or self.status == self.Status.PENDING:
+            self.submit(by_staff=by_staff)
+        elif self.status == self.Status.IN_PROGRESS:
+            self.queue_pending_tasks()
+        # Unverified: the tasks are queued when staff verify the job.
+
+    def dispatch_received(self, at_least: int, by_staff: bool) -> int:
+        """While the browser still sends: hand the staged instances no task holds yet to a
+        worker once there are `at_least` of them, so that storing on the destination overlaps
+        the rest of the upload instead of following it.
+
+        The job keeps receiving (its status stays Pending/In Progress until `commit_received`);
+        a study may so be stored by several tasks, each with the instances it holds.
+
+        Returns:
+            How many tasks were created (0: not enough new instances yet).
+        """
+        if at_least <= 0 or self.instances.filter(task=None).count() < at_least:
+            return 0
+        with transaction.atomic():
+            job = self._locked()
+            if not job.receiving:
+                return 0  # committed meanwhile: commit_received takes care of the rest
+            if job.status in (self.Status.CANCELING, self.Status.CANCELED):
+                return 0  # canceled by its owner while the page still sends: stays so
+            created = job._create_tasks()
+        if created:
+            self.refresh_from_db()
+            self._queue_new_tasks(by_staff)
+            self.update_status()
+        return created
 
     def commit_received(self, by_staff: bool) -> int:
         """Turn the staged instances no task holds yet into one task per study and queue them.
@@ -77,35 +152,19 @@ class UploadJob(TransferJob):
         """
         with transaction.atomic():
             job = self._locked()
-            new = job.instances.filter(task=None)
-            studies = sorted(set(new.values_list("study_uid", flat=True)))
+            studies = job._create_tasks()
             job.receiving = False
             job.save(update_fields=["receiving"])
-            for study_uid in studies:
-                task = UploadTask.objects.create(
-                    job=job,
-                    destination_id=job.destination_id,
-                    patient_id=job.pseudonym,
-                    pseudonym=job.pseudonym,
-                    study_uid=study_uid,
-                )
-                new.filter(study_uid=study_uid).update(task=task)
             if studies and job.status in self.FINAL_STATUSES:
                 # More files came for a finished job: it runs again for them.
                 job.start = job.end = None
                 job.message = ""
                 job.save(update_fields=["start", "end", "message"])
         self.refresh_from_db()
-        if not studies:
-            self.update_status()
-            return 0
-        if self.status in self.FINAL_STATUSES or self.status == self.Status.PENDING:
-            self.submit(by_staff=by_staff)
-        elif self.status == self.Status.IN_PROGRESS:
-            self.queue_pending_tasks()
-        # Unverified: the tasks are queued when staff verify the job.
+        if studies:
+            self._queue_new_tasks(by_staff)
         self.update_status()
-        return len(studies)
+        return studies
 
 
 class UploadTask(TransferTask):

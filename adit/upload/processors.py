@@ -10,12 +10,16 @@ idempotent by SOP Instance UID at the destination).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import struct
 from collections.abc import Generator
+from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from adit.core.association_limits import association_slot
+from adit.core.dicom.dimse import remember_received_encoding
 from adit.core.processing import ProcessingResult
 from adit.core.processors import ERROR_ROLE, Phase, TransferTaskProcessor
 from adit.core.statuses import Status
@@ -46,6 +50,9 @@ class UploadTaskProcessor(TransferTaskProcessor):
             except Exception:
                 logger.exception("%s: the end of the upload could not be audited", self.task)
             raise
+        if result.status != Status.FAILURE:
+            # Shown on the task and summed on the job page ("Transferred").
+            result.instances, result.bytes = self.transferred_count, self.transferred_bytes
         record_transfer(self.task, self.mapping, result=result)
         if result.status != Status.FAILURE:
             count_transfer(
@@ -94,4 +101,19 @@ class UploadTaskProcessor(TransferTaskProcessor):
         for instance in instances:
             self.check_aborted()
             self.transferred_bytes += instance.size
-            yield dcmread(instance.staged_path)
+            yield read_staged(instance.staged_path)
+
+
+def read_staged(path: Path) -> Dataset:
+    """A staged file, keeping the bytes of its data set so that C-STORE sends them as they are
+    (the file was checked on arrival and is not changed here) instead of encoding it again."""
+    raw = path.read_bytes()
+    ds = dcmread(io.BytesIO(raw))
+    # The data set starts after the file meta group, whose length (0002,0000) says where; the
+    # bytes there must be the data set's first tag, else they are not reused.
+    if raw[128:132] == b"DICM" and raw[132:136] == b"\x02\x00\x00\x00" and len(ds):
+        start = 144 + int.from_bytes(raw[140:144], "little")
+        first = next(iter(ds.keys()))
+        if raw[start : start + 4] == struct.pack("<HH", first.group, first.element):
+            remember_received_encoding(ds, str(ds.file_meta.TransferSyntaxUID), raw[start:])
+    return ds

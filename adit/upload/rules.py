@@ -196,7 +196,9 @@ _WRITTEN_AFTER_THE_TABLE = frozenset(
 
 def _walk(ds: Dataset, mode: int, path: str) -> None:
     pseudonymizer = _pseudonymizer()
-    for element in ds:
+    # Unconverted elements: most are kept whatever their value, and converting every value
+    # (pydicom does so when iterating a data set) was most of the time a file's check took.
+    for element in ds.elements():
         tag = int(element.tag)
         where = f"{path}{_name(tag)}"
         if not path and tag in _WRITTEN_AFTER_THE_TABLE:
@@ -216,23 +218,25 @@ def _walk(ds: Dataset, mode: int, path: str) -> None:
         # The server-side pseudonymizer's own decision for this attribute (same table, same
         # fail-closed rules); what it removes or empties must not arrive.
         decision = pseudonymizer._decide(tag, vr, mode)
+        # Converted only where the value matters.
+        value = ds[tag].value if decision != "K" and decision != "X" else None
         if decision == "X":
             if tag & 0xFFFF == 0:
                 continue  # a group length says nothing about anyone
             raise Refusal(f"The file carries {where}, which the Basic Profile removes.", where)
         if decision == "Z":
-            if not _is_empty(element.value):
+            if not _is_empty(value):
                 raise Refusal(
                     f"{where} must be empty under the Basic Profile but has a value.", where
                 )
         elif decision == "U":
-            for value in _values(element.value) if not _is_empty(element.value) else []:
-                if not value.startswith(UID_ROOT) and value not in UID_dictionary:
+            for uid in _values(value) if not _is_empty(value) else []:
+                if not uid.startswith(UID_ROOT) and uid not in UID_dictionary:
                     raise Refusal(
                         f"{where} holds a UID that was not replaced (the browser's UIDs start "
                         f"with {UID_ROOT}).",
                         where,
                     )
         elif decision.startswith("SQ"):
-            for index, item in enumerate(element.value or []):
+            for index, item in enumerate(value or []):
                 _walk(item, int(decision[2:]), f"{where}[{index}] > ")

@@ -7,6 +7,7 @@
   as ``multipart/related; type="application/dicom"`` (one answer per part: a refused part
   does not cost the others; fewer requests make a large upload much faster)
 - ``POST /upload/jobs/<id>/commit/``         everything is sent: store it on the destination
+  (every ``UPLOAD_DISPATCH_INSTANCES`` received instances are handed to a worker before that)
 
 Every call checks the permission, the app lock, the job's owner and (for sending) that the
 user's active group may still use the destination. Errors are JSON ``{"error": ...}`` with a
@@ -129,6 +130,7 @@ def job_instances(request: HttpRequest, pk: int) -> JsonResponse:
     except Refusal as refusal:
         return _refused(refusal)
     instance = received.instance
+    _dispatch(request, job)
     return JsonResponse(
         {"sop_instance_uid": instance.sop_instance_uid, "already_held": not received.created},
         status=201 if received.created else 200,
@@ -156,7 +158,13 @@ def _receive_parts(request: HttpRequest, job: UploadJob) -> JsonResponse:
     except MultipartError as error:
         return JsonResponse({"error": f"The multipart body is malformed: {error}"}, status=400)
     results = receive_batch(job, bodies)
+    _dispatch(request, job)
     return JsonResponse({"results": results})
+
+
+def _dispatch(request: HttpRequest, job: UploadJob) -> None:
+    # The worker stores what has arrived while the browser sends the rest.
+    job.dispatch_received(settings.UPLOAD_DISPATCH_INSTANCES, by_staff=request.user.is_staff)
 
 
 @login_required

@@ -605,6 +605,11 @@ class TransferJob(DicomJob):
             ("can_transfer_unpseudonymized", "Can transfer unpseudonymized"),
         ]
 
+    def study_count(self) -> int:
+        """How many studies the job transfers: one per task (an app whose tasks may share a
+        study overrides this and `transfer_totals`)."""
+        return self.tasks.count()
+
     def transfer_totals(self) -> dict[str, int]:
         """Studies transferred (tasks that succeeded, with or without warnings), their
         instances and bytes as the tasks counted them."""

@@ -8,6 +8,7 @@ screenshots of the pages.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from adit.core.testing.browser import login
 # daphne (ASGI) on the test database and a dicom worker, as the other browser tests use them.
 from adit.selective_transfer.tests.test_browser import daphne_url, dicom_worker  # noqa: F401
 
-from .conftest import PSEUDONYM, give_access, server_from_orthanc
+from .conftest import PSEUDONYM, RecordingProxy, give_access, server_from_orthanc
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.peers, pytest.mark.django_db(transaction=True)]
 
@@ -115,6 +116,10 @@ def pick_folder(page: Page, folder: Path) -> None:
     expect(page.locator("#upload-summary")).to_be_visible()
 
 
+INSTANCE_POST = re.compile(rb"POST /upload/jobs/\d+/instances/ HTTP/1\.1\r\n")
+DICOM_PART = b"Content-Type: application/dicom\r\n\r\n"
+
+
 def test_upload_a_folder_pseudonymized_in_the_browser(
     page: Page,
     daphne_url,  # noqa: F811
@@ -129,13 +134,6 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
     patient_id = "MRN-UPL-" + make_study("x")[0].StudyInstanceUID[-6:]
     folder = tmp_path / "cd"
     datasets, identifying = make_folder(folder, patient_id)
-    bodies: list[tuple[str, bytes]] = []
-
-    def record(request) -> None:
-        if request.method == "POST":
-            bodies.append((request.url, request.post_data_buffer or b""))
-
-    page.on("request", record)
     warnings: list[str] = []
 
     def keep_warning(message) -> None:
@@ -143,92 +141,98 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
             warnings.append(message.text)
 
     page.on("console", keep_warning)
-    login(page, daphne_url, "uma", DEFAULT_PASSWORD)
-    page.goto(f"{daphne_url}/upload/")
-    pick_folder(page, folder)
-    expect(page.locator("#upload-summary-patients")).to_have_text("1")
-    expect(page.locator("#upload-summary-studies")).to_have_text("2")
-    expect(page.locator("#upload-summary-series")).to_have_text("4")
-    expect(page.locator("#upload-summary-instances")).to_have_text("50")
-    skipped = page.locator("#upload-skipped")
-    expect(skipped).to_contain_text("2 file(s) skipped")
-    expect(skipped).to_contain_text("cd/README.txt: not DICOM")
-    expect(skipped).to_contain_text("cd/study-0/report.pdf: not DICOM")
-    page.get_by_label("Destination").select_option(label="Orthanc B")
-    page.get_by_label("Pseudonym").fill(PSEUDONYM)
-    page.get_by_label("Trial protocol ID").fill("TRIAL-UPL")
-    screenshot(page, "summary")
-    page.locator("#upload-start").click()
-    expect(page.locator("#upload-done")).to_be_visible(timeout=JOB_TIMEOUT_MS)
-    expect(page.locator("#upload-done")).to_contain_text("50 file(s) sent, 0 already stored")
-    screenshot(page, "sent")
+    # Every byte the browser sends to ADIT passes the recording proxy (the page is opened
+    # through it): that is what is searched for identifying values below.
+    with RecordingProxy(daphne_url) as proxy:
+        url = proxy.url
+        login(page, url, "uma", DEFAULT_PASSWORD)
+        page.goto(f"{url}/upload/")
+        pick_folder(page, folder)
+        expect(page.locator("#upload-summary-patients")).to_have_text("1")
+        expect(page.locator("#upload-summary-studies")).to_have_text("2")
+        expect(page.locator("#upload-summary-series")).to_have_text("4")
+        expect(page.locator("#upload-summary-instances")).to_have_text("50")
+        skipped = page.locator("#upload-skipped")
+        expect(skipped).to_contain_text("2 file(s) skipped")
+        expect(skipped).to_contain_text("cd/README.txt: not DICOM")
+        expect(skipped).to_contain_text("cd/study-0/report.pdf: not DICOM")
+        page.get_by_label("Destination").select_option(label="Orthanc B")
+        page.get_by_label("Pseudonym").fill(PSEUDONYM)
+        page.get_by_label("Trial protocol ID").fill("TRIAL-UPL")
+        screenshot(page, "summary")
+        page.locator("#upload-start").click()
+        expect(page.locator("#upload-done")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("#upload-done")).to_contain_text("50 file(s) sent, 0 already stored")
+        screenshot(page, "sent")
 
-    instance_posts = [body for url, body in bodies if url.endswith("/instances/")]
-    # Batches of files (multipart/related), a part per file.
-    sent_parts = sum(
-        body.count(b"Content-Type: application/dicom\r\n\r\n") for body in instance_posts
-    )
-    assert sent_parts == 50
-    assert len(instance_posts) < 50
-    leaks = {name for name, value in identifying.items() for _, body in bodies if value in body}
-    assert leaks == set(), f"identifying values sent by the page: {sorted(leaks)}"
-    # The files were de-identified in the page's Web Workers (the page says when it cannot).
-    assert [text for text in warnings if "de-identification workers" in text] == []
+        sent = proxy.sent()
+        everything = b"".join(sent)
+        # Batches of files (multipart/related), a part per file, all of them seen here: the
+        # capture holds the bodies (each file's pixel data went out unchanged, the pseudonym
+        # is in every file as PatientID and PatientName), so the search below is not vacuous.
+        assert everything.count(DICOM_PART) == 50
+        assert 0 < len(INSTANCE_POST.findall(everything)) < 50
+        assert everything.count(PSEUDONYM.encode()) >= 100
+        assert [i for i, ds in enumerate(datasets) if bytes(ds.PixelData) not in everything] == []
+        leaks = {name for name, value in identifying.items() for data in sent if value in data}
+        assert leaks == set(), f"identifying values sent by the page: {sorted(leaks)}"
+        # The files were de-identified in the page's Web Workers (the page says when it cannot).
+        assert [text for text in warnings if "de-identification workers" in text] == []
 
-    page.locator("#upload-job-link").click()
-    expect(page.locator("h1")).to_contain_text("Upload job")
-    expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
-    screenshot(page, "job-done")
+        page.locator("#upload-job-link").click()
+        expect(page.locator("h1")).to_contain_text("Upload job")
+        expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
+        screenshot(page, "job-done")
 
-    # Orthanc holds patient UPL-1 with all 50 instances; the original patient is not there.
-    patients = orthanc_b.rest(
-        "POST", "/tools/find", json={"Level": "Patient", "Query": {"PatientID": PSEUDONYM}}
-    ).json()
-    assert len(patients) == 1
-    studies = orthanc_b.rest(
-        "POST",
-        "/tools/find",
-        json={"Level": "Study", "Query": {"PatientID": PSEUDONYM}, "Expand": True},
-    ).json()
-    assert len(studies) == 2
-    original_series = {}
-    for ds in datasets:
-        original_series.setdefault(ds.StudyInstanceUID, set()).add(ds.SeriesInstanceUID)
-    counts = []
-    for study in studies:
-        series = [
-            orthanc_b.rest("GET", f"/series/{series_id}").json() for series_id in study["Series"]
-        ]
-        # Each study keeps its series (consistent UIDs: one new UID per original one).
-        counts.append(sorted(len(s["Instances"]) for s in series))
-        assert study["MainDicomTags"]["StudyInstanceUID"].startswith("2.25.")
-        assert study["PatientMainDicomTags"]["PatientName"] == PSEUDONYM
-        assert study["MainDicomTags"].get("StudyDate") not in ("20190312", "20210704")
-    assert sorted(counts) == [[5, 20], [10, 15]]
-    assert (
-        orthanc_b.rest(
-            "POST", "/tools/find", json={"Level": "Patient", "Query": {"PatientID": patient_id}}
+        # Orthanc holds patient UPL-1 with all 50 instances; the original patient is not there.
+        patients = orthanc_b.rest(
+            "POST", "/tools/find", json={"Level": "Patient", "Query": {"PatientID": PSEUDONYM}}
         ).json()
-        == []
-    )
-    instances = orthanc_b.rest(
-        "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": PSEUDONYM}}
-    ).json()
-    assert len(instances) == 50
+        assert len(patients) == 1
+        studies = orthanc_b.rest(
+            "POST",
+            "/tools/find",
+            json={"Level": "Study", "Query": {"PatientID": PSEUDONYM}, "Expand": True},
+        ).json()
+        assert len(studies) == 2
+        counts = []
+        for study in studies:
+            series = [
+                orthanc_b.rest("GET", f"/series/{series_id}").json()
+                for series_id in study["Series"]
+            ]
+            # Each study keeps its series (consistent UIDs: one new UID per original one).
+            counts.append(sorted(len(s["Instances"]) for s in series))
+            assert study["MainDicomTags"]["StudyInstanceUID"].startswith("2.25.")
+            assert study["PatientMainDicomTags"]["PatientName"] == PSEUDONYM
+            assert study["MainDicomTags"].get("StudyDate") not in ("20190312", "20210704")
+        assert sorted(counts) == [[5, 20], [10, 15]]
+        assert (
+            orthanc_b.rest(
+                "POST",
+                "/tools/find",
+                json={"Level": "Patient", "Query": {"PatientID": patient_id}},
+            ).json()
+            == []
+        )
+        instances = orthanc_b.rest(
+            "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": PSEUDONYM}}
+        ).json()
+        assert len(instances) == 50
 
-    # The same folder again: the page resumes the job and sends nothing.
-    bodies.clear()
-    page.goto(f"{daphne_url}/upload/")
-    pick_folder(page, folder)
-    page.get_by_label("Destination").select_option(label="Orthanc B")
-    page.get_by_label("Pseudonym").fill(PSEUDONYM)
-    page.locator("#upload-start").click()
-    expect(page.locator("#upload-done")).to_contain_text(
-        "0 file(s) sent, 50 already stored", timeout=JOB_TIMEOUT_MS
-    )
-    expect(page.locator("#upload-resume-note")).to_contain_text("Continuing upload job")
-    screenshot(page, "again")
-    assert [url for url, _ in bodies if url.endswith("/instances/")] == []
+        # The same folder again: the page resumes the job and sends nothing.
+        proxy.clear()
+        page.goto(f"{url}/upload/")
+        pick_folder(page, folder)
+        page.get_by_label("Destination").select_option(label="Orthanc B")
+        page.get_by_label("Pseudonym").fill(PSEUDONYM)
+        page.locator("#upload-start").click()
+        expect(page.locator("#upload-done")).to_contain_text(
+            "0 file(s) sent, 50 already stored", timeout=JOB_TIMEOUT_MS
+        )
+        expect(page.locator("#upload-resume-note")).to_contain_text("Continuing upload job")
+        screenshot(page, "again")
+        assert INSTANCE_POST.findall(b"".join(proxy.sent())) == []
     instances = orthanc_b.rest(
         "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": PSEUDONYM}}
     ).json()
@@ -248,39 +252,40 @@ def test_failed_requests_are_retried_and_a_stopped_upload_resumes(
     give_access(uploaders, destination)
     patient_id = "MRN-RES-" + make_study("x")[0].StudyInstanceUID[-6:]
     make_folder(tmp_path / "cd", patient_id)
-    reached_adit: list[bytes] = []
     overloaded = {"on": True}
 
     def instances(route) -> None:
         if overloaded["on"]:
             route.fulfill(status=503, content_type="application/json", body='{"error": "busy"}')
         else:
-            reached_adit.append(route.request.post_data_buffer or b"")
             route.continue_()
 
     page.route("**/upload/jobs/*/instances/", instances)
-    login(page, daphne_url, "uma", DEFAULT_PASSWORD)
-    page.goto(f"{daphne_url}/upload/")
-    pick_folder(page, tmp_path / "cd")
-    page.get_by_label("Destination").select_option(label="Orthanc B")
-    page.get_by_label("Pseudonym").fill("UPL-2")
-    page.locator("#upload-start").click()
-    files = page.locator("#upload-files")
-    expect(files).to_contain_text("busy — retrying in")
-    page.locator("#upload-stop").click()
-    expect(page.locator("#upload-resume-note")).to_contain_text("Stopped")
-    expect(page.locator("#upload-start")).to_have_text("Resume upload")
-    screenshot(page, "stopped")
+    with RecordingProxy(daphne_url) as proxy:
+        url = proxy.url
+        login(page, url, "uma", DEFAULT_PASSWORD)
+        page.goto(f"{url}/upload/")
+        pick_folder(page, tmp_path / "cd")
+        page.get_by_label("Destination").select_option(label="Orthanc B")
+        page.get_by_label("Pseudonym").fill("UPL-2")
+        page.locator("#upload-start").click()
+        files = page.locator("#upload-files")
+        expect(files).to_contain_text("busy — retrying in")
+        page.locator("#upload-stop").click()
+        expect(page.locator("#upload-resume-note")).to_contain_text("Stopped")
+        expect(page.locator("#upload-start")).to_have_text("Resume upload")
+        screenshot(page, "stopped")
+        assert INSTANCE_POST.findall(b"".join(proxy.sent())) == []  # none got through
 
-    overloaded["on"] = False
-    page.locator("#upload-start").click()
-    expect(page.locator("#upload-done")).to_contain_text(
-        "50 file(s) sent, 0 already stored", timeout=JOB_TIMEOUT_MS
-    )
-    parts = sum(body.count(b"Content-Type: application/dicom\r\n\r\n") for body in reached_adit)
-    assert parts == 50  # every file reached ADIT once
-    page.locator("#upload-job-link").click()
-    expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
+        overloaded["on"] = False
+        page.locator("#upload-start").click()
+        expect(page.locator("#upload-done")).to_contain_text(
+            "50 file(s) sent, 0 already stored", timeout=JOB_TIMEOUT_MS
+        )
+        # Every file reached ADIT once.
+        assert b"".join(proxy.sent()).count(DICOM_PART) == 50
+        page.locator("#upload-job-link").click()
+        expect(page.locator("#job-progress")).to_contain_text("Success", timeout=JOB_TIMEOUT_MS)
     instances_at_b = orthanc_b.rest(
         "POST", "/tools/find", json={"Level": "Instance", "Query": {"PatientID": "UPL-2"}}
     ).json()

@@ -340,6 +340,7 @@ def test_the_worker_writes_a_committed_upload_to_the_folder_and_unstages_it(
     for task in tasks:
         result = UploadTaskProcessor(task).process()
         assert (result.status, result.message) == (Status.SUCCESS, "1 instance(s) stored.")
+        assert (result.instances, result.bytes) == (1, task.instances.get().size)
     written = sorted(__import__("pathlib").Path(folder.path).rglob("*.dcm"))
     assert len(written) == 2
     assert {dcmread(p).PatientID for p in written} == {PSEUDONYM}
@@ -358,3 +359,119 @@ def test_deleting_a_job_removes_its_staged_files(
     assert response.status_code == 302
     assert not UploadJob.objects.filter(pk=job_id).exists()
     assert staged_files(staging) == []
+
+
+def test_received_instances_are_stored_while_the_browser_still_sends(
+    client, job_id, folder, staging, settings
+):
+    from adit.upload.processors import UploadTaskProcessor
+
+    settings.UPLOAD_DISPATCH_INSTANCES = 2
+
+    def run(task) -> None:
+        # What a worker does with a claimed task (the queue job's id as the worker has it).
+        assert task.claim(task.queued_job_id)
+        task.finish(UploadTaskProcessor(task).process())
+
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    assert not UploadTask.objects.filter(job_id=job_id).exists()  # one is not enough yet
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    first = list(UploadTask.objects.filter(job_id=job_id))
+    assert len(first) == 2 and all(t.queued_job_id for t in first)  # two studies, queued
+    job = UploadJob.objects.get(pk=job_id)
+    assert job.receiving
+
+    # The worker stores them before the browser is done: the job goes on receiving.
+    for task in first:
+        run(task)
+    job.refresh_from_db()
+    assert job.status == UploadJob.Status.IN_PROGRESS
+    assert len(list(__import__("pathlib").Path(folder.path).rglob("*.dcm"))) == 2
+
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    assert UploadTask.objects.filter(job_id=job_id).count() == 2
+    response = client.post(f"/upload/jobs/{job_id}/commit/")
+    assert response.json()["new_tasks"] == 1
+    last = UploadTask.objects.filter(job_id=job_id).exclude(pk__in=[t.pk for t in first]).get()
+    run(last)
+    job.refresh_from_db()
+    assert (job.status, job.receiving) == (UploadJob.Status.SUCCESS, False)
+    assert len(list(__import__("pathlib").Path(folder.path).rglob("*.dcm"))) == 3
+    assert staged_files(staging) == []
+    # Nothing is stored twice: every instance belongs to exactly one task.
+    assert UploadInstance.objects.filter(job_id=job_id, task=None).count() == 0
+    assert UploadInstance.objects.filter(job_id=job_id).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("role", "may_upload_unpseudonymized"), [("researcher", False), ("data_manager", True)]
+)
+def test_role_presets_grant_upload(client, tmp_path, role, may_upload_unpseudonymized):
+    from adit.accounts.factories import GroupFactory
+    from adit.accounts.roles import role_permissions
+
+    group = GroupFactory(name=f"Preset {role}")
+    group.permissions.set(role_permissions(role))
+    (tmp_path / "out").mkdir()
+    node = DicomFolderFactory(name="Preset folder", path=str(tmp_path / "out"))
+    give_access(group, node)
+    client.force_login(UserFactory(username=f"preset-{role}", groups=[group]))
+    assert client.get("/upload/").status_code == 200
+    without = new_job(client, node, pseudonym="")
+    assert without.status_code == (201 if may_upload_unpseudonymized else 400)
+    if not may_upload_unpseudonymized:
+        assert "A pseudonym is required" in without.json()["error"]
+    assert new_job(client, node, pseudonym="UPL-9").status_code == 201
+
+
+def test_a_staged_file_is_stored_as_the_bytes_it_arrived_as(tmp_path):
+    from adit.core.dicom.dimse import _decode_from, received_encoding
+    from adit.upload.processors import read_staged
+
+    raw = browser_file()
+    path = tmp_path / "staged.dcm"
+    path.write_bytes(raw)
+    ds = read_staged(path)
+    remembered = received_encoding(ds)
+    assert remembered is not None
+    transfer_syntax, encoded = remembered
+    assert transfer_syntax == ds.file_meta.TransferSyntaxUID
+    assert raw.endswith(encoded) and len(encoded) < len(raw)
+    # The bytes are exactly the data set (no file meta): they decode to the same instance.
+    again = _decode_from(encoded, transfer_syntax)
+    assert again.SOPInstanceUID == ds.SOPInstanceUID and again.PixelData == ds.PixelData
+    assert "TransferSyntaxUID" not in again
+
+
+def test_a_study_stored_by_several_tasks_counts_once(client, job_id, settings):
+    from adit.core.job_overview import summarize
+    from adit.upload.processors import UploadTaskProcessor
+
+    settings.UPLOAD_DISPATCH_INSTANCES = 1
+    study = make_study("PAT-UP-2", series=(("CT", 2),), compressed_series=False)
+    for ds in study:
+        deidentify_like_the_browser(ds)
+        assert post_file(client, job_id, encode(ds)).status_code == 201
+    job = UploadJob.objects.get(pk=job_id)
+    tasks = list(job.tasks.all())
+    assert len(tasks) == 2 and len({t.study_uid for t in tasks}) == 1
+    summary = summarize(job)
+    assert (summary.task_count, summary.studies) == (1, 0)
+    for task in tasks:
+        assert task.claim(task.queued_job_id)
+        task.finish(UploadTaskProcessor(task).process())
+    summary = summarize(UploadJob.objects.get(pk=job_id))
+    assert (summary.task_count, summary.studies, summary.instances) == (1, 1, 2)
+
+
+def test_a_job_canceled_while_the_browser_sends_is_not_restarted(client, job_id, settings):
+    settings.UPLOAD_DISPATCH_INSTANCES = 1
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    job = UploadJob.objects.get(pk=job_id)
+    assert job.tasks.count() == 1
+    job.cancel()
+    assert job.status == UploadJob.Status.CANCELED
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    job.refresh_from_db()
+    assert job.status == UploadJob.Status.CANCELED
+    assert job.tasks.count() == 1  # nothing new was handed to a worker

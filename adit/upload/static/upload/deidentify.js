@@ -36,6 +36,7 @@
   const MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10";
   const PATIENT_NAME = "00100010";
   const PATIENT_ID = "00100020";
+  const PIXEL_DATA = "7FE00010";
 
   const encoder = new TextEncoder();
 
@@ -313,6 +314,132 @@
     }
   }
 
+  const IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2";
+  const EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2";
+  const DEFLATED_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99";
+  const UNDEFINED_LENGTH = 0xffffffff;
+  // Enough for the attributes before Pixel Data of nearly every file (a few KB); a file whose
+  // header is longer is read whole.
+  const HEADER_PREFIX_BYTES = 64 * 1024;
+
+  /**
+   * Where the top-level Pixel Data element ends (its items included when encapsulated), or -1
+   * when `view` (a prefix of the file) does not reach that far, or null when it is malformed.
+   */
+  function pixelDataEnd(view, start, implicit) {
+    if (start + 12 > view.byteLength) return -1;
+    let offset;
+    let length;
+    if (implicit) {
+      length = view.getUint32(start + 4, true);
+      offset = start + 8;
+    } else {
+      const vr = String.fromCharCode(view.getUint8(start + 4), view.getUint8(start + 5));
+      if (!["OB", "OW", "UN"].includes(vr)) return null;
+      length = view.getUint32(start + 8, true);
+      offset = start + 12;
+    }
+    if (length !== UNDEFINED_LENGTH) return offset + length;
+    // Encapsulated: items (FFFE,E000) up to the sequence delimiter (FFFE,E0DD).
+    for (;;) {
+      if (offset + 8 > view.byteLength) return -1;
+      const group = view.getUint16(offset, true);
+      const element = view.getUint16(offset + 2, true);
+      const itemLength = view.getUint32(offset + 4, true);
+      if (group !== 0xfffe || itemLength === UNDEFINED_LENGTH) return null;
+      if (element === 0xe0dd) return offset + 8;
+      if (element !== 0xe000) return null;
+      offset += 8 + itemLength;
+    }
+  }
+
+  /**
+   * Parse only what comes before the top-level Pixel Data of a file (or of a prefix of it).
+   *
+   * The pixel data is most of a file and carries nothing de-identification changes, so it is
+   * neither decoded nor copied: the new file is the rewritten header followed by the original
+   * Pixel Data element, byte for byte (`pixelStart`..`pixelEnd` of the file). Returns null
+   * when that does not apply and the file must be parsed whole: no Pixel Data at the top
+   * level, attributes after it (trailing padding, private groups), big endian or deflated
+   * transfer syntaxes, a header longer than the prefix, anything dcmjs cannot read this way.
+   *
+   * @param {ArrayBuffer} buffer the file, or its first bytes
+   * @param {number} fileSize the size of the whole file
+   * @returns {{dicomDict: object, pixelStart: number, pixelEnd: number} | null}
+   */
+  function splitAtPixelData(buffer, fileSize) {
+    const { DicomMessage, ReadBufferStream } = global.dcmjs.data;
+    const view = new DataView(buffer);
+    if (view.byteLength < 144) return null;
+    if (String.fromCharCode(...new Uint8Array(buffer, 128, 4)) !== "DICM") return null;
+    // (0002,0000) File Meta Information Group Length, UL, explicit VR little endian.
+    if (view.getUint16(132, true) !== 0x0002 || view.getUint16(134, true) !== 0x0000) return null;
+    const datasetStart = 144 + view.getUint32(140, true);
+    if (datasetStart > view.byteLength) return null;
+    try {
+      const dicomDict = DicomMessage.readFile(buffer.slice(0, datasetStart));
+      const syntax = firstString(dicomDict.meta, "00020010");
+      if (!syntax || syntax === EXPLICIT_BIG_ENDIAN || syntax === DEFLATED_LITTLE_ENDIAN) return null;
+      const stream = new ReadBufferStream(buffer, null, { start: datasetStart, noCopy: true });
+      // dcmjs stops at untilTag at the top level only (items of sequences, e.g. an Icon Image
+      // Sequence's own Pixel Data, are read whole), after reading the tag's 4 bytes.
+      const dict = DicomMessage._read(stream, DicomMessage._normalizeSyntax(syntax), {
+        untilTag: PIXEL_DATA,
+      });
+      if (!(PIXEL_DATA in dict)) return null;
+      delete dict[PIXEL_DATA];
+      const pixelStart = stream.offset - 4;
+      if (view.getUint16(pixelStart, true) !== 0x7fe0 || view.getUint16(pixelStart + 2, true) !== 0x0010) {
+        return null;
+      }
+      const pixelEnd = pixelDataEnd(view, pixelStart, syntax === IMPLICIT_LITTLE_ENDIAN);
+      if (pixelEnd === null || pixelEnd !== fileSize) return null; // -1: not in the prefix
+      dicomDict.dict = dict;
+      return { dicomDict, pixelStart, pixelEnd };
+    } catch {
+      return null; // e.g. the prefix ends inside the header
+    }
+  }
+
+  /**
+   * Read, de-identify and write one File as it is sent.
+   *
+   * Returns the new header (everything before Pixel Data, or the whole new file) and the range
+   * of the original file that follows it unchanged (`pixelEnd` 0: none). The caller sends
+   * `new Blob([header, file.slice(pixelStart, pixelEnd)])`: the pixel data goes from the disk
+   * to the socket without passing through JavaScript. Without a de-identifier (a group that may
+   * upload unpseudonymized data) the file is sent as it is.
+   *
+   * @param {File} file
+   * @param {Deidentifier|null} deidentifier
+   * @returns {Promise<{header: ArrayBuffer|null, pixelStart: number, pixelEnd: number}>}
+   */
+  async function deidentifyFile(file, deidentifier) {
+    if (!deidentifier) return { header: null, pixelStart: 0, pixelEnd: file.size };
+    let buffer = await file.slice(0, Math.min(file.size, HEADER_PREFIX_BYTES)).arrayBuffer();
+    let split = splitAtPixelData(buffer, file.size);
+    if (!split && buffer.byteLength < file.size) {
+      buffer = await file.arrayBuffer();
+      split = splitAtPixelData(buffer, file.size);
+    }
+    if (split) {
+      await deidentifier.deidentify(split.dicomDict);
+      return { header: split.dicomDict.write(), pixelStart: split.pixelStart, pixelEnd: split.pixelEnd };
+    }
+    const parsed = parse(buffer);
+    if (parsed.skip) throw new Error(parsed.skip);
+    await deidentifier.deidentify(parsed.dicomDict);
+    return { header: parsed.dicomDict.write(), pixelStart: 0, pixelEnd: 0 };
+  }
+
+  /** The parts of a de-identified file as they are sent (for `new Blob(parts)`). */
+  function fileParts(file, result) {
+    const parts = [];
+    if (result.header) parts.push(result.header);
+    if (result.pixelEnd > result.pixelStart) parts.push(file.slice(result.pixelStart, result.pixelEnd));
+    return parts;
+  }
+
   /** Parse a file's bytes: {dicomDict} or {skip: reason}. */
   function parse(buffer, options) {
     const bytes = new Uint8Array(buffer, 0, Math.min(buffer.byteLength, 132));
@@ -326,6 +453,7 @@
     }
   }
 
-  global.AditUpload = Object.assign(global.AditUpload || {}, { Deidentifier, parse, firstString });
-  if (typeof module !== "undefined") module.exports = { Deidentifier, parse, firstString };
+  const api = { Deidentifier, parse, firstString, splitAtPixelData, deidentifyFile, fileParts };
+  global.AditUpload = Object.assign(global.AditUpload || {}, api);
+  if (typeof module !== "undefined") module.exports = api;
 })(typeof window !== "undefined" ? window : globalThis);

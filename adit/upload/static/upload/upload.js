@@ -9,12 +9,16 @@
  *    again, the earlier job is resumed: its id and the upload's secret are kept in
  *    localStorage under a fingerprint of the files). The server says which SOP Instance UIDs
  *    it holds; those files are not sent again.
- * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES) read
- *    again, de-identified (deidentify.js, in a pool of Web Workers, deidentify-worker.js, so
- *    that it runs on other cores while the page sends the batch before; without workers on
- *    the page), written and POSTed as multipart/related (a single
- *    file as application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are retried with
- *    exponential backoff; a refusal (4xx) is shown with the server's reason.
+ * 3. Send: PARALLEL requests, each of a batch of files (up to BATCH_FILES, BATCH_BYTES),
+ *    de-identified in a pool of Web Workers (deidentify-worker.js; without workers on the
+ *    page): a worker reads only a file's header (everything before Pixel Data), de-identifies
+ *    it (deidentify.js) and writes the new header; the body is a Blob of the new headers and
+ *    slices of the files from Pixel Data on, so the pixel data goes from the disk to the
+ *    socket unread by JavaScript. A batch is POSTed as multipart/related (a single file as
+ *    application/dicom); the server answers per file. Network errors, 5xx, 408 and 429 are
+ *    retried with exponential backoff; a refusal (4xx) is shown with the server's reason.
+ *    ADIT hands what it received to a worker every few dozen files, so the destination
+ *    stores while the page still sends.
  * 4. Commit: when every file is held, the job is committed and a worker stores it.
  *
  * Nothing identifying is sent: not the file names (paths stay in the page), not the original
@@ -29,6 +33,7 @@
   const BATCH_BYTES = 8 * 1024 * 1024;
   const STORAGE_PREFIX = "adit-upload:";
   const PIXEL_DATA = "7FE00010";
+  const HEADER_PREFIX = 64 * 1024;
 
   function sleep(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
@@ -60,6 +65,20 @@
     }
   }
 
+  /**
+   * A file parsed up to its Pixel Data, for the summary: from its first HEADER_PREFIX bytes
+   * when they hold everything before Pixel Data (nearly always), else from the whole file.
+   */
+  async function readHeader(file) {
+    const prefix = await file.slice(0, Math.min(file.size, HEADER_PREFIX)).arrayBuffer();
+    const parsed = window.AditUpload.parse(prefix, { untilTag: PIXEL_DATA });
+    const complete = parsed.skip
+      ? parsed.skip.startsWith("not DICOM") // decided by the first 132 bytes
+      : PIXEL_DATA in parsed.dicomDict.dict;
+    if (complete || prefix.byteLength >= file.size) return parsed;
+    return window.AditUpload.parse(await file.arrayBuffer(), { untilTag: PIXEL_DATA });
+  }
+
   /** POST with upload progress; resolves {status, body} (never rejects on HTTP errors). */
   function post(url, body, headers, onProgress, registerAbort) {
     return new Promise((resolve, reject) => {
@@ -85,51 +104,75 @@
 
   /**
    * Web Workers that read, de-identify and write files (deidentify-worker.js), each file on
-   * the least busy worker. `open` resolves when every worker has loaded the scripts.
+   * the least busy worker. `open` resolves when every worker has loaded the scripts (done as
+   * soon as files are picked, so that Upload does not wait for it); `configure` gives them the
+   * upload's rules, secret and pseudonym.
    */
   class DeidentifierPool {
     constructor(workers) {
-      this.workers = workers.map((worker) => ({ worker, busy: 0 }));
+      this.workers = workers.map((worker) => ({ worker, busy: 0, control: null }));
       this.waiting = new Map();
       this.nextId = 0;
       for (const entry of this.workers) {
         entry.worker.onmessage = (event) => {
-          const { id, body, error } = event.data;
+          const { id, error } = event.data;
+          if (id === undefined) {
+            // The answer to loading the scripts or to `configure`.
+            const control = entry.control;
+            entry.control = null;
+            if (!control) return;
+            if (event.data.initError !== undefined) control.reject(new Error(event.data.initError));
+            else control.resolve();
+            return;
+          }
           const settle = this.waiting.get(id);
           if (!settle) return;
           this.waiting.delete(id);
           entry.busy--;
           if (error !== undefined) settle.reject(new Error(error));
-          else settle.resolve(body);
+          else settle.resolve(event.data);
+        };
+        entry.worker.onerror = (event) => {
+          const control = entry.control;
+          entry.control = null;
+          if (control) control.reject(new Error(event.message || "worker failed"));
         };
       }
     }
 
-    static async open(size, init) {
+    static async open(size) {
       const app = document.getElementById("upload-app");
       const scripts = app.dataset.workerScripts.split(" ").map((src) => new URL(src, location.href).href);
       const workers = [];
+      for (let i = 0; i < size; i++) workers.push(new Worker(app.dataset.workerUrl));
+      const pool = new DeidentifierPool(workers);
       try {
-        for (let i = 0; i < size; i++) workers.push(new Worker(app.dataset.workerUrl));
-        await Promise.all(
-          workers.map(
-            (worker) =>
-              new Promise((resolve, reject) => {
-                worker.onmessage = (event) =>
-                  event.data.ready ? resolve() : reject(new Error(event.data.initError));
-                worker.onerror = (event) => reject(new Error(event.message || "worker failed"));
-                worker.postMessage({ init: { ...init, scripts } });
-              }),
-          ),
-        );
+        await pool.control({ scripts });
       } catch (error) {
-        for (const worker of workers) worker.terminate();
+        pool.close();
         throw error;
       }
-      return new DeidentifierPool(workers);
+      return pool;
     }
 
-    /** The de-identified file's bytes (ArrayBuffer). */
+    control(message) {
+      return Promise.all(
+        this.workers.map(
+          (entry) =>
+            new Promise((resolve, reject) => {
+              entry.control = { resolve, reject };
+              entry.worker.postMessage(message);
+            }),
+        ),
+      );
+    }
+
+    /** The upload's {rules, secret, options} (secret null: files are sent as they are). */
+    configure(init) {
+      return this.control({ init });
+    }
+
+    /** The de-identified file: {header, pixelStart, pixelEnd} (see deidentifyFile). */
     run(file) {
       const entry = this.workers.reduce((least, candidate) => (candidate.busy < least.busy ? candidate : least));
       const id = this.nextId++;
@@ -148,6 +191,7 @@
   }
 
   const files = new Map(); // path -> File (kept out of Alpine's reactive proxies)
+  let poolLoading = null; // Promise of the DeidentifierPool (or null when there is none)
 
   function component() {
     return {
@@ -260,6 +304,7 @@
       async read(picked) {
         if (this.sending) return;
         this.reset();
+        this.loadPool();
         this.reading = true;
         this.pickedCount = picked.length;
         const patients = new Set();
@@ -271,15 +316,14 @@
         const readOne = async () => {
           while (next < picked.length) {
             const { file, path } = picked[next++];
-            let buffer;
+            let parsed;
             try {
-              buffer = await file.arrayBuffer();
+              parsed = await readHeader(file);
             } catch (error) {
               this.skipped.push({ path, reason: `unreadable: ${error.message || error}` });
               this.readCount++;
               continue;
             }
-            const parsed = window.AditUpload.parse(buffer, { untilTag: PIXEL_DATA });
             this.readCount++;
             if (parsed.skip) {
               this.skipped.push({ path, reason: parsed.skip });
@@ -381,15 +425,27 @@
 
       // --- send -------------------------------------------------------------------------------
 
-      async openPool(secret, options) {
-        if (typeof Worker === "undefined") return null;
+      /** Start the de-identification workers (they load dcmjs) before Upload is pressed. */
+      loadPool() {
+        if (poolLoading || typeof Worker === "undefined") return;
         const size = Math.max(1, Math.min(4, navigator.hardwareConcurrency || 2));
+        poolLoading = DeidentifierPool.open(size).catch((error) => {
+          // The page de-identifies the files itself then (the same code, one at a time).
+          console.warn("Upload: no de-identification workers, using the page:", error);
+          return null;
+        });
+      },
+
+      async openPool(secret, options) {
+        this.loadPool();
+        const pool = poolLoading ? await poolLoading : null;
+        if (!pool) return null;
         try {
           // The rules as plain data (this.rules is Alpine's proxy, which a worker cannot get).
           const rules = JSON.parse(document.getElementById("upload-rules").textContent);
-          return await DeidentifierPool.open(size, { rules, secret, options: { ...options } });
+          await pool.configure({ rules, secret, options: { ...options } });
+          return pool;
         } catch (error) {
-          // The page de-identifies the files itself then (the same code, one at a time).
           console.warn("Upload: no de-identification workers, using the page:", error);
           return null;
         }
@@ -414,32 +470,44 @@
             ? await window.AditUpload.Deidentifier.create(this.rules, secret, options)
             : null;
           pool = await this.openPool(job.pseudonym ? secret : null, options);
-          for (const item of this.queue) {
-            if (item.state === "done" || item.state === "held") continue;
-            item.newSop = deidentifier ? await deidentifier.newUid(item.originalSop) : item.originalSop;
-            if (held.has(item.newSop)) {
+          // Which files the job holds already (a resumed upload): by their new SOP Instance UIDs.
+          const open = this.queue.filter((item) => item.state !== "done" && item.state !== "held");
+          const newSops = held.size && deidentifier
+            ? await Promise.all(open.map((item) => deidentifier.newUid(item.originalSop)))
+            : open.map((item) => item.originalSop);
+          open.forEach((item, index) => {
+            if (held.has(newSops[index])) {
               Object.assign(item, { state: "held", progress: 100, message: "already held by ADIT" });
             } else {
               Object.assign(item, { state: "pending", progress: 0, message: "", attempts: 0 });
             }
-          }
+          });
           this.startedAt = performance.now();
           this.sentBytes = 0;
           let next = 0;
           const pending = this.queue.filter((item) => item.state === "pending");
-          const worker = async () => {
-            while (!this.stopped && next < pending.length) {
-              // A batch: a few MB of files in one request (per-request costs are paid once).
-              const batch = [];
-              let bytes = 0;
-              while (next < pending.length && batch.length < BATCH_FILES && (!batch.length || bytes + pending[next].size <= BATCH_BYTES)) {
-                bytes += pending[next].size;
-                batch.push(pending[next++]);
-              }
-              await this.sendBatch(batch, deidentifier, pool);
+          const takeBatch = () => {
+            // A batch: a few MB of files in one request (per-request costs are paid once).
+            const batch = [];
+            let bytes = 0;
+            while (next < pending.length && batch.length < BATCH_FILES && (!batch.length || bytes + pending[next].size <= BATCH_BYTES)) {
+              bytes += pending[next].size;
+              batch.push(pending[next++]);
+            }
+            return batch.length ? batch : null;
+          };
+          const sender = async () => {
+            let batch = takeBatch();
+            let prepared = batch ? this.prepareBatch(batch, deidentifier, pool) : null;
+            while (prepared && !this.stopped) {
+              const ready = await prepared;
+              // The next batch is pseudonymized while this one is on its way.
+              batch = this.stopped ? null : takeBatch();
+              prepared = batch ? this.prepareBatch(batch, deidentifier, pool) : null;
+              if (ready) await this.sendPrepared(ready);
             }
           };
-          await Promise.all(Array.from({ length: PARALLEL }, worker));
+          await Promise.all(Array.from({ length: PARALLEL }, sender));
           if (this.stopped) {
             this.resumeNote = "Stopped. Press Resume upload to send the rest (nothing is sent twice).";
             return;
@@ -452,7 +520,6 @@
         } catch (error) {
           this.error = error.message || String(error);
         } finally {
-          if (pool) pool.close();
           this.sending = false;
           for (const item of this.queue) {
             if (item.state === "sending" || item.state === "retrying") {
@@ -462,60 +529,56 @@
         }
       },
 
-      async sendBatch(batch, deidentifier, pool) {
+      /** The batch's request body (a Blob) and its files, pseudonymized; null: none left. */
+      async prepareBatch(batch, deidentifier, pool) {
         // Pseudonymize each file of the batch: in the workers side by side, else on the page
-        // one at a time (memory stays at one batch per request either way).
+        // one at a time. What comes back is a new header per file; the pixel data stays in
+        // the file on disk until the browser sends it.
         const parts = [];
-        const pseudonymize = async (item) => {
-          if (pool) return pool.run(files.get(item.path));
-          const parsed = window.AditUpload.parse(await files.get(item.path).arrayBuffer());
-          if (parsed.skip) throw new Error(parsed.skip);
-          if (deidentifier) await deidentifier.deidentify(parsed.dicomDict);
-          return parsed.dicomDict.write();
+        const pseudonymize = (item) => {
+          const file = files.get(item.path);
+          return pool ? pool.run(file) : window.AditUpload.deidentifyFile(file, deidentifier);
         };
         for (const item of batch) Object.assign(item, { state: "sending", progress: 0, message: "pseudonymizing" });
         const settled = pool ? await Promise.allSettled(batch.map(pseudonymize)) : null;
         for (const [index, item] of batch.entries()) {
           try {
-            let body;
+            let result;
             if (settled) {
               if (settled[index].status === "rejected") throw settled[index].reason;
-              body = settled[index].value;
+              result = settled[index].value;
             } else {
-              body = await pseudonymize(item);
+              result = await pseudonymize(item);
             }
-            parts.push({ item, body });
+            parts.push({ item, parts: window.AditUpload.fileParts(files.get(item.path), result) });
           } catch (error) {
             Object.assign(item, { state: "failed", message: `not pseudonymized: ${error.message || error}` });
           }
         }
-        if (!parts.length) return;
+        if (!parts.length) return null;
+        // A Blob of the new headers and slices of the files: the browser streams it from the
+        // disk, nothing of the pixel data is copied through JavaScript (an 8 MB Uint8Array
+        // body cost the page more than everything else).
         let body;
         let contentType;
         if (parts.length === 1) {
-          body = parts[0].body;
+          body = new Blob(parts[0].parts);
           contentType = "application/dicom";
         } else {
           const boundary = `adit-upload-${window.AditUpload.Deidentifier.newSecret().slice(0, 24)}`;
-          const encoder = new TextEncoder();
           const chunks = [];
           for (const part of parts) {
-            chunks.push(encoder.encode(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`));
-            chunks.push(new Uint8Array(part.body), encoder.encode("\r\n"));
+            chunks.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, ...part.parts, "\r\n");
           }
-          chunks.push(encoder.encode(`--${boundary}--\r\n`));
-          // One buffer, not a Blob: what is sent is then plain bytes that tools (and the
-          // tests' request interception) see as they are.
-          body = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-          let offset = 0;
-          for (const chunk of chunks) {
-            body.set(chunk, offset);
-            offset += chunk.length;
-          }
+          chunks.push(`--${boundary}--\r\n`);
+          body = new Blob(chunks);
           contentType = `multipart/related; type="application/dicom"; boundary=${boundary}`;
         }
-        const size = body.byteLength;
-        const items = parts.map((part) => part.item);
+        return { body, contentType, items: parts.map((part) => part.item) };
+      },
+
+      async sendPrepared({ body, contentType, items }) {
+        const size = body.size;
         let attempts = 0;
         let lastShown = 0;
         for (;;) {
@@ -544,9 +607,9 @@
                 this.aborts.add(cancel);
               },
             );
-            const answers = parts.length === 1 && response.status !== 200 && response.status !== 201
+            const answers = items.length === 1 && response.status !== 200 && response.status !== 201
               ? null
-              : parts.length === 1
+              : items.length === 1
                 ? [{ status: response.status, ...response.body }]
                 : response.status === 200 ? response.body.results : null;
             if (answers) {
@@ -617,7 +680,9 @@
         this.finished = true;
         const stored = this.queue.filter((i) => i.state === "done").length;
         this.finishedText = `Upload job #${body.job}: ${stored} file(s) sent, ${this.heldCount} already stored. ` +
-          (body.new_tasks ? `A worker now stores them on ${body.destination}.` : "Nothing new to store.");
+          // Files sent now are stored by a worker, from the first few dozen on (some may be
+          // stored already); a commit may also queue files sent before a stop.
+          (stored || body.new_tasks ? `A worker stores them on ${body.destination}.` : "Nothing new to store.");
       },
     };
   }
