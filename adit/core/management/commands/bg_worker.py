@@ -23,6 +23,7 @@ import signal
 
 import psycopg
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connection, connections
 from procrastinate import worker as procrastinate_worker
@@ -74,6 +75,9 @@ class Command(BaseCommand):
         # its time).
         task_runs.KEEP_DATABASE_CONNECTION = True
         association_limits.KEEP_CONNECTIONS = True
+        # Associations (with their slots) stay open a few seconds for the next task to the
+        # same server: a study of a few instances spent most of its time opening them.
+        association_limits.POOL_SECONDS = settings.DICOM_ASSOCIATION_IDLE_SECONDS
         supervisor = _Supervisor(
             queues=queues,
             concurrency=concurrency,
@@ -81,7 +85,10 @@ class Command(BaseCommand):
             shutdown_timeout=shutdown_timeout,
             name=name or f"{'+'.join(queues)}-worker",
         )
-        asyncio.run(supervisor.run())
+        try:
+            asyncio.run(supervisor.run())
+        finally:
+            association_limits.release_parked()
 
 
 class _Supervisor:
