@@ -427,7 +427,7 @@ class DimseConnector:
         contexts = [build_context(model)]
         # An idle C-STORE association of this server that accepted the model serves as well
         # (the check after storing: `storage_contexts_with_find`).
-        assoc = self._open_bulk_association(
+        assoc: association.Association | None = self._open_bulk_association(
             "C-FIND", contexts, usable=lambda other: bool(other.contexts_for(model))
         )
         release = False
@@ -443,7 +443,8 @@ class DimseConnector:
                 if not assoc.reused or self.aborted:
                     raise
                 # The peer ended the pooled association just as it was taken: a new one.
-                self._finish(assoc, release=False)
+                stale, assoc = assoc, None
+                self._finish(stale, release=False)
                 assoc = self._open_bulk_association("C-FIND", contexts, reuse=False)
                 context = assoc.contexts_for(model)[0]
                 messages = c_find(assoc, context, identifier)
@@ -481,7 +482,8 @@ class DimseConnector:
                 return
             raise RetriableDicomError(f"C-FIND on {self.server}: {error}") from error
         finally:
-            self._finish(assoc, release=release, reusable=reusable)
+            if assoc is not None:
+                self._finish(assoc, release=release, reusable=reusable)
 
     def _cancel_find(
         self, assoc: association.Association, context: association.AcceptedContext
