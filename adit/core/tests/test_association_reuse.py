@@ -53,63 +53,53 @@ def specs_of(studies) -> list[TaskSpec]:
     return [TaskSpec(str(study[0].PatientID), study_uid_of(study)) for study in studies]
 
 
-def transfer_through_proxies(orthanc_a, orthanc_b, studies, idle_seconds: str, **limits):
-    """Runs a burst worker over one job of the studies; returns (source, destination) proxies
-    (closed again) after checking that every study arrived."""
-    with (
-        CountingProxy(orthanc_a.dicom_port) as source_link,
-        CountingProxy(orthanc_b.dicom_port) as destination_link,
-    ):
-        source = orthanc_server(
-            orthanc_a,
-            f"A {unique_id()}",
-            port=source_link.port,
-            max_associations=limits.get("source", 4),
-            **DIMSE_ONLY,
-        )
-        destination = orthanc_server(
-            orthanc_b,
-            f"B {unique_id()}",
-            port=destination_link.port,
-            max_associations=limits.get("destination", 4),
-            **DIMSE_ONLY,
-        )
-        job = create_transfer_job(source, destination, specs_of(studies))
-        result = run_worker_burst(
-            "dicom", timeout=180, env={"DICOM_ASSOCIATION_IDLE_SECONDS": idle_seconds}
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        job.refresh_from_db()
-        assert job.status == JobStatus.SUCCESS, task_report(job)
-        for study in studies:
-            assert orthanc_b.study_instance_uids(study_uid_of(study)) == sop_uids(study)
-        # The worker has exited: it released what it kept.
-        wait_until(
-            lambda: source_link.open_now == 0 and destination_link.open_now == 0,
-            10,
-            "every association to be closed after the worker stopped",
-        )
-    return source_link, destination_link
+def run_job(source, destination, studies, orthanc_b, links, idle_seconds: str) -> list[int]:
+    """Runs a burst worker over one job of the studies; returns how many connections each of
+    `links` (proxies) saw opened meanwhile, after checking that every study arrived."""
+    before = [link.total for link in links]
+    job = create_transfer_job(source, destination, specs_of(studies))
+    result = run_worker_burst(
+        "dicom", timeout=180, env={"DICOM_ASSOCIATION_IDLE_SECONDS": idle_seconds}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, task_report(job)
+    for study in studies:
+        assert orthanc_b.study_instance_uids(study_uid_of(study)) == sop_uids(study)
+    # The worker has exited: it released what it kept.
+    wait_until(
+        lambda: all(link.open_now == 0 for link in links),
+        10,
+        "every association to be closed after the worker stopped",
+    )
+    return [link.total - count for link, count in zip(links, before, strict=True)]
 
 
 def test_consecutive_tasks_of_a_worker_share_its_associations(orthanc_a, orthanc_b):
     studies = small_studies(orthanc_a, 4)
-    source_link, destination_link = transfer_through_proxies(
-        orthanc_a, orthanc_b, studies, idle_seconds="30"
-    )
-    # One task opens a C-FIND and a C-GET association at the source and two C-STORE ones at
-    # the destination (the check afterwards runs on one of them); the next three tasks open
-    # none (without reuse: four at each end per task).
-    assert source_link.total <= 3, f"{source_link.total} associations to the source"
-    assert destination_link.total <= 3, f"{destination_link.total} associations to B"
+    with (
+        CountingProxy(orthanc_a.dicom_port) as source_link,
+        CountingProxy(orthanc_b.dicom_port) as destination_link,
+    ):
+        links = [source_link, destination_link]
+        source = orthanc_server(orthanc_a, "A", port=source_link.port, **DIMSE_ONLY)
+        destination = orthanc_server(orthanc_b, "B", port=destination_link.port, **DIMSE_ONLY)
+        to_source, to_destination = run_job(
+            source, destination, studies, orthanc_b, links, idle_seconds="30"
+        )
+        # One task opens a C-FIND and a C-GET association at the source and two C-STORE ones
+        # at the destination (the check afterwards runs on one of them); the next three tasks
+        # open none (without reuse: four at the source and three at B per task).
+        assert to_source <= 3, f"{to_source} associations to the source"
+        assert to_destination <= 3, f"{to_destination} associations to B"
 
-    for study in studies:
-        orthanc_b.delete_study(study_uid_of(study))
-    source_off, destination_off = transfer_through_proxies(
-        orthanc_a, orthanc_b, studies, idle_seconds="0"
-    )
-    assert source_off.total >= 3 * len(studies)
-    assert destination_off.total >= 2 * len(studies)
+        for study in studies:
+            orthanc_b.delete_study(study_uid_of(study))
+        to_source, to_destination = run_job(
+            source, destination, studies, orthanc_b, links, idle_seconds="0"
+        )
+        assert to_source >= 3 * len(studies)
+        assert to_destination >= 2 * len(studies)
 
 
 def test_reused_associations_stay_within_max_associations_of_two_workers(
