@@ -274,13 +274,21 @@ class _ParkedSlots:
             self._held[server_id] = self._held.get(server_id, 0) + 1
 
     def take(self, server_id: int, limit: int) -> _Slot | None:
+        lost: list[_Slot] = []
+        found = None
         with self._lock:
             for index in range(len(self._parked) - 1, -1, -1):
                 slot = self._parked[index]
                 if slot.server_id == server_id and slot.number < limit:
                     del self._parked[index]
-                    return slot
-        return None
+                    if slot.connection.closed or slot.connection.broken:
+                        lost.append(slot)  # its session, and with it the lock, is gone
+                        continue
+                    found = slot
+                    break
+        for slot in lost:
+            self.release(slot)
+        return found
 
     def park(self, slot: _Slot) -> None:
         if slot.connection.closed or slot.connection.broken:

@@ -29,6 +29,7 @@ from django.db import connection, connections
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import app
 
+from adit.core import association_limits
 from adit.core.tasks import recover_orphaned_tasks, retry_stalled_jobs_now, run_in_fresh_connection
 
 logger = logging.getLogger("adit.worker")
@@ -68,7 +69,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None)
 
     def handle(self, *args, queues, concurrency, burst, shutdown_timeout, name, **options):
-        from adit.core import association_limits, task_runs
+        from adit.core import task_runs
 
         # Task runs keep their thread's database connection, and slots their lock connections,
         # for the next task (a new connection per task and slot cost a short task a fifth of
@@ -162,6 +163,8 @@ class _Supervisor:
                 raise error  # a one-off run reports its failure instead of trying forever
             if worker is not None and worker.worker_id is not None:
                 lost_worker_id = worker.worker_id
+            # The database may have restarted, ending the sessions that held the parked slots.
+            await asyncio.to_thread(association_limits.release_parked)
             if started_at is not None and loop.time() - started_at >= STABLE_SECONDS:
                 delay = RECONNECT_FIRST_DELAY
             logger.warning(
