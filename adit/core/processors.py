@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .association_limits import association_slot, extra_association_slots
+from .association_limits import association_pool, association_slot, extra_association_slots
 from .dicom.read_ahead import ReadAhead
 from .processing import ProcessingResult
 from .statuses import Status
@@ -250,6 +250,12 @@ class TransferTaskProcessor(DicomTaskProcessor):
 
         operator = DicomOperator(server.to_config(), local_config())
         operator.side_association = lambda: _one_more_association_slot(server)
+        pool = association_pool()
+        if pool is not None and operator.dimse is not None:
+            # Associations that end cleanly wait there for this worker's next task, counted
+            # against the slots of the server this worker holds (`association_limits`).
+            operator.dimse.pool = pool
+            operator.dimse.pool_group = server.pk
         self.on_abort(operator.abort)
         return operator
 

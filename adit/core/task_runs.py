@@ -89,10 +89,10 @@ def _drop_connection_unless_usable(check: bool = True) -> None:
 
 
 def _related_of(model) -> list[str]:
-    """What a run reads of its task besides the row, loaded with it in one query: the job and
-    the nodes as what they are (server or folder); one query each cost a short task more than
-    its C-FIND."""
-    related = ["job"]
+    """What a run reads of its task besides the row, loaded with it in one query: the job, its
+    owner and the nodes as what they are (server or folder); one query each cost a short task
+    more than its C-FIND."""
+    related = ["job", "job__owner"]  # the owner: for the audit entry of the run
     for name in ("source", "destination"):
         try:
             model._meta.get_field(name)

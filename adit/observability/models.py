@@ -31,14 +31,21 @@ class Counter(models.Model):
     @classmethod
     def add(cls, name: str, labels: dict[str, str], amount: int = 1) -> None:
         """Add `amount` to the counter, creating it at 0 first; safe with concurrent callers."""
-        if amount <= 0:
+        cls.add_many([(name, labels, amount)])
+
+    @classmethod
+    def add_many(cls, additions: list[tuple[str, dict[str, str], int]]) -> None:
+        """`add` for several counters (distinct names or labels) in one statement."""
+        rows = [(name, _json(labels), amount) for name, labels, amount in additions if amount > 0]
+        if not rows:
             return
         table = connection.ops.quote_name(cls._meta.db_table)
+        values = ", ".join(["(%s, %s::jsonb, %s)"] * len(rows))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (name, labels, value) VALUES (%s, %s::jsonb, %s) "
+                f"INSERT INTO {table} (name, labels, value) VALUES {values} "
                 f"ON CONFLICT (name, labels) DO UPDATE SET value = {table}.value + EXCLUDED.value",
-                [name, _json(labels), amount],
+                [value for row in rows for value in row],
             )
 
 

@@ -42,8 +42,9 @@ def count_transfer(app: str, source: str, destination: str, instances: int, size
     """Instances (and their bytes) a task delivered to its destination."""
     labels = {"app": app, "source": source, "destination": destination}
     try:
-        Counter.add(TRANSFERRED_INSTANCES, labels, instances)
-        Counter.add(TRANSFERRED_BYTES, labels, size)
+        Counter.add_many(
+            [(TRANSFERRED_INSTANCES, labels, instances), (TRANSFERRED_BYTES, labels, size)]
+        )
     except Exception:  # noqa: BLE001 - counting must not fail the transfer
         logger.exception("Counting %d transferred instance(s) for /metrics failed", instances)
 

@@ -233,6 +233,9 @@ DICOM_TASK_PHASE_HOOK: str | None = None
 # C-STORE associations a task may use side by side when the destination has free slots
 # (its max_associations); most PACS store faster in parallel.
 DICOM_STORE_ASSOCIATIONS = env.int("DICOM_STORE_ASSOCIATIONS", default=2)
+# A dicom worker keeps an association that ended cleanly (and the association slot it holds)
+# this many seconds for the next task to the same server; 0 turns the reuse off.
+DICOM_ASSOCIATION_IDLE_SECONDS = env.float("DICOM_ASSOCIATION_IDLE_SECONDS", default=5.0)
 
 # --- Selective transfer -------------------------------------------------------------------------
 SELECTIVE_TRANSFER_DEFAULT_PRIORITY = 4

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -64,6 +65,7 @@ from .net.c_find import c_cancel, c_find
 from .net.c_get import answer_sub_operation, c_get, c_get_cancel
 from .net.c_move import c_move, c_move_cancel
 from .net.c_store import c_store
+from .net.pool import AssociationPool
 from .query import QueryDataset, ResultDataset
 
 logger = logging.getLogger(__name__)
@@ -175,6 +177,28 @@ def _storage_contexts(reserved: int) -> tuple[PresentationContext, ...]:
     return tuple(contexts)
 
 
+def storage_contexts_with_find() -> list[PresentationContext]:
+    """The Query/Retrieve FIND models, then `storage_contexts()`: a C-STORE association that
+    can also carry the C-FIND checking what the server holds (pooled associations)."""
+    return list(_storage_contexts_with_find())
+
+
+@functools.cache
+def _storage_contexts_with_find() -> tuple[PresentationContext, ...]:
+    finds = _find_contexts()
+    return (*finds, *_storage_contexts(len(finds)))
+
+
+@functools.cache
+def _find_contexts_cached() -> tuple[PresentationContext, ...]:
+    return tuple(build_context(str(model)) for model in _FIND_MODELS_IN_ORDER)
+
+
+def _find_contexts() -> list[PresentationContext]:
+    """The Study and Patient Root Query/Retrieve FIND contexts (built once)."""
+    return list(_find_contexts_cached())
+
+
 def storage_contexts_for(
     sop_classes: Iterable[str], reserved: int = 0
 ) -> list[PresentationContext]:
@@ -272,6 +296,11 @@ _MOVE_MODELS = {
     "S": StudyRootQueryRetrieveInformationModelMove,
 }
 
+_FIND_MODELS_IN_ORDER = (
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelFind,
+)
+
 _PENDING = (0xFF00, 0xFF01)
 
 
@@ -299,14 +328,32 @@ class DimseConnector:
         # Running C-MOVEs and their contexts, for `cancel_moves()` from another thread.
         self._moves: dict[association.Association, association.AcceptedContext] = {}
         self._cancelled_moves: set[association.Association] = set()
+        # Where associations that ended cleanly wait for the next operation (a worker's pool,
+        # `net/pool.py`), and the group they count against (the server's slots).
+        self.pool: AssociationPool | None = None
+        self.pool_group: Hashable = server.name
 
     # --- association handling ---------------------------------------------------------------
 
-    def _finish(self, assoc: association.Association, release: bool = True) -> None:
+    def _finish(
+        self, assoc: association.Association, release: bool = True, reusable: bool = True
+    ) -> None:
+        """Ends the use of an association: back to the pool when its operation ended cleanly
+        (`release` and `reusable`, the connector not aborted), else released or aborted."""
         with self._lock:
             if assoc in self._active:
                 self._active.remove(assoc)
-        assoc.release() if release else assoc.abort()
+        pool = self.pool
+        if pool is None or assoc.pool_key is None:
+            assoc.release() if release else assoc.abort()
+            return
+        if release and reusable and not self._aborted.is_set() and assoc.is_open:
+            pool.give_back(self.pool_group, assoc.pool_key, assoc)
+            return
+        try:
+            assoc.release() if release else assoc.abort()
+        finally:
+            pool.ended(self.pool_group)
 
     def abort(self) -> None:
         """Aborts the ongoing operation (thread-safe); later operations are refused."""
@@ -377,13 +424,32 @@ class DimseConnector:
         if query.level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
             raise DicomError(f"C-FIND on {self.server}: query has no valid QueryRetrieveLevel")
         model = str(_FIND_MODELS[self._find_model(query)])
-        assoc = self._open_bulk_association("C-FIND", [build_context(model)])
+        contexts = [build_context(model)]
+        # An idle C-STORE association of this server that accepted the model serves as well
+        # (the check after storing: `storage_contexts_with_find`).
+        assoc: association.Association | None = self._open_bulk_association(
+            "C-FIND", contexts, usable=lambda other: bool(other.contexts_for(model))
+        )
         release = False
+        reusable = True
+        count = 0
         try:
             context = assoc.contexts_for(model)[0]
             identifier = _encode_for(query.dataset, context.transfer_syntax)
-            count = 0
-            for message in c_find(assoc, context, identifier):
+            try:
+                messages = c_find(assoc, context, identifier)
+                first = next(messages, None)
+            except errors.UpperLayerError:
+                if not assoc.reused or self.aborted:
+                    raise
+                # The peer ended the pooled association just as it was taken: a new one.
+                stale, assoc = assoc, None
+                self._finish(stale, release=False)
+                assoc = self._open_bulk_association("C-FIND", contexts, reuse=False)
+                context = assoc.contexts_for(model)[0]
+                messages = c_find(assoc, context, identifier)
+                first = next(messages, None)
+            for message in itertools.chain((first,) if first is not None else (), messages):
                 status = message.status
                 if status in _PENDING:
                     if message.data is None:
@@ -391,6 +457,7 @@ class DimseConnector:
                     yield ResultDataset(_decode_from(message.data, context.transfer_syntax))
                     count += 1
                     if limit_results is not None and count >= limit_results:
+                        reusable = False  # late answers to the cancelled request may follow
                         release = self._cancel_find(assoc, context)
                         return
                     continue
@@ -407,12 +474,16 @@ class DimseConnector:
                 if _is_out_of_resources(status):
                     raise RetriableDicomError(text)
                 raise DicomError(text)
+        except GeneratorExit:
+            reusable = False  # the consumer stopped in the middle of the answers
+            raise
         except errors.UpperLayerError as error:
             if self.aborted:
                 return
             raise RetriableDicomError(f"C-FIND on {self.server}: {error}") from error
         finally:
-            self._finish(assoc, release=release)
+            if assoc is not None:
+                self._finish(assoc, release=release, reusable=reusable)
 
     def _cancel_find(
         self, assoc: association.Association, context: association.AcceptedContext
@@ -431,11 +502,49 @@ class DimseConnector:
         operation: str,
         contexts: list[PresentationContext],
         scp_role_sop_classes: Iterable[str] = (),
+        reuse: bool = True,
+        usable: Callable[[association.Association], bool] | None = None,
     ) -> association.Association:
+        """An association proposing `contexts`: an idle one of the pool if there is one
+        (`reuse`; one that proposed something else but is `usable` for this operation will
+        do too), else a new one."""
         where = f"{operation} on {self.server}"
         if self._aborted.is_set():
             raise DicomError(f"{where}: connector was aborted")
         prepare_dicom_libraries()
+        pool = self.pool
+        key = None
+        if pool is not None:
+            address = (
+                self.server.host,
+                self.server.port,
+                self.local.calling_ae_title,
+                self.server.ae_title,
+            )
+            key = (
+                address,
+                association.proposal_of(contexts),
+                tuple(str(uid) for uid in scp_role_sop_classes),
+            )
+            if reuse:
+                pooled = pool.take(
+                    self.pool_group,
+                    key,
+                    None
+                    if usable is None
+                    else lambda other_key, other: (
+                        isinstance(other_key, tuple) and other_key[0] == address and usable(other)
+                    ),
+                )
+                if pooled is not None:
+                    pooled.reused = True
+                    with self._lock:
+                        self._active.append(pooled)
+                    if self._aborted.is_set():
+                        self._finish(pooled, release=False)
+                        raise DicomError(f"{where}: connector was aborted")
+                    return pooled
+            pool.before_open(self.pool_group)
         try:
             assoc = association.Association.request(
                 self.server.host,
@@ -460,10 +569,13 @@ class DimseConnector:
         if not assoc.accepted:
             assoc.abort()
             raise DicomError(f"{where}: the server accepted none of the proposed contexts")
+        if pool is not None:
+            assoc.pool_key = key
+            pool.opened(self.pool_group)
         with self._lock:
             self._active.append(assoc)
         if self._aborted.is_set():  # abort() came while we were connecting
-            assoc.abort()
+            self._finish(assoc, release=False)
             raise DicomError(f"{where}: connector was aborted")
         return assoc
 
@@ -495,12 +607,16 @@ class DimseConnector:
             self.server.patient_root_get_support,
         )
         query_model = str(_GET_MODELS[model])
-        storage = storage_contexts_for(sop_classes, reserved=1)
-        contexts = [build_context(query_model), *storage]
+        # A pooled association also proposes the C-FIND models, so that the next task's
+        # queries can run on it where the server's limit allows only one association.
+        finds = _find_contexts() if self.pool is not None else []
+        storage = storage_contexts_for(sop_classes, reserved=1 + len(finds))
+        contexts = [build_context(query_model), *finds, *storage]
         assoc = self._open_bulk_association("C-GET", contexts, _unique_abstract(storage))
         result = result if result is not None else RetrieveResult()
         finished = False
         get_context = None
+        reusable = True
         try:
             get_contexts = assoc.contexts_for(query_model)
             if not get_contexts:
@@ -537,6 +653,7 @@ class DimseConnector:
             finished = True
         except GeneratorExit:
             # The consumer stopped early: ask the PACS to stop rather than drop the line.
+            reusable = False
             if get_context is not None and not self.aborted:
                 finished = self._cancel_get(assoc, get_context)
             raise
@@ -545,7 +662,7 @@ class DimseConnector:
                 return
             raise RetriableDicomError(f"C-GET on {self.server}: {error}") from error
         finally:
-            self._finish(assoc, release=finished)
+            self._finish(assoc, release=finished, reusable=reusable)
         self._evaluate_retrieve("C-GET", result)
 
     def _cancel_get(
@@ -679,7 +796,7 @@ class DimseConnector:
                 self._moves.pop(assoc, None)
                 cancelled = assoc in self._cancelled_moves
                 self._cancelled_moves.discard(assoc)
-            self._finish(assoc, release=release)
+            self._finish(assoc, release=release, reusable=not cancelled)
         if cancelled:
             return result  # ADIT stopped it: what arrived is the fetcher's to judge
         self._evaluate_retrieve("C-MOVE", result)
@@ -744,7 +861,9 @@ class DimseConnector:
             iterator = iter(datasets)
         else:
             iterator = iter(datasets)
-            contexts = storage_contexts()
+            # With a pool, the C-FIND that checks what the server holds afterwards runs on one
+            # of these associations instead of a new one.
+            contexts = storage_contexts_with_find() if self.pool is not None else storage_contexts()
         lanes = [self._open_bulk_association("C-STORE", contexts)]
         for _ in range(associations - 1):
             try:

@@ -27,6 +27,7 @@ class CountingProxy:
         self.max_open = 0
         self.total = 0
         self.spans: list[list[float]] = []  # [accepted, client closed] per connection
+        self._connections: list[tuple[socket.socket, socket.socket]] = []
         self._closing = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -66,6 +67,8 @@ class CountingProxy:
         for sock in (client, upstream):
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.lock:
+            self._connections.append((client, upstream))
         back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
         back.start()
         self._pipe(client, upstream, self.delay_per_chunk)
@@ -88,6 +91,15 @@ class CountingProxy:
             pass
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
+
+    def drop_connections(self) -> None:
+        """Cuts every open connection at once at both ends (a server that went away)."""
+        with self.lock:
+            connections, self._connections = self._connections, []
+        for pair in connections:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def most_at_once(self, grace: float = 0.05) -> int:
         """Most connections open at once, not counting the last `grace` seconds of each.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import select
 import socket
 import threading
 from collections import deque
@@ -251,6 +252,10 @@ class Association:
     """
 
     scp_role_answer: frozenset[str] | None = None
+    # Set by `DimseConnector` when the association takes part in an `AssociationPool`: what
+    # it proposed, and whether the current operation runs on it a second time or more.
+    pool_key: object = None
+    reused: bool = False
 
     def __init__(
         self,
@@ -512,6 +517,20 @@ class Association:
     @property
     def is_open(self) -> bool:
         return not self._closed
+
+    def looks_alive(self) -> bool:
+        """Whether an idle association may carry another operation.
+
+        Between operations the peer has nothing to send: anything readable (an A-RELEASE-RQ,
+        an A-ABORT, the end of the connection) means the peer ended it.
+        """
+        if self._closed or self._fragments:
+            return False
+        try:
+            readable, _, _ = select.select([self._socket], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -23,11 +23,13 @@ import signal
 
 import psycopg
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connection, connections
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import app
 
+from adit.core import association_limits
 from adit.core.tasks import recover_orphaned_tasks, retry_stalled_jobs_now, run_in_fresh_connection
 
 logger = logging.getLogger("adit.worker")
@@ -67,13 +69,16 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None)
 
     def handle(self, *args, queues, concurrency, burst, shutdown_timeout, name, **options):
-        from adit.core import association_limits, task_runs
+        from adit.core import task_runs
 
         # Task runs keep their thread's database connection, and slots their lock connections,
         # for the next task (a new connection per task and slot cost a short task a fifth of
         # its time).
         task_runs.KEEP_DATABASE_CONNECTION = True
         association_limits.KEEP_CONNECTIONS = True
+        # Associations (with their slots) stay open a few seconds for the next task to the
+        # same server: a study of a few instances spent most of its time opening them.
+        association_limits.POOL_SECONDS = settings.DICOM_ASSOCIATION_IDLE_SECONDS
         supervisor = _Supervisor(
             queues=queues,
             concurrency=concurrency,
@@ -81,7 +86,10 @@ class Command(BaseCommand):
             shutdown_timeout=shutdown_timeout,
             name=name or f"{'+'.join(queues)}-worker",
         )
-        asyncio.run(supervisor.run())
+        try:
+            asyncio.run(supervisor.run())
+        finally:
+            association_limits.release_parked()
 
 
 class _Supervisor:
@@ -155,6 +163,8 @@ class _Supervisor:
                 raise error  # a one-off run reports its failure instead of trying forever
             if worker is not None and worker.worker_id is not None:
                 lost_worker_id = worker.worker_id
+            # The database may have restarted, ending the sessions that held the parked slots.
+            await asyncio.to_thread(association_limits.release_parked)
             if started_at is not None and loop.time() - started_at >= STABLE_SECONDS:
                 delay = RECONNECT_FIRST_DELAY
             logger.warning(
