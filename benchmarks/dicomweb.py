@@ -20,8 +20,9 @@ memory growth (RSS, sampled every 10 ms) while four clients retrieve the study a
     uv run python benchmarks/dicomweb.py [--instances 300] [--rows 512] [--repeat 3]
     uv run --with py-spy python benchmarks/dicomweb.py --repeat 1 --profile DIR
 
-``--profile DIR`` records the web process with py-spy (collapsed stacks, all threads, idle
-samples left out) while it serves three more retrieves of each ADIT line, one file per line.
+``--profile DIR`` records the web process with py-spy (collapsed stacks of the thread that holds
+the interpreter lock, i.e. where its CPU goes) while it serves three more retrieves of each ADIT
+line, one file per line.
 
 The machine's load matters: compare lines of the same run; the load average is printed.
 """
@@ -55,6 +56,7 @@ class Retrieval:
     first_byte: float
     parts: int
     size: int
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def mb_per_s(self) -> float:
@@ -188,13 +190,27 @@ class Bench:
             ),
         }
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by the web process and Orthanc."""
+        import psutil
+
+        assert self.server is not None and self.orthanc.process is not None
+        return {
+            name: sum(psutil.Process(pid).cpu_times()[:2])
+            for name, pid in (("web", self.server.pid), ("Orthanc", self.orthanc.process.pid))
+        }
+
     def run_round(self, session) -> None:
         for name, (url, headers) in self.urls.items():
+            before = self.cpu_seconds()
             run = retrieve(session, url, headers, self.n_instances)
+            after = self.cpu_seconds()
+            run.cpu = {key: after[key] - before[key] for key in after}
             self.lines.setdefault(name, Line(name)).runs.append(run)
             print(
                 f"  {name:<28} {run.seconds:6.2f} s  {run.mb_per_s:6.1f} MB/s  "
-                f"first byte {run.first_byte * 1000:6.0f} ms",
+                f"first byte {run.first_byte * 1000:6.0f} ms  CPU web {run.cpu['web']:.2f} s, "
+                f"Orthanc {run.cpu['Orthanc']:.2f} s",
                 flush=True,
             )
 
@@ -268,6 +284,7 @@ class Bench:
                     str(output),
                     "--nonblocking",
                     "--threads",
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -7,11 +7,12 @@ Two paths keep a retrieve through ADIT close to the speed of the PACS itself:
   ``multipart/related`` answer is passed through byte for byte, as it arrives: no parsing, no
   decoding, no re-encoding, and memory bounded by one chunk per retrieve. Its boundary is
   reused in our Content-Type, so the parts need not even be found.
-* **A side association (DIMSE source).** A C-GET checks completeness against the source's
-  IMAGE-level listing; without a second association that listing runs *before* the C-GET and
-  the first instance waits for it (about as long as the C-GET itself on Orthanc). The
-  retrieve operator may open the listing beside the C-GET when the server's association limit
-  has a slot free right now (`extra_association_slots`, never waiting), as transfer tasks do.
+* **No listing beside a C-GET (DIMSE source).** A C-GET is whole when the PACS counts as
+  many completed sub-operations as instances arrived and none failed (see
+  `DicomOperator._fetch_with_c_get`); only when the counts do not add up is the source listed
+  (IMAGE-level C-FIND) to name what is missing. A retrieve does not list the study beside the
+  C-GET on a second association: on Orthanc the listing costs about as much CPU as the C-GET
+  (it opens every instance), and on a small machine it slowed the retrieve by a third.
 * **Received encoding (DIMSE source).** Instances fetched by C-GET or C-MOVE keep the bytes
   they arrived as (`remember_received_encoding`); an unchanged one is written as a Part-10
   file from those bytes (preamble, file meta, the data set as received) instead of being
@@ -213,21 +214,11 @@ def _ignore_outcome(future: asyncio.Future) -> None:
 
 
 def retrieve_operator(server) -> DicomOperator:
-    """The operator of a retrieve from `server` (a DicomServer): its C-GET may list the study
-    on a second association when a slot of the server's limit is free."""
-    from adit.core.association_limits import extra_association_slots
-
+    """The operator of a retrieve from `server` (a DicomServer): its C-GET trusts the PACS's
+    own counts and lists the study only when they do not add up (see the module)."""
     from .services import make_operator
 
-    operator = make_operator(server)
-
-    @contextlib.contextmanager
-    def side_association():
-        with extra_association_slots(server.pk, server.max_associations, 1) as extra:
-            yield extra > 0
-
-    operator.side_association = side_association
-    return operator
+    return make_operator(server)
 
 
 # --- encoding from the received bytes ---------------------------------------------------------

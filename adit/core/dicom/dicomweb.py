@@ -42,11 +42,13 @@ from adit_client.multipart import (
 )
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite, write_file_meta_info
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+)
 
 from .config import LocalConfig, ServerConfig
 from .dimse import (
@@ -569,19 +571,55 @@ def part10_pieces(ds: Dataset) -> list[bytes] | None:
     sop_instance = uid_of(ds, SOP_INSTANCE_UID)
     if not sop_class or not sop_instance:
         return None
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
+    implementation_uid, implementation_version = PYDICOM_IMPLEMENTATION_UID, ""
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None:
-        for keyword in ("ImplementationClassUID", "ImplementationVersionName"):
-            if keyword in file_meta:
-                setattr(meta, keyword, file_meta.get(keyword))
-    header = DicomBytesIO()
-    header.write(PREAMBLE)
-    write_file_meta_info(header, meta, enforce_standard=True)
-    return [header.getvalue(), encoded]
+        implementation_uid = str(file_meta.get("ImplementationClassUID") or implementation_uid)
+        implementation_version = str(file_meta.get("ImplementationVersionName") or "")
+    header = file_meta_bytes(
+        sop_class, sop_instance, transfer_syntax, implementation_uid, implementation_version
+    )
+    return [header, encoded]
+
+
+def file_meta_bytes(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str = "",
+) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information (PS3.10 7.1) of one instance.
+
+    The same bytes as pydicom's `write_file_meta_info` for these elements (a test compares
+    them), written directly: pydicom builds and encodes a data set for it, about 0.3 ms per
+    instance, which was the largest cost of relaying an instance from the bytes it arrived as.
+    """
+    elements = [
+        _explicit_long(0x0001, b"OB", b"\x00\x01"),
+        _explicit_short(0x0002, b"UI", _ui(sop_class_uid)),
+        _explicit_short(0x0003, b"UI", _ui(sop_instance_uid)),
+        _explicit_short(0x0010, b"UI", _ui(transfer_syntax_uid)),
+        _explicit_short(0x0012, b"UI", _ui(implementation_class_uid)),
+    ]
+    if implementation_version_name:
+        version = implementation_version_name.encode("ascii", "replace")
+        elements.append(_explicit_short(0x0013, b"SH", version + b" " * (len(version) % 2)))
+    body = b"".join(elements)
+    return PREAMBLE + _explicit_short(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _ui(uid: str) -> bytes:
+    value = uid.encode("ascii")
+    return value + b"\0" * (len(value) % 2)
+
+
+def _explicit_short(element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _explicit_long(element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
 
 
 def _encode_part10(ds: Dataset) -> bytes:

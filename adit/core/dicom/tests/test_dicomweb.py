@@ -331,3 +331,51 @@ def test_stow_conflict_without_failed_sequence_is_an_error(scripted_http_server,
     datasets = make_study(new_patient_id("CF"), series=(("CT", 2),))
     with pytest.raises(RetriableDicomError, match="STOW-RS on Scripted.*HTTP 409"):
         DicomWebConnector(config, local_config).send_stow_rs(iter(datasets))
+
+
+@pytest.mark.parametrize("version", ["ODD_NAME", "EVEN_NAME1"])
+def test_file_meta_bytes_equal_what_pydicom_writes(version):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+
+    from adit.core.dicom.dicomweb import file_meta_bytes
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")  # even length
+    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.5")  # odd length: padded with NUL
+    meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.5")
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
+    if version:
+        meta.ImplementationVersionName = version
+    buffer = DicomBytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+
+    assert (
+        file_meta_bytes(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3.4.5",
+            "1.2.840.10008.1.2.5",
+            "1.2.826.0.1.3680043.8.498.1",
+            version,
+        )
+        == buffer.getvalue()
+    )
+
+
+def test_file_meta_bytes_without_version_name_read_back():
+    from io import BytesIO
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    from adit.core.dicom.dicomweb import file_meta_bytes
+
+    fp = BytesIO(file_meta_bytes("1.2.3", "1.2.3.4", "1.2.840.10008.1.2.1", "1.2.3.4.5.6"))
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    assert (meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID) == ("1.2.3", "1.2.3.4")
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert meta.ImplementationClassUID == "1.2.3.4.5.6"
+    assert "ImplementationVersionName" not in meta
