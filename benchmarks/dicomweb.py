@@ -18,6 +18,11 @@ memory growth (RSS, sampled every 10 ms) while four clients retrieve the study a
 (goal: < 100 MB). Run it with::
 
     uv run python benchmarks/dicomweb.py [--instances 300] [--rows 512] [--repeat 3]
+    uv run --with py-spy python benchmarks/dicomweb.py --repeat 1 --profile DIR
+
+``--profile DIR`` records the web process with py-spy (collapsed stacks of the thread that holds
+the interpreter lock, i.e. where its CPU goes) while it serves three more retrieves of each ADIT
+line, one file per line.
 
 The machine's load matters: compare lines of the same run; the load average is printed.
 """
@@ -51,6 +56,7 @@ class Retrieval:
     first_byte: float
     parts: int
     size: int
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def mb_per_s(self) -> float:
@@ -184,13 +190,27 @@ class Bench:
             ),
         }
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by the web process and Orthanc."""
+        import psutil
+
+        assert self.server is not None and self.orthanc.process is not None
+        return {
+            name: sum(psutil.Process(pid).cpu_times()[:2])
+            for name, pid in (("web", self.server.pid), ("Orthanc", self.orthanc.process.pid))
+        }
+
     def run_round(self, session) -> None:
         for name, (url, headers) in self.urls.items():
+            before = self.cpu_seconds()
             run = retrieve(session, url, headers, self.n_instances)
+            after = self.cpu_seconds()
+            run.cpu = {key: after[key] - before[key] for key in after}
             self.lines.setdefault(name, Line(name)).runs.append(run)
             print(
                 f"  {name:<28} {run.seconds:6.2f} s  {run.mb_per_s:6.1f} MB/s  "
-                f"first byte {run.first_byte * 1000:6.0f} ms",
+                f"first byte {run.first_byte * 1000:6.0f} ms  CPU web {run.cpu['web']:.2f} s, "
+                f"Orthanc {run.cpu['Orthanc']:.2f} s",
                 flush=True,
             )
 
@@ -234,6 +254,50 @@ class Bench:
         if errors:
             raise SystemExit(f"A parallel retrieve failed: {errors[0]}")
         return (peak - baseline) / 1e6, seconds
+
+    def profile(self, out_dir: Path, retrieves: int = 3) -> None:
+        """py-spy samples of the web process while it serves `retrieves` of each ADIT line."""
+        import subprocess
+
+        import requests
+
+        py_spy = shutil.which("py-spy")
+        if py_spy is None:
+            raise SystemExit("--profile needs py-spy on the PATH (uv run --with py-spy ...)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        assert self.server is not None
+        for name, (url, headers) in self.urls.items():
+            if name.startswith("Orthanc"):
+                continue
+            output = out_dir / (name.replace(" ", "-").lower() + ".txt")
+            recorder = subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(self.server.pid),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(output),
+                    "--nonblocking",
+                    "--threads",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # py-spy attaches
+            started = time.perf_counter()
+            with requests.Session() as session:
+                for _ in range(retrieves):
+                    retrieve(session, url, headers, self.n_instances)
+            seconds = time.perf_counter() - started
+            recorder.send_signal(2)  # SIGINT: py-spy writes its output and ends
+            recorder.wait(timeout=60)
+            print(f"  profile of {name}: {retrieves} retrieves in {seconds:.2f} s → {output}")
 
     def report(self, memory: dict[str, tuple[float, float]]) -> int:
         reference = self.lines["Orthanc WADO-RS (reference)"]
@@ -287,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=512, help="image size (rows = columns)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best one counts")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles into this folder")
     args = parser.parse_args(argv)
 
     from adit.core.dicom.testing.peers import require_orthanc
@@ -326,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(max(1, args.repeat)):
                 print(f"Round {index + 1}:", flush=True)
                 bench.run_round(session)
+        if args.profile:
+            bench.profile(args.profile)
         memory = {
             name: bench.memory_during_parallel(name) for name in ("DICOMweb source", "C-GET source")
         }

@@ -7,11 +7,12 @@ Two paths keep a retrieve through ADIT close to the speed of the PACS itself:
   ``multipart/related`` answer is passed through byte for byte, as it arrives: no parsing, no
   decoding, no re-encoding, and memory bounded by one chunk per retrieve. Its boundary is
   reused in our Content-Type, so the parts need not even be found.
-* **A side association (DIMSE source).** A C-GET checks completeness against the source's
-  IMAGE-level listing; without a second association that listing runs *before* the C-GET and
-  the first instance waits for it (about as long as the C-GET itself on Orthanc). The
-  retrieve operator may open the listing beside the C-GET when the server's association limit
-  has a slot free right now (`extra_association_slots`, never waiting), as transfer tasks do.
+* **No listing beside a C-GET (DIMSE source).** A C-GET is whole when the PACS counts as
+  many completed sub-operations as instances arrived and none failed (see
+  `DicomOperator._fetch_with_c_get`); only when the counts do not add up is the source listed
+  (IMAGE-level C-FIND) to name what is missing. A retrieve does not list the study beside the
+  C-GET on a second association: on Orthanc the listing costs about as much CPU as the C-GET
+  (it opens every instance), and on a small machine it slowed the retrieve by a third.
 * **Received encoding (DIMSE source).** Instances fetched by C-GET or C-MOVE keep the bytes
   they arrived as (`remember_received_encoding`); an unchanged one is written as a Part-10
   file from those bytes (preamble, file meta, the data set as received) instead of being
@@ -34,13 +35,9 @@ from collections.abc import AsyncIterator, Callable
 import requests
 from adit_client.multipart import parse_content_type
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from adit.core.dicom.config import ServerConfig
-from adit.core.dicom.dimse import received_encoding
+from adit.core.dicom.dicomweb import part10_pieces
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.pseudonymizer import InstanceTransformer
@@ -49,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 SOURCE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-PREAMBLE = b"\0" * 128 + b"DICM"
 
 
 # --- relay ------------------------------------------------------------------------------------
@@ -176,19 +172,31 @@ class Relay:
         return data
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The source's body, chunk by chunk (the first one was read by `open()`)."""
+        """The source's body, chunk by chunk (the first one was read by `open()`).
+
+        The next chunk is read from the source (in a thread) while the current one is
+        written to the client, so neither side waits for the other.
+        """
+        pending: asyncio.Future[bytes] | None = None
         try:
-            yield self._first
-            self._first = b""
-            while True:
-                chunk = await asyncio.to_thread(self._read)
-                if not chunk:
-                    return
+            pending = asyncio.ensure_future(asyncio.to_thread(self._read))
+            chunk, self._first = self._first, b""
+            while chunk:
                 yield chunk
+                assert pending is not None
+                chunk = await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(self._read)) if chunk else None
         except Exception as error:
             # The status line is sent: ending without the closing delimiter tells the client.
             logger.warning("WADO-RS relay from %s broke off: %s", self.config.ae_title, error)
         finally:
+            if pending is not None and not pending.done():
+                # A read is under way in its thread (the client went away): shutting the
+                # socket down ends it at once; nobody waits for its outcome.
+                pending.add_done_callback(_ignore_outcome)
+                if self._response is not None:
+                    with contextlib.suppress(Exception):
+                        self._response.raw.shutdown()
             self.close()
 
     def close(self) -> None:
@@ -197,25 +205,20 @@ class Relay:
         self._session.close()
 
 
+def _ignore_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: asyncio does not log it as never retrieved
+
+
 # --- DIMSE sources ----------------------------------------------------------------------------
 
 
 def retrieve_operator(server) -> DicomOperator:
-    """The operator of a retrieve from `server` (a DicomServer): its C-GET may list the study
-    on a second association when a slot of the server's limit is free."""
-    from adit.core.association_limits import extra_association_slots
-
+    """The operator of a retrieve from `server` (a DicomServer): its C-GET trusts the PACS's
+    own counts and lists the study only when they do not add up (see the module)."""
     from .services import make_operator
 
-    operator = make_operator(server)
-
-    @contextlib.contextmanager
-    def side_association():
-        with extra_association_slots(server.pk, server.max_associations, 1) as extra:
-            yield extra > 0
-
-    operator.side_association = side_association
-    return operator
+    return make_operator(server)
 
 
 # --- encoding from the received bytes ---------------------------------------------------------
@@ -224,30 +227,8 @@ def retrieve_operator(server) -> DicomOperator:
 def encode_received(ds: Dataset) -> bytes | None:
     """The instance as a Part-10 file from the bytes it arrived as, or None if it has none
     (or was changed since; then it must be encoded again)."""
-    received = received_encoding(ds)
-    if received is None:
-        return None
-    transfer_syntax, encoded = received
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        return None  # rare; the general path handles deflating
-    sop_class = ds.get("SOPClassUID")
-    sop_instance = ds.get("SOPInstanceUID")
-    if not sop_class or not sop_instance:
-        return None
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = transfer_syntax
-    file_meta = getattr(ds, "file_meta", None)
-    if file_meta is not None:
-        for keyword in ("ImplementationClassUID", "ImplementationVersionName"):
-            if keyword in file_meta:
-                setattr(meta, keyword, file_meta.get(keyword))
-    buffer = DicomBytesIO()
-    buffer.write(PREAMBLE)
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    buffer.write(encoded)
-    return buffer.getvalue()
+    pieces = part10_pieces(ds)
+    return None if pieces is None else b"".join(pieces)
 
 
 def encoder(encode: Callable[[Dataset], bytes]) -> Callable[[Dataset], bytes]:

@@ -559,6 +559,7 @@ class InstanceStream:
         self._encode = encode
         self._items: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
+        self._pending_error: BaseException | None = None
         self.count = 0
         self._thread = threading.Thread(target=self._run, name="wado-rs-fetch", daemon=True)
         self._thread.start()
@@ -596,6 +597,10 @@ class InstanceStream:
                     logger.debug("Closing the fetch failed", exc_info=True)
 
     def _get(self) -> Any:
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            self._stop.set()
+            raise error
         while True:
             try:
                 item = self._items.get(timeout=0.5)
@@ -623,11 +628,40 @@ class InstanceStream:
 
     async def rest(self) -> AsyncIterator[bytes]:
         """The remaining encoded instances."""
+        async for items in self.rest_in_batches():
+            for item in items:
+                yield item
+
+    async def rest_in_batches(self, max_bytes: int = 4 * 1024 * 1024) -> AsyncIterator[list[bytes]]:
+        """The remaining encoded instances, as many at a time as are ready (up to about
+        `max_bytes`): one hand-over between the fetch thread and the event loop per batch, not
+        per instance (on a loaded machine each hand-over may wait a time slice)."""
         while True:
-            item = await asyncio.to_thread(self._get)
-            if item is _END:
+            items = await asyncio.to_thread(self._get_ready, max_bytes)
+            if items and items[-1] is _END:
+                if len(items) > 1:
+                    yield items[:-1]
                 return
-            yield item
+            yield items
+
+    def _get_ready(self, max_bytes: int) -> list:
+        """The next item (waiting for it) and those ready behind it; `_END` ends the list. An
+        error behind ready items is raised by the next call."""
+        items = [self._get()]
+        size = len(items[0]) if items[0] is not _END else 0
+        while items[-1] is not _END and size < max_bytes:
+            try:
+                item = self._items.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, BaseException):
+                self._pending_error = item
+                break
+            if item is not _END:
+                self.count += 1
+                size += len(item)
+            items.append(item)
+        return items
 
     def close(self) -> None:
         if self._stop.is_set() and not self._thread.is_alive():
@@ -923,20 +957,17 @@ def store_instances(
 def _stow_in_batches(
     operator: DicomOperator, instances: Iterator[Dataset], stored: set[str], batch_size: int = 16
 ) -> None:
-    # The connector's batch helper reports failed instances per batch; its public
-    # send_stow_rs only raises a summary, and the API must answer per instance.
+    # The connector's batch call reports failed instances per batch; its send_stow_rs only
+    # raises a summary, and the API must answer per instance.
     from adit.core.dicom.dicomweb import StowResult
 
     connector = operator.dicomweb
     assert connector is not None
-    client = connector._client()
     result = StowResult()
     batch: list[Dataset] = []
 
     def flush() -> None:
-        before = set(result.failed_sop_instance_uids)
-        connector._store_batch(client, batch, result)
-        failed = set(result.failed_sop_instance_uids) - before
+        failed = connector.store_batch(batch, result)
         stored.update(
             str(ds.SOPInstanceUID) for ds in batch if str(ds.SOPInstanceUID) not in failed
         )

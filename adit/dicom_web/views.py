@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from adit_client.multipart import closing_delimiter, encode_part, new_boundary, parse_content_type
+from adit_client.multipart import (
+    closing_delimiter,
+    encode_part,
+    new_boundary,
+    parse_content_type,
+    part_header,
+)
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -318,10 +324,13 @@ def _audit_retrieve(request, server, transformer, study_uid, series_uid, image_u
 
 
 async def _multipart(first: bytes, stream: services.InstanceStream, boundary: str):
+    header = part_header("application/dicom", boundary)
     try:
-        yield encode_part(first, "application/dicom", boundary)
-        async for payload in stream.rest():
-            yield encode_part(payload, "application/dicom", boundary)
+        yield b"".join((header, first, b"\r\n"))
+        # The parts ready at a time go out as one chunk: one message through daphne for
+        # several instances.
+        async for payloads in stream.rest_in_batches():
+            yield b"".join(piece for payload in payloads for piece in (header, payload, b"\r\n"))
     except Exception as error:
         # The status line is sent already; a text part tells the client what went wrong.
         logger.warning("WADO-RS stream broke off after %d instance(s): %s", stream.count, error)

@@ -1,24 +1,63 @@
-"""DICOMweb connector: QIDO-RS, WADO-RS (streamed) and STOW-RS with dicomweb-client.
+"""DICOMweb connector: QIDO-RS (dicomweb-client), WADO-RS and STOW-RS, both streamed.
 
 HTTP 408, 409, 429 and 5xx as well as connection errors and timeouts raise
 `RetriableDicomError`; other HTTP errors raise `DicomError`. Retrieved instances are requested
 in the transfer syntax they are stored in (``transfer-syntax=*``), so nothing is transcoded.
+
+WADO-RS → STOW-RS without encoding again. A study retrieved with WADO-RS arrives as Part-10
+files in a ``multipart/related`` body; ADIT reads it part by part (`adit_client.multipart`, one
+part in memory) and every instance keeps the bytes of its data set as they arrived
+(`remember_received_encoding`, the same fail-closed bookkeeping as for DIMSE: any change to the
+instance drops them). Storing it unchanged (`send_stow_rs(..., unchanged=True)`, C-STORE with
+`reuse_received_encoding`) sends those bytes, behind a freshly written file meta header, instead
+of encoding the data set element by element again. dicomweb-client parses every part whole and
+encodes every stored instance again, so WADO-RS and STOW-RS use their own few requests here.
+
+STOW-RS is pipelined: instances are gathered into batches (by count and bytes) on the caller's
+thread (which fetches them) while up to `STOW_REQUESTS_IN_FLIGHT` earlier batches are posted by
+sender threads. The fetch from the source thus goes on while the destination stores the batch
+before, and memory stays bounded by the batches in flight (a batch's body is written to the
+socket piece by piece, never joined into one buffer).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import TypeVar
 
 import requests
+from adit_client.multipart import (
+    MultipartError,
+    closing_delimiter,
+    iter_parts,
+    new_boundary,
+    parse_content_type,
+    part_header,
+)
 from dicomweb_client.api import DICOMwebClient
-from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+)
 
 from .config import LocalConfig, ServerConfig
+from .dimse import (
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    received_encoding,
+    remember_received_encoding,
+    uid_of,
+)
 from .errors import DicomError, RetriableDicomError
 from .query import QueryDataset, ResultDataset, results_from_qido
 
@@ -27,6 +66,17 @@ logger = logging.getLogger(__name__)
 RETRIABLE_HTTP_STATUSES = frozenset({408, 409, 429})
 # Ask for instances as stored: the server must not transcode (keeps compressed data compressed).
 AS_STORED_MEDIA_TYPES = (("application/dicom", "*"),)
+AS_STORED_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+# Reads of a WADO-RS body: large enough that a 0.5 MB instance takes one or two reads.
+READ_SIZE = 1024 * 1024
+# STOW-RS batches: by count and bytes; this many batches are posted at once (the destination
+# stores one while the next is sent, and the fetch goes on meanwhile).
+STOW_BATCH_SIZE = 64
+STOW_BATCH_BYTES = 16 * 1024 * 1024
+STOW_REQUESTS_IN_FLIGHT = 2
+PREAMBLE = b"\0" * 128 + b"DICM"
+# (0002,0000) File Meta Information Group Length, explicit VR little endian, value length 4.
+_GROUP_LENGTH_ELEMENT = b"\x02\x00\x00\x00UL\x04\x00"
 
 T = TypeVar("T")
 
@@ -52,6 +102,7 @@ class DicomWebConnector:
         self.local = local
         self.warnings: list[str] = []
         self._session = requests.Session()
+        self._sender_sessions: set[requests.Session] = set()
         self._aborted = threading.Event()
 
     def _client(self) -> DICOMwebClient:
@@ -78,6 +129,8 @@ class DicomWebConnector:
         """Closes the HTTP session; ongoing and later calls end (thread-safe)."""
         self._aborted.set()
         self._session.close()
+        for session in list(self._sender_sessions):
+            session.close()
 
     @property
     def aborted(self) -> bool:
@@ -173,18 +226,71 @@ class DicomWebConnector:
 
     # --- WADO-RS ----------------------------------------------------------------------------
 
-    def iter_study(self, study_uid: str) -> Iterator[Dataset]:
-        client = self._client()
-        return self._stream(
-            "WADO-RS",
-            lambda: client.iter_study(study_uid, media_types=AS_STORED_MEDIA_TYPES),
+    def _url(self, prefix: str | None, *parts: str) -> str:
+        root = self.server.dicomweb_root_url.rstrip("/")
+        prefix = (prefix or "").strip("/")
+        return "/".join([root, *([prefix] if prefix else []), *parts])
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        headers = dict(extra)
+        if self.server.dicomweb_authorization_header:
+            headers["Authorization"] = self.server.dicomweb_authorization_header
+        return headers
+
+    def _timeouts(self) -> tuple[float, float]:
+        return (self.local.timeouts.connection, self.local.timeouts.http)
+
+    def _retrieve(self, *path: str) -> Iterator[Dataset]:
+        """The instances of a WADO-RS retrieve of `path`, parsed one part at a time as the
+        body arrives; each keeps the bytes its data set arrived as."""
+        if self._aborted.is_set():
+            raise DicomError(f"DICOMweb on {self.server}: connector was aborted")
+        response = self._session.get(
+            self._url(self.server.dicomweb_wado_prefix, *path),
+            headers=self._headers(Accept=AS_STORED_ACCEPT),
+            stream=True,
+            timeout=self._timeouts(),
         )
+        try:
+            response.raise_for_status()
+            if response.status_code == 204:
+                return  # nothing matches
+            media_type, params = parse_content_type(response.headers.get("Content-Type", ""))
+            boundary = params.get("boundary", "")
+            if media_type != "multipart/related" or not boundary:
+                raise DicomError(
+                    f"WADO-RS on {self.server}: the answer is not multipart/related "
+                    f"({media_type or 'no content type'})"
+                )
+            raw = response.raw
+
+            def read(size: int) -> bytes:
+                return raw.read(size, decode_content=True)
+
+            try:
+                for headers, body in iter_parts(read, boundary, chunk_size=READ_SIZE):
+                    content_type = headers.get("content-type", "application/dicom")
+                    if content_type.split(";")[0].strip().lower() != "application/dicom":
+                        # A server that fails mid-way may explain it in a text part (ADIT's
+                        # own DICOMweb API does): the retrieve is incomplete.
+                        text = body[:300].decode("utf-8", "replace")
+                        raise RetriableDicomError(
+                            f"WADO-RS on {self.server}: a part of type {content_type!r} "
+                            f"instead of an instance: {text}"
+                        )
+                    yield instance_from_part10(body)
+            except MultipartError as error:
+                # The body broke off (the server or the connection failed mid-way).
+                raise RetriableDicomError(f"WADO-RS on {self.server}: {error}") from error
+        finally:
+            response.close()
+
+    def iter_study(self, study_uid: str) -> Iterator[Dataset]:
+        return self._stream("WADO-RS", lambda: self._retrieve("studies", study_uid))
 
     def iter_series(self, study_uid: str, series_uid: str) -> Iterator[Dataset]:
-        client = self._client()
         return self._stream(
-            "WADO-RS",
-            lambda: client.iter_series(study_uid, series_uid, media_types=AS_STORED_MEDIA_TYPES),
+            "WADO-RS", lambda: self._retrieve("studies", study_uid, "series", series_uid)
         )
 
     def retrieve_instance(self, study_uid: str, series_uid: str, image_uid: str) -> Dataset:
@@ -229,26 +335,35 @@ class DicomWebConnector:
     def send_stow_rs(
         self,
         datasets: Iterable[Dataset],
-        batch_size: int = 64,
-        batch_bytes: int = 64 * 1024 * 1024,
+        batch_size: int = STOW_BATCH_SIZE,
+        batch_bytes: int = STOW_BATCH_BYTES,
+        unchanged: bool = False,
+        requests_in_flight: int = STOW_REQUESTS_IN_FLIGHT,
     ) -> StowResult:
-        """Stores instances in few requests (batches by count and approximate size).
+        """Stores instances in few requests (batches by count and bytes), pipelined.
 
-        A failed batch with a retriable status stops at once (RetriableDicomError); instances
-        the server reports as failed are collected and raised as RetriableDicomError at the end.
+        `unchanged`: the instances are exactly as fetched, so those that still hold the bytes
+        they arrived as are sent as those bytes (see the module). A failed batch with a
+        retriable status stops at once (RetriableDicomError); instances the server reports as
+        failed are collected and raised as RetriableDicomError at the end.
         """
-        client = self._client()
+        if self._aborted.is_set():
+            raise DicomError(f"DICOMweb on {self.server}: connector was aborted")
         result = StowResult()
-        batch: list[Dataset] = []
-        size = 0
-        for ds in datasets:
-            batch.append(_as_part10(ds))
-            size += _approximate_size(ds)
-            if len(batch) >= batch_size or size >= batch_bytes:
-                self._store_batch(client, batch, result)
-                batch, size = [], 0
-        if batch:
-            self._store_batch(client, batch, result)
+        with _StowSenders(self, result, max(1, requests_in_flight)) as senders:
+            batch: list[tuple[str, list[bytes]]] = []
+            size = 0
+            for ds in datasets:
+                pieces = part10_pieces(ds) if unchanged else None
+                if pieces is None:
+                    pieces = [_encode_part10(ds)]
+                batch.append((uid_of(ds, SOP_INSTANCE_UID), pieces))
+                size += sum(map(len, pieces))
+                if len(batch) >= batch_size or size >= batch_bytes:
+                    senders.submit(batch)
+                    batch, size = [], 0
+            if batch:
+                senders.submit(batch)
         self.warnings.extend(result.warnings)
         if result.failed_sop_instance_uids:
             raise RetriableDicomError(
@@ -257,32 +372,283 @@ class DicomWebConnector:
             )
         return result
 
-    def _store_batch(self, client: DICOMwebClient, batch: list[Dataset], result: StowResult):
+    def store_batch(
+        self, batch: list[Dataset], result: StowResult, unchanged: bool = False
+    ) -> set[str]:
+        """Stores `batch` with one STOW-RS request; returns the SOP Instance UIDs the server
+        reported as failed (also added to `result`)."""
+        parts = []
+        for ds in batch:
+            pieces = part10_pieces(ds) if unchanged else None
+            parts.append((uid_of(ds, SOP_INSTANCE_UID), pieces or [_encode_part10(ds)]))
+        return self._post_batch(self._session, parts, result, threading.Lock())
+
+    def _post_batch(
+        self,
+        session: requests.Session,
+        parts: list[tuple[str, list[bytes]]],
+        result: StowResult,
+        lock: threading.Lock,
+    ) -> set[str]:
+        """One STOW-RS request of `parts` ((SOP Instance UID, Part-10 pieces) each)."""
+        boundary = new_boundary()
+        body = _Body(boundary, [pieces for _, pieces in parts])
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
         try:
-            response = client.store_instances(batch)
+            response = session.post(
+                self._url(self.server.dicomweb_stow_prefix, "studies"),
+                data=body,
+                headers=self._headers(
+                    **{"Content-Type": content_type, "Accept": "application/dicom+json"}
+                ),
+                timeout=self._timeouts(),
+            )
         except Exception as error:
-            failed = _failed_uids_from_http_error(error)
-            if failed is None:
-                raise self._translate("STOW-RS", error) from error
-            response = None
+            raise self._translate("STOW-RS", error) from error
+        with response:
+            if response.status_code == 409:
+                # Conflict: a FailedSOPSequence names what was refused; without one, all was.
+                failed = _failed_uids(response.content)
+                if not failed:
+                    raise self._translate("STOW-RS", _http_error(response))
+            elif response.status_code >= 400:
+                raise self._translate("STOW-RS", _http_error(response))
+            else:
+                failed = _failed_uids(response.content) or []
+                if response.status_code == 202:
+                    with lock:
+                        result.warnings.append(
+                            f"STOW-RS on {self.server}: the server stored with warnings "
+                            f"(HTTP 202) some of {len(parts)} instances"
+                        )
+        with lock:
             result.failed_sop_instance_uids.extend(failed)
-            result.stored += len(batch) - len(failed)
-            return
-        failed = []
-        if response is not None and "FailedSOPSequence" in response:
-            failed = [
-                str(item.get("ReferencedSOPInstanceUID", "?"))
-                for item in response.FailedSOPSequence
-            ]
-        result.failed_sop_instance_uids.extend(failed)
-        result.stored += len(batch) - len(failed)
+            result.stored += max(0, len(parts) - len(failed))
+        return set(failed)
+
+
+class _Body:
+    """A multipart/related body written piece by piece, with its length known beforehand
+    (requests sends it with Content-Length, not chunked, which every server accepts)."""
+
+    def __init__(self, boundary: str, parts: list[list[bytes]]) -> None:
+        self.boundary = boundary
+        self.parts = parts
+        header = part_header("application/dicom", boundary)
+        self._length = len(closing_delimiter(boundary)) + sum(
+            len(header) + sum(map(len, pieces)) + 2 for pieces in parts
+        )
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        header = part_header("application/dicom", self.boundary)
+        for pieces in self.parts:
+            yield header
+            yield from pieces
+            yield b"\r\n"
+        yield closing_delimiter(self.boundary)
+
+
+_DONE = object()
+
+
+class _StowSenders:
+    """Sender threads that post the batches handed to `submit` (at most `count` in flight,
+    one more waiting); the first error stops the rest and is raised by `__exit__`."""
+
+    def __init__(self, connector: DicomWebConnector, result: StowResult, count: int) -> None:
+        self.connector = connector
+        self.result = result
+        self.lock = threading.Lock()
+        self.batches: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.failed = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, name=f"stow-rs-{index}", daemon=True)
+            for index in range(count)
+        ]
+
+    def __enter__(self) -> _StowSenders:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def submit(self, batch: list[tuple[str, list[bytes]]]) -> None:
+        while not self.failed.is_set():
+            try:
+                self.batches.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+
+    def _raise(self) -> None:
+        assert self.error is not None
+        raise self.error
+
+    def _run(self) -> None:
+        sessions = self.connector._sender_sessions
+        with requests.Session() as session:
+            sessions.add(session)
+            try:
+                self._post_all(session)
+            finally:
+                sessions.discard(session)
+
+    def _post_all(self, session: requests.Session) -> None:
+        while True:
+            batch = self.batches.get()
+            if batch is _DONE:
+                return
+            if self.failed.is_set():
+                continue  # drain: an earlier batch failed
+            try:
+                if self.connector.aborted:
+                    raise DicomError(f"DICOMweb on {self.connector.server}: connector was aborted")
+                self.connector._post_batch(session, batch, self.result, self.lock)
+            except BaseException as error:
+                with self.lock:
+                    if self.error is None:
+                        self.error = error
+                self.failed.set()
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        for _ in self.threads:
+            while True:
+                try:
+                    self.batches.put(_DONE, timeout=0.2)
+                    break
+                except queue.Full:
+                    if not any(thread.is_alive() for thread in self.threads):
+                        break
+        for thread in self.threads:
+            thread.join()
+        if exc_type is None and self.error is not None:
+            self._raise()
+
+
+def instance_from_part10(body: bytes) -> Dataset:
+    """Reads a Part-10 file (a WADO-RS part) and remembers the bytes of its data set.
+
+    Raises:
+        DicomError: the part is not a DICOM instance.
+    """
+    try:
+        try:
+            ds = dcmread(BytesIO(body))
+        except InvalidDicomError:
+            ds = dcmread(BytesIO(body), force=True)  # file meta without preamble
+    except Exception as error:  # noqa: BLE001 — pydicom raises many kinds for damaged data
+        raise DicomError(f"a WADO-RS part is not a DICOM instance ({error})") from error
+    start = _data_set_offset(body)
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta else None
+    if start is not None and transfer_syntax and transfer_syntax != DeflatedExplicitVRLittleEndian:
+        remember_received_encoding(ds, str(transfer_syntax), body[start:])
+    return ds
+
+
+def _data_set_offset(body: bytes) -> int | None:
+    """Where the data set starts in a Part-10 file with preamble and a group length."""
+    if body[128:132] != b"DICM" or body[132:140] != _GROUP_LENGTH_ELEMENT:
+        return None
+    (group_length,) = struct.unpack_from("<I", body, 140)
+    start = 144 + group_length
+    return start if start <= len(body) else None
+
+
+def part10_pieces(ds: Dataset) -> list[bytes] | None:
+    """The instance as a Part-10 file made of the bytes its data set arrived as (preamble and
+    file meta written anew, then those bytes, not copied), or None if it has none any more."""
+    received = received_encoding(ds)
+    if received is None:
+        return None
+    transfer_syntax, encoded = received
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        return None
+    sop_class = uid_of(ds, SOP_CLASS_UID)
+    sop_instance = uid_of(ds, SOP_INSTANCE_UID)
+    if not sop_class or not sop_instance:
+        return None
+    implementation_uid, implementation_version = PYDICOM_IMPLEMENTATION_UID, ""
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        implementation_uid = str(file_meta.get("ImplementationClassUID") or implementation_uid)
+        implementation_version = str(file_meta.get("ImplementationVersionName") or "")
+    header = file_meta_bytes(
+        sop_class, sop_instance, transfer_syntax, implementation_uid, implementation_version
+    )
+    return [header, encoded]
+
+
+def file_meta_bytes(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str = "",
+) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information (PS3.10 7.1) of one instance.
+
+    The same bytes as pydicom's `write_file_meta_info` for these elements (a test compares
+    them), written directly: pydicom builds and encodes a data set for it, about 0.3 ms per
+    instance, which was the largest cost of relaying an instance from the bytes it arrived as.
+    """
+    elements = [
+        _explicit_long(0x0001, b"OB", b"\x00\x01"),
+        _explicit_short(0x0002, b"UI", _ui(sop_class_uid)),
+        _explicit_short(0x0003, b"UI", _ui(sop_instance_uid)),
+        _explicit_short(0x0010, b"UI", _ui(transfer_syntax_uid)),
+        _explicit_short(0x0012, b"UI", _ui(implementation_class_uid)),
+    ]
+    if implementation_version_name:
+        version = implementation_version_name.encode("ascii", "replace")
+        elements.append(_explicit_short(0x0013, b"SH", version + b" " * (len(version) % 2)))
+    body = b"".join(elements)
+    return PREAMBLE + _explicit_short(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _ui(uid: str) -> bytes:
+    value = uid.encode("ascii")
+    return value + b"\0" * (len(value) % 2)
+
+
+def _explicit_short(element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _explicit_long(element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+
+
+def _encode_part10(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    dcmwrite(buffer, _as_part10(ds), enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _http_error(response: requests.Response) -> requests.HTTPError:
+    return requests.HTTPError(f"HTTP {response.status_code}", response=response)
+
+
+def _failed_uids(content: bytes) -> list[str] | None:
+    """SOP Instance UIDs in the FailedSOPSequence of a STOW-RS answer; None if unreadable."""
+    if not content.strip():
+        return []
+    try:
+        ds = Dataset.from_json(content.decode("utf-8"))
+    except Exception:
+        return None
+    return [
+        str(item.get("ReferencedSOPInstanceUID", "?")) for item in ds.get("FailedSOPSequence", [])
+    ]
 
 
 def _as_part10(ds: Dataset) -> Dataset:
-    """Makes dicomweb-client encode the instance as a Part 10 file (preamble, DICM, meta).
-
-    It writes datasets as they are, and instances received over DIMSE carry neither preamble
-    nor complete file meta; STOW-RS (PS3.18 10.5) requires Part 10 bodies.
+    """Completes what pydicom needs to write the instance as a Part 10 file (preamble, DICM,
+    meta): instances received over DIMSE carry neither preamble nor complete file meta, and
+    STOW-RS (PS3.18 10.5) requires Part 10 bodies.
     """
     ds.ensure_file_meta()
     meta = ds.file_meta
@@ -295,21 +661,3 @@ def _as_part10(ds: Dataset) -> Dataset:
     if not getattr(ds, "preamble", None):
         ds.preamble = b"\x00" * 128
     return ds
-
-
-def _approximate_size(ds: Dataset) -> int:
-    pixel_data = ds.get("PixelData")
-    return len(pixel_data) + 4096 if isinstance(pixel_data, bytes | bytearray) else 4096
-
-
-def _failed_uids_from_http_error(error: Exception) -> list[str] | None:
-    """Failed instances of a STOW-RS answer 409 with a FailedSOPSequence, else None."""
-    if not isinstance(error, requests.HTTPError) or error.response is None:
-        return None
-    if error.response.status_code != 409:
-        return None
-    try:
-        ds = Dataset.from_json(error.response.content)
-        return [str(item.ReferencedSOPInstanceUID) for item in ds.FailedSOPSequence]
-    except Exception:
-        return None

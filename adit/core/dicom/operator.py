@@ -594,8 +594,8 @@ class DicomOperator:
     ) -> int:
         """Stores instances (C-STORE, else STOW-RS); returns how many.
 
-        `unchanged`: the instances are exactly as fetched, so C-STORE may send the bytes they
-        arrived as instead of encoding them again. `associations`: how many C-STORE
+        `unchanged`: the instances are exactly as fetched, so C-STORE and STOW-RS may send the
+        bytes they arrived as instead of encoding them again. `associations`: how many C-STORE
         associations may store side by side (the caller holds that many of the server's slots).
         """
         if self.dimse is not None and self.server.store_scp_support:
@@ -603,7 +603,7 @@ class DicomOperator:
                 instances, reuse_received_encoding=unchanged, associations=associations
             ).stored
         if self.dicomweb is not None and self.server.dicomweb_stow_support:
-            return self.dicomweb.send_stow_rs(instances).stored
+            return self.dicomweb.send_stow_rs(instances, unchanged=unchanged).stored
         raise DicomError(f"Upload to {self.server}: neither C-STORE nor STOW-RS is supported")
 
 
