@@ -62,6 +62,7 @@ class Measurement:
     seconds: float
     task_seconds: float | None = None
     peak_rss: int | None = None
+    cpu: str = ""
 
     @property
     def rate(self) -> float:
@@ -125,6 +126,41 @@ class SpoolWatcher:
             files, size = spool_contents(self.spool_dir)
             self.samples.append((time.monotonic() - started, files, size))
             self._stop.wait(self.interval)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) each named process spent within the block: where a run's
+    work went on a machine whose cores all take part (Orthanc A and B, worker, receiver)."""
+
+    def __init__(self, processes: dict[str, int | None]) -> None:
+        import psutil
+
+        self.processes = {
+            name: psutil.Process(pid) for name, pid in processes.items() if pid is not None
+        }
+        self.seconds: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(process) -> float:
+        try:
+            times = process.cpu_times()
+        except Exception:  # the process is gone
+            return 0.0
+        return times.user + times.system
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: self._cpu(process) for name, process in self.processes.items()}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name, process in self.processes.items():
+            self.seconds[name] = self._cpu(process) - self._start[name]
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in self.seconds.items())
+        return f"CPU-s {total:.2f} ({parts})"
 
 
 def spool_contents(spool_dir: Path) -> tuple[int, int]:
@@ -324,21 +360,37 @@ class Bench:
         """B asks A to C-MOVE the study to B: Orthanc's own speed, the yardstick."""
         self._clear_b()
         a, b = self.orthanc_a, self.orthanc_b
-        started = time.perf_counter()
-        b.rest(
-            "POST",
-            f"/modalities/{a.ae_title}/move",
-            json={
-                "Level": "Study",
-                "Resources": [{"StudyInstanceUID": self.study_uid}],
-                "TargetAet": b.ae_title,
-                "Synchronous": True,
-                "Timeout": 600,
-            },
-        )
+        with self.cpu_meter(worker=False) as cpu:
+            started = time.perf_counter()
+            b.rest(
+                "POST",
+                f"/modalities/{a.ae_title}/move",
+                json={
+                    "Level": "Study",
+                    "Resources": [{"StudyInstanceUID": self.study_uid}],
+                    "TargetAet": b.ae_title,
+                    "Synchronous": True,
+                    "Timeout": 600,
+                },
+            )
+            seconds = time.perf_counter() - started
         label = "Orthanc C-MOVE A → B (reference)"
-        self._record(Measurement(label, self.n_instances, time.perf_counter() - started))
+        self._record(Measurement(label, self.n_instances, seconds, cpu=cpu.summary()))
         self._check_b(label, PATIENT_ID)
+
+    def cpu_meter(self, worker: bool = True, receiver: bool = False) -> CpuMeter:
+        def pid(process) -> int | None:
+            return process.pid if process is not None else None
+
+        processes = {
+            "Orthanc A": pid(self.orthanc_a.process),
+            "Orthanc B": pid(self.orthanc_b.process),
+        }
+        if worker:
+            processes["worker"] = pid(self.worker)
+        if receiver:
+            processes["receiver"] = pid(self.receiver)
+        return CpuMeter(processes)
 
     def start_worker(self) -> None:
         from django.db import connection
@@ -422,7 +474,10 @@ class Bench:
             study_uid=self.study_uid,
             pseudonym=PSEUDONYM if pseudonymized else "",
         )
-        with MemoryWatcher(self.worker.pid) as memory:
+        with (
+            MemoryWatcher(self.worker.pid) as memory,
+            self.cpu_meter(receiver=receiver_memory is not None) as cpu,
+        ):
             started = time.perf_counter()
             job.submit(by_staff=True)
             deadline = time.monotonic() + timeout
@@ -442,7 +497,11 @@ class Bench:
         task_seconds = (task.end - task.start).total_seconds() if task.start and task.end else None
         if task.attempts > 1:
             print(f"  ! {label}: needed {task.attempts} attempts:\n{task.log}", flush=True)
-        self._record(Measurement(label, self.n_instances, seconds, task_seconds, memory.peak))
+        self._record(
+            Measurement(
+                label, self.n_instances, seconds, task_seconds, memory.peak, cpu=cpu.summary()
+            )
+        )
         self._check_b(label, PSEUDONYM if pseudonymized else PATIENT_ID)
 
     def _record(self, measurement: Measurement) -> None:
@@ -457,6 +516,8 @@ class Bench:
             f"{measurement.rate:.0f} instances/s{extra}",
             flush=True,
         )
+        if measurement.cpu:
+            print(f"    {measurement.cpu}", flush=True)
 
     # --- report -------------------------------------------------------------------------------
 
