@@ -345,7 +345,10 @@ class Bench:
         return len(found)
 
     def _clear_b(self) -> None:
-        self.orthanc_b.reset()
+        b = self.orthanc_b
+        for patient in b.rest("GET", "/patients").json():
+            # Deleting thousands of instances takes Orthanc longer than `rest()` waits.
+            b.session.delete(f"{b.url}/patients/{patient}", timeout=1800).raise_for_status()
         if self.orthanc_b.rest("GET", "/instances").json():
             raise SystemExit("Orthanc B still holds instances after deleting everything")
 
@@ -362,17 +365,18 @@ class Bench:
         a, b = self.orthanc_a, self.orthanc_b
         with self.cpu_meter(worker=False) as cpu:
             started = time.perf_counter()
-            b.rest(
-                "POST",
-                f"/modalities/{a.ae_title}/move",
+            # Not `rest()`: its 60 s read timeout is too short for a move of thousands.
+            b.session.post(
+                f"{b.url}/modalities/{a.ae_title}/move",
                 json={
                     "Level": "Study",
                     "Resources": [{"StudyInstanceUID": self.study_uid}],
                     "TargetAet": b.ae_title,
                     "Synchronous": True,
-                    "Timeout": 600,
+                    "Timeout": 3600,
                 },
-            )
+                timeout=3600,
+            ).raise_for_status()
             seconds = time.perf_counter() - started
         label = "Orthanc C-MOVE A → B (reference)"
         self._record(Measurement(label, self.n_instances, seconds, cpu=cpu.summary()))

@@ -64,8 +64,9 @@ Conversation
        "series_instance_uid", "transfer_syntax_uid", "calling_ae_title", "received_at"}`` +
        payload, in ``seq`` order.
     4. client → ``ACK`` ``{"seq": n}`` once a file was read completely. The server keeps at
-       most ``window`` files unacknowledged per subscription (back pressure), and logs
-       deliveries, so the sending side knows which subscriber got which file.
+       most ``window`` files unacknowledged per subscription (back pressure), logs deliveries,
+       so the sending side knows which subscriber got which file, and removes the file from
+       the spool once no other subscription waits for it.
     5. server → ``PING`` ``{}`` when nothing was sent for ``heartbeat_interval`` seconds, so a
        client notices a dead receiver (no frame for 3 intervals → reconnect).
     6. server → ``STORE_FAILED`` ``{"sop_instance_uid", "message"}`` when the receiver could
