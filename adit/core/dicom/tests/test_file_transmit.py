@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from adit.core.dicom.errors import RetriableDicomError
 from adit.core.dicom.file_transmit import (
@@ -30,6 +31,7 @@ from adit.core.dicom.file_transmit import (
     encode_frame,
     read_frame,
 )
+from adit.core.dicom.file_transmit.protocol import recv_part10
 from adit.core.dicom.testing.peers import dataset_to_bytes
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.testing import wait_until
@@ -91,6 +93,25 @@ def test_truncated_frame_is_an_error_not_a_clean_close():
     data = encode_frame(MessageType.FILE, {"seq": 1}, b"x" * 100)[:-10]
     with pytest.raises(ConnectionError, match="middle of a frame"):
         _frame_over_socket(data)
+
+
+@pytest.mark.parametrize("part10", [True, False])
+def test_a_file_payload_is_read_as_part10_header_and_data_set(part10):
+    # The worker reads the data set into its own bytes, ready to be relayed without a copy;
+    # anything that is not Part-10 arrives whole and unsplit, never half taken for a header.
+    ds = make_study("FT-SPLIT", series=(("CT", 1),))[0]
+    payload = dataset_to_bytes(ds) if part10 else b"no DICOM here" * 20
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(payload)
+        head, body = recv_part10(right, len(payload))
+    assert head + body == payload
+    received = ReceivedFile.from_part10(payload, transfer_syntax_uid=ExplicitVRLittleEndian)
+    if part10:
+        assert body == received.encoded_dataset() == encoded_dataset(ds)
+        assert (received.head, received.body) == (head, body)
+    else:
+        assert received.encoded_dataset() is None
 
 
 def test_topic_validation():
