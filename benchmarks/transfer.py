@@ -50,6 +50,9 @@ C_MOVE_ONLY = {
 PATIENT_ID = "BENCH0001"
 PSEUDONYM = "BENCHPSN01"
 WORKER_START_TIMEOUT = 60
+# A study larger than two of these is made and stored into A a series of this size at a time.
+UPLOAD_CHUNK = 500
+WAYS = ("unmodified", "pseudonymized", "c-move", "c-move-pseudonymized")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Measurement:
     seconds: float
     task_seconds: float | None = None
     peak_rss: int | None = None
+    cpu: str = ""
 
     @property
     def rate(self) -> float:
@@ -74,6 +78,7 @@ class MemoryWatcher:
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, RSS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,12 +91,114 @@ class MemoryWatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        started = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                rss = self.process.memory_info().rss
             except Exception:  # the process is gone; keep what we have
                 return
+            self.peak = max(self.peak, rss)
+            self.samples.append((time.monotonic() - started, rss))
             self._stop.wait(self.interval)
+
+
+class SpoolWatcher:
+    """Counts the files in the receiver's spool every `interval` seconds, in a thread."""
+
+    def __init__(self, spool_dir: Path, interval: float = 0.5) -> None:
+        self.spool_dir = spool_dir
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (seconds, files, bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SpoolWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            files, size = spool_contents(self.spool_dir)
+            self.samples.append((time.monotonic() - started, files, size))
+            self._stop.wait(self.interval)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) each named process spent within the block: where a run's
+    work went on a machine whose cores all take part (Orthanc A and B, worker, receiver)."""
+
+    def __init__(self, processes: dict[str, int | None]) -> None:
+        import psutil
+
+        self.processes = {
+            name: psutil.Process(pid) for name, pid in processes.items() if pid is not None
+        }
+        self.seconds: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(process) -> float:
+        try:
+            times = process.cpu_times()
+        except Exception:  # the process is gone
+            return 0.0
+        return times.user + times.system
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: self._cpu(process) for name, process in self.processes.items()}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name, process in self.processes.items():
+            self.seconds[name] = self._cpu(process) - self._start[name]
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in self.seconds.items())
+        return f"CPU-s {total:.2f} ({parts})"
+
+
+def spool_contents(spool_dir: Path) -> tuple[int, int]:
+    """(files, bytes) in the receiver's spool; files vanish while they are counted."""
+    files = size = 0
+    if not spool_dir.exists():
+        return 0, 0
+    for path in spool_dir.rglob("*"):
+        try:
+            if path.is_file():
+                files += 1
+                size += path.stat().st_size
+        except OSError:
+            pass
+    return files, size
+
+
+def print_timeline(
+    worker: MemoryWatcher, receiver: MemoryWatcher | None, spool: SpoolWatcher | None
+) -> None:
+    """The largest RSS (and spool) in each tenth of a run: flat, or growing with the study?"""
+    if not worker.samples:
+        return
+    end = worker.samples[-1][0] or 1.0
+    print(f"    {'time':>13} {'worker RSS':>11} {'receiver RSS':>13} {'spool files':>12}")
+    for tenth in range(10):
+        low, high = end * tenth / 10, end * (tenth + 1) / 10
+
+        def peak(samples, low=low, high=high):
+            inside = [sample[1] for sample in samples if low <= sample[0] <= high]
+            return max(inside) if inside else None
+
+        receiver_rss = peak(receiver.samples) if receiver is not None else None
+        spooled = peak(spool.samples) if spool is not None else None
+        print(
+            f"    {low:5.0f}–{high:5.0f} s {mib(peak(worker.samples)):>11} "
+            f"{mib(receiver_rss):>13} {'-' if spooled is None else spooled:>12}"
+        )
 
 
 def high_water_mark(pid: int) -> int | None:
@@ -115,6 +222,7 @@ class Bench:
         self.rows = rows
         self.modality = modality
         self.receiver_peak = 0
+        self.timeline = False
         self.spool_after: list[tuple[int, int]] = []
         # AE titles differ per size, so a size scaling run's servers never clash in the database.
         self.orthanc_a = OrthancInstance(f"BENCH_A{n_instances}", base_dir=work_dir / "orthanc-a")
@@ -191,19 +299,41 @@ class Bench:
     def upload_study(self) -> None:
         from adit.core.dicom.config import LocalConfig
         from adit.core.dicom.dimse import DimseConnector
-        from adit.core.dicom.testing.synthetic import make_large_study
+        from adit.core.dicom.testing.synthetic import make_large_study, make_study
 
         print(f"Storing a synthetic study of {self.n_instances} instances into A ...", flush=True)
-        study = make_large_study(
-            self.n_instances,
-            patient_id=PATIENT_ID,
-            rows=self.rows,
-            columns=self.rows,
-            modality=self.modality,
+        connector = DimseConnector(
+            self.orthanc_a.server_config(), LocalConfig(calling_ae_title="ADIT_BENCH")
         )
-        self.study_uid = str(study[0].StudyInstanceUID)
-        config = self.orthanc_a.server_config()
-        DimseConnector(config, LocalConfig(calling_ae_title="ADIT_BENCH")).send_c_store(study)
+        if self.n_instances <= UPLOAD_CHUNK * 2:
+            study = make_large_study(
+                self.n_instances,
+                patient_id=PATIENT_ID,
+                rows=self.rows,
+                columns=self.rows,
+                modality=self.modality,
+            )
+            self.study_uid = str(study[0].StudyInstanceUID)
+            connector.send_c_store(study)
+        else:
+            # A large study (10,000 CT instances are 5 GB) is made and stored a series of
+            # UPLOAD_CHUNK instances at a time, so the benchmark never holds it in memory.
+            chunks = -(-self.n_instances // UPLOAD_CHUNK)
+            for chunk in range(chunks):
+                count = min(UPLOAD_CHUNK, self.n_instances - chunk * UPLOAD_CHUNK)
+                series = make_study(
+                    PATIENT_ID,
+                    "Bench^Mark",
+                    series=((self.modality, count),),
+                    compressed_series=False,
+                    seed=f"adit-benchmark-{chunk}",
+                    study_instance_uid=self.study_uid or None,
+                    rows=self.rows,
+                    columns=self.rows,
+                )
+                self.study_uid = str(series[0].StudyInstanceUID)
+                connector.send_c_store(series)
+                del series
         stored = len(self.orthanc_a.study_instance_uids(self.study_uid))
         if stored != self.n_instances:
             raise SystemExit(f"Orthanc A holds {stored} of {self.n_instances} instances")
@@ -215,7 +345,10 @@ class Bench:
         return len(found)
 
     def _clear_b(self) -> None:
-        self.orthanc_b.reset()
+        b = self.orthanc_b
+        for patient in b.rest("GET", "/patients").json():
+            # Deleting thousands of instances takes Orthanc longer than `rest()` waits.
+            b.session.delete(f"{b.url}/patients/{patient}", timeout=1800).raise_for_status()
         if self.orthanc_b.rest("GET", "/instances").json():
             raise SystemExit("Orthanc B still holds instances after deleting everything")
 
@@ -230,21 +363,38 @@ class Bench:
         """B asks A to C-MOVE the study to B: Orthanc's own speed, the yardstick."""
         self._clear_b()
         a, b = self.orthanc_a, self.orthanc_b
-        started = time.perf_counter()
-        b.rest(
-            "POST",
-            f"/modalities/{a.ae_title}/move",
-            json={
-                "Level": "Study",
-                "Resources": [{"StudyInstanceUID": self.study_uid}],
-                "TargetAet": b.ae_title,
-                "Synchronous": True,
-                "Timeout": 600,
-            },
-        )
+        with self.cpu_meter(worker=False) as cpu:
+            started = time.perf_counter()
+            # Not `rest()`: its 60 s read timeout is too short for a move of thousands.
+            b.session.post(
+                f"{b.url}/modalities/{a.ae_title}/move",
+                json={
+                    "Level": "Study",
+                    "Resources": [{"StudyInstanceUID": self.study_uid}],
+                    "TargetAet": b.ae_title,
+                    "Synchronous": True,
+                    "Timeout": 3600,
+                },
+                timeout=3600,
+            ).raise_for_status()
+            seconds = time.perf_counter() - started
         label = "Orthanc C-MOVE A → B (reference)"
-        self._record(Measurement(label, self.n_instances, time.perf_counter() - started))
+        self._record(Measurement(label, self.n_instances, seconds, cpu=cpu.summary()))
         self._check_b(label, PATIENT_ID)
+
+    def cpu_meter(self, worker: bool = True, receiver: bool = False) -> CpuMeter:
+        def pid(process) -> int | None:
+            return process.pid if process is not None else None
+
+        processes = {
+            "Orthanc A": pid(self.orthanc_a.process),
+            "Orthanc B": pid(self.orthanc_b.process),
+        }
+        if worker:
+            processes["worker"] = pid(self.worker)
+        if receiver:
+            processes["receiver"] = pid(self.receiver)
+        return CpuMeter(processes)
 
     def start_worker(self) -> None:
         from django.db import connection
@@ -272,28 +422,46 @@ class Bench:
         from adit.core.models import DicomServer
 
         assert self.worker is not None
-        label = "ADIT engine A → B, " + ("pseudonymized" if pseudonymized else "unmodified")
-        if via_c_move:
-            label = "ADIT engine A → B via C-MOVE, unmodified"
+        kind = "pseudonymized" if pseudonymized else "unmodified"
+        label = (
+            f"ADIT engine A → B via C-MOVE, {kind}" if via_c_move else f"ADIT engine A → B, {kind}"
+        )
         source = DicomServer.objects.get(ae_title=self.orthanc_a.ae_title)
         if via_c_move:
             assert self.receiver is not None
-            with using_only_c_move(source), MemoryWatcher(self.receiver.pid) as receiver_memory:
-                self._run_job(label, source, pseudonymized, timeout)
+            with (
+                using_only_c_move(source),
+                MemoryWatcher(self.receiver.pid) as receiver_memory,
+                SpoolWatcher(self.spool_dir) as spool,
+            ):
+                self._run_job(label, source, pseudonymized, timeout, receiver_memory, spool)
             self.receiver_peak = max(self.receiver_peak, receiver_memory.peak)
+            if spool.samples:
+                most = max(sample[1] for sample in spool.samples)
+                print(f"    receiver spool at most {most} files during the move")
             self.report_spool()
         else:
             self._run_job(label, source, pseudonymized, timeout)
 
+    @property
+    def spool_dir(self) -> Path:
+        return self.work_dir / "adit-data" / "receiver-spool"
+
     def report_spool(self) -> None:
         """What the receiver still holds once the move ended (it should be nothing)."""
-        spool = self.work_dir / "adit-data" / "receiver-spool"
-        files = [path for path in spool.rglob("*") if path.is_file()] if spool.exists() else []
-        size = sum(path.stat().st_size for path in files)
-        self.spool_after.append((len(files), size))
-        print(f"    receiver spool after the move: {len(files)} files, {mib(size)}", flush=True)
+        files, size = spool_contents(self.spool_dir)
+        self.spool_after.append((files, size))
+        print(f"    receiver spool after the move: {files} files, {mib(size)}", flush=True)
 
-    def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
+    def _run_job(
+        self,
+        label: str,
+        source,
+        pseudonymized: bool,
+        timeout: float,
+        receiver_memory: MemoryWatcher | None = None,
+        spool: SpoolWatcher | None = None,
+    ) -> None:
         from adit.accounts.models import User
         from adit.core.models import DicomJob, DicomServer
         from adit.core.tests.example_app.models import ExampleTransferJob, ExampleTransferTask
@@ -310,7 +478,10 @@ class Bench:
             study_uid=self.study_uid,
             pseudonym=PSEUDONYM if pseudonymized else "",
         )
-        with MemoryWatcher(self.worker.pid) as memory:
+        with (
+            MemoryWatcher(self.worker.pid) as memory,
+            self.cpu_meter(receiver=receiver_memory is not None) as cpu,
+        ):
             started = time.perf_counter()
             job.submit(by_staff=True)
             deadline = time.monotonic() + timeout
@@ -322,13 +493,19 @@ class Bench:
             else:
                 raise SystemExit(f"{label}: the job did not finish within {timeout} s")
             seconds = time.perf_counter() - started
+        if self.timeline:
+            print_timeline(memory, receiver_memory, spool)
         task = job.tasks.get()
         if status != DicomJob.Status.SUCCESS:
             raise SystemExit(f"{label}: the job ended {status}: {task.message}\n{task.log}")
         task_seconds = (task.end - task.start).total_seconds() if task.start and task.end else None
         if task.attempts > 1:
             print(f"  ! {label}: needed {task.attempts} attempts:\n{task.log}", flush=True)
-        self._record(Measurement(label, self.n_instances, seconds, task_seconds, memory.peak))
+        self._record(
+            Measurement(
+                label, self.n_instances, seconds, task_seconds, memory.peak, cpu=cpu.summary()
+            )
+        )
         self._check_b(label, PSEUDONYM if pseudonymized else PATIENT_ID)
 
     def _record(self, measurement: Measurement) -> None:
@@ -343,6 +520,8 @@ class Bench:
             f"{measurement.rate:.0f} instances/s{extra}",
             flush=True,
         )
+        if measurement.cpu:
+            print(f"    {measurement.cpu}", flush=True)
 
     # --- report -------------------------------------------------------------------------------
 
@@ -447,7 +626,15 @@ class SmallStudiesBench(Bench):
         self._record(Measurement(label, self.n_instances, time.perf_counter() - started))
         self._check_b(label, "")
 
-    def _run_job(self, label: str, source, pseudonymized: bool, timeout: float) -> None:
+    def _run_job(
+        self,
+        label: str,
+        source,
+        pseudonymized: bool,
+        timeout: float,
+        receiver_memory: MemoryWatcher | None = None,
+        spool: SpoolWatcher | None = None,
+    ) -> None:
         from adit.accounts.models import User
         from adit.batch_transfer.models import BatchTransferJob, create_batch_transfer_job
         from adit.batch_transfer.parsers import StudyRequest
@@ -534,7 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ways",
         default="unmodified,pseudonymized,c-move",
-        help="study scenario: which ADIT ways to run (unmodified, pseudonymized, c-move)",
+        help=f"study scenario: which ADIT ways to run ({', '.join(WAYS)})",
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print worker and receiver RSS and the spool's files per tenth of each run",
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the best one counts")
     parser.add_argument("--timeout", type=float, default=600, help="per transfer, seconds")
@@ -544,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(part) for part in args.instances.split(",") if part.strip()]
     ways = {part.strip() for part in args.ways.split(",") if part.strip()}
-    unknown = ways - {"unmodified", "pseudonymized", "c-move"}
+    unknown = ways - set(WAYS)
     if unknown or not sizes or min(sizes) < 1:
         parser.error(f"bad --instances or --ways ({', '.join(sorted(unknown))})")
     data = args.data or ("cr" if args.scenario == "small-studies" else "tiny")
@@ -578,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 bench = Bench(work_dir, size, rows, modality)
+            bench.timeline = args.timeline
             print(f"\n=== {size} instances, {modality} {rows}×{rows} ===", flush=True)
             try:
                 run_bench(bench, args, ways)
@@ -621,6 +814,9 @@ def run_bench(bench: Bench, args, ways: set[str]) -> None:
             bench.orthanc_c_move()
         if "c-move" in ways:
             bench.adit_transfer(pseudonymized=False, timeout=args.timeout, via_c_move=True)
+            bench.orthanc_c_move()
+        if "c-move-pseudonymized" in ways:
+            bench.adit_transfer(pseudonymized=True, timeout=args.timeout, via_c_move=True)
             bench.orthanc_c_move()
     bench.report()
 

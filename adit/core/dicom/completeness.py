@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Collection
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
@@ -40,16 +41,30 @@ class IncompleteDataSet(ValueError):
     """The data set's bytes end before its structure does (or do not end where it does)."""
 
 
-def check_complete(encoded: bytes, transfer_syntax_uid: str) -> None:
-    """Raises `IncompleteDataSet` unless `encoded` is one whole data set in that syntax."""
+def check_complete(
+    encoded: bytes, transfer_syntax_uid: str, capture: Collection[int] = ()
+) -> dict[int, bytes]:
+    """Raises `IncompleteDataSet` unless `encoded` is one whole data set in that syntax.
+
+    Returns the raw values of the top-level elements whose tags (as ``0xGGGGEEEE``) are in
+    `capture`, found on the way: a receiver learns the UIDs that route an instance without
+    decoding the data set a second time.
+    """
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         encoded = _inflate(encoded)
     walker = _Walker(
         memoryview(encoded),
         implicit=transfer_syntax_uid == ImplicitVRLittleEndian,
         byte_order=">" if transfer_syntax_uid == ExplicitVRBigEndian else "<",
+        capture=capture,
     )
     walker.data_set(0, len(encoded), in_undefined_item=False, depth=0)
+    return walker.captured
+
+
+def text_value(value: bytes | None) -> str:
+    """A captured UI/AE/CS value as text (padding removed); '' when absent."""
+    return value.rstrip(b"\0 ").decode("ascii", "replace").strip() if value else ""
 
 
 def _inflate(deflated: bytes) -> bytes:
@@ -75,9 +90,13 @@ def _inflate(deflated: bytes) -> bytes:
 
 
 class _Walker:
-    def __init__(self, data: memoryview, implicit: bool, byte_order: str) -> None:
+    def __init__(
+        self, data: memoryview, implicit: bool, byte_order: str, capture: Collection[int] = ()
+    ) -> None:
         self.data = data
         self.implicit = implicit
+        self.capture = frozenset(capture)
+        self.captured: dict[int, bytes] = {}
         self.tag = struct.Struct(byte_order + "HH")
         self.u16 = struct.Struct(byte_order + "H")
         self.u32 = struct.Struct(byte_order + "I")
@@ -116,12 +135,14 @@ class _Walker:
                 else:
                     length = self.u16.unpack_from(data, position + 6)[0]
                     position += 8
-            tag_text = f"({group:04X},{element:04X})"
             if length == UNDEFINED_LENGTH:
                 # A sequence, encapsulated pixel data, or UN holding an implicit sequence.
-                position = self.items(position, end, depth, tag_text)
+                position = self.items(position, end, depth, f"({group:04X},{element:04X})")
             else:
-                self._need(position, length, end, f"the value of {tag_text}")
+                if position + length > end:
+                    self._need(position, length, end, f"the value of ({group:04X},{element:04X})")
+                if depth == 0 and self.capture and (group << 16 | element) in self.capture:
+                    self.captured[group << 16 | element] = bytes(data[position : position + length])
                 position += length
         if in_undefined_item:
             raise IncompleteDataSet("an item of undefined length ends without its delimiter")

@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 
-from .dimse import remember_received_encoding
+from .dimse import _decode_from, remember_received_encoding
 from .errors import DicomError, RetriableDicomError
-from .file_transmit import ArrivalTracker, FileTransmitClient, Topic
+from .file_transmit import ArrivalTracker, FileTransmitClient, ReceivedFile, Topic
 
 if TYPE_CHECKING:
     from .operator import MoveRequest
@@ -135,10 +137,7 @@ def fetch_with_move(
                 if received is None or not tracker.wanted(received.sop_instance_uid):
                     continue
                 try:
-                    ds = received.dataset()
-                    encoded = received.encoded_dataset()
-                    if encoded is not None:
-                        remember_received_encoding(ds, received.transfer_syntax_uid, encoded)
+                    ds = received_instance(received)
                 except Exception as error:
                     # Counted as missing; a repeated delivery of the instance may still succeed.
                     logger.warning("Unreadable instance from the receiver: %s", error)
@@ -165,6 +164,46 @@ def fetch_with_move(
         len(tracker.expected),
         time.monotonic() - started,
     )
+
+
+def received_instance(received: ReceivedFile) -> Dataset:
+    """The instance of a delivered file, carrying the bytes it arrived as.
+
+    The data set is decoded from the bytes after the file meta (as a C-GET decodes what it
+    receives) and its file meta is made from what the receiver sent in the frame header, so the
+    Part-10 header is never parsed. An unchanged instance is then relayed as those bytes.
+    """
+    encoded = received.encoded_dataset()
+    transfer_syntax = received.transfer_syntax_uid
+    if encoded is None or not transfer_syntax:
+        return received.dataset()
+    ds = _decode_from(encoded, transfer_syntax)
+    ds.file_meta = _file_meta(received.sop_class_uid, received.sop_instance_uid, transfer_syntax)
+    remember_received_encoding(ds, transfer_syntax, encoded)
+    return ds
+
+
+def _file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+) -> FileMetaDataset:
+    """File meta information of a received instance, as pydicom reads it from a file: raw
+    elements, converted only when read. Setting the values one by one costs pydicom several
+    times as much (each is validated at once), per relayed instance."""
+    meta = FileMetaDataset()
+    elements: dict = meta._dict  # type: ignore[attr-defined]
+    for tag, vr, value in (
+        (0x00020001, "OB", b"\x00\x01"),
+        (0x00020002, "UI", _ui(sop_class_uid)),
+        (0x00020003, "UI", _ui(sop_instance_uid)),
+        (0x00020010, "UI", _ui(transfer_syntax_uid)),
+    ):
+        elements[Tag(tag)] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    return meta
+
+
+def _ui(uid: str) -> bytes:
+    value = uid.encode("ascii", "replace")
+    return value + b"\0" if len(value) % 2 else value
 
 
 def _incomplete(

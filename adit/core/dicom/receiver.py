@@ -17,13 +17,17 @@ receiver accepts ends up at a destination, so it takes only what a worker asked 
 * An instance is accepted only whole: its bytes must hold a complete data set
   (:mod:`adit.core.dicom.completeness`) whose SOP Instance UID is the one of the C-STORE
   request; otherwise ``0xC210`` (cannot understand).
-* It is written to the spool (write, rename, mode 0600) and the C-STORE is answered with success
-  only afterwards. A failed write is answered with ``0xA700`` (out of resources), so the PACS
-  counts the sub-operation as failed, and the subscriptions expecting the instance are told, so
-  the task fails (retriably) naming ADIT's receiver, not the PACS.
+* It is written to the spool (one Part-10 file, mode 0600, no rename, no metadata file) and the
+  C-STORE is answered with success only afterwards. A failed write is answered with ``0xA700``
+  (out of resources), so the PACS counts the sub-operation as failed, and the subscriptions
+  expecting the instance are told, so the task fails (retriably) naming ADIT's receiver, not
+  the PACS.
+* The check above is one walk over the data set's element structure, which also picks up the
+  SOP Instance, Study and Series Instance UIDs; the receiver never decodes a data set.
 * Spooled files are streamed to the subscriptions that expect them
-  (:mod:`adit.core.dicom.file_transmit`) and removed when the last subscription of their
-  move ends (the retention time bounds only what nobody claims after a restart).
+  (:mod:`adit.core.dicom.file_transmit`) and removed as soon as those have taken them, or when
+  the last subscription of their move ends (the retention time bounds only what nobody claims
+  after a restart).
 
 Run it with ``manage.py receiver`` (settings driven) or, without Django, with
 ``python -m adit.core.dicom.receiver --help`` (used by tests that kill the process).
@@ -40,24 +44,13 @@ import socket
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
-from pynetdicom.dsutils import create_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from .completeness import check_complete
+from .completeness import check_complete, text_value
 from .config import Timeouts, prepare_dicom_libraries
-from .dimse import (
-    SERIES_INSTANCE_UID,
-    SOP_INSTANCE_UID,
-    STUDY_INSTANCE_UID,
-    _decode_from,
-    uid_of,
-)
+from .dimse import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from .file_transmit import DEFAULT_RETENTION, FileTransmitServer, Spool, Topic
 from .net import association, commands, errors
 from .net.acceptor import RequestReader
@@ -68,6 +61,7 @@ STATUS_SUCCESS = 0x0000
 STATUS_NOT_AUTHORIZED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
+_ROUTING_TAGS = (SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
 
 # Who may push: AE title → the addresses it may push from (None: any host). A plain collection
 # of AE titles allows each from any host. A callable is asked at every association.
@@ -422,20 +416,16 @@ class Receiver:
             if context is None or raw_dataset is None:
                 raise ValueError("no data set on an accepted presentation context")
             transfer_syntax = context.transfer_syntax
-            check_complete(raw_dataset, transfer_syntax)
-            dataset = _decode_from(raw_dataset, transfer_syntax)
-            if uid_of(dataset, SOP_INSTANCE_UID) != sop_instance:
+            # One walk over the element structure checks that the data set is whole and picks
+            # up the UIDs that route it; the data set itself is never decoded here.
+            found = check_complete(raw_dataset, transfer_syntax, capture=_ROUTING_TAGS)
+            if text_value(found.get(SOP_INSTANCE_UID)) != sop_instance:
                 raise ValueError("its SOP Instance UID is not the one of the C-STORE request")
-            study_uid = uid_of(dataset, STUDY_INSTANCE_UID)
+            study_uid = text_value(found.get(STUDY_INSTANCE_UID))
             if not study_uid:
                 raise ValueError("no StudyInstanceUID")
-            series_uid = uid_of(dataset, SERIES_INSTANCE_UID)
+            series_uid = text_value(found.get(SERIES_INSTANCE_UID))
             topic = Topic(calling_ae, study_uid)
-            file_meta = create_file_meta(
-                sop_class_uid=UID(sop_class),
-                sop_instance_uid=UID(sop_instance),
-                transfer_syntax=UID(transfer_syntax),
-            )
         except Exception as err:
             logger.warning("Rejecting C-STORE from %s: unreadable dataset: %s", calling_ae, err)
             return STATUS_CANNOT_UNDERSTAND
@@ -448,18 +438,10 @@ class Receiver:
             )
             return STATUS_NOT_AUTHORIZED
 
-        meta_buffer = DicomBytesIO()
-        write_file_meta_info(meta_buffer, file_meta, enforce_standard=True)
-        header = b"\x00" * 128 + b"DICM" + meta_buffer.getvalue()
-
-        def write(file: Any) -> None:
-            file.write(header)
-            file.write(raw_dataset)
-
         try:
             spool.add(
                 topic,
-                write,
+                raw_dataset,
                 sop_instance_uid=sop_instance,
                 sop_class_uid=sop_class,
                 series_instance_uid=series_uid,

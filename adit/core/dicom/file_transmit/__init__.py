@@ -17,22 +17,25 @@ Expectations (the receiver takes only what was asked for)
     only the files it expects.
 
 Spool and replay (files are never lost because a subscriber was late)
-    The receiver answers a C-STORE with success only after the file is written and renamed into
-    the spool. It does not ``fsync``: the spool is a hand-over buffer, and a file that a machine
-    crash loses is caught downstream (the C-MOVE's completed count and the check at the
-    destination make the task retry). Three ``fsync``s per instance cost 1.5 ms on an SSD and
-    tens of ms on disks, which C-MOVE, the retrieve clinical PACS support best, would pay for
-    every instance. A torn file left by a crash is recognised by its size on reload.
+    The receiver answers a C-STORE with success only after the file is written to the spool:
+    one Part-10 file per instance, written once where it stays (no temporary name, no rename,
+    no metadata file beside it; what a subscription needs is kept in memory, what a restarted
+    receiver needs is in the file's own meta information). It does not ``fsync``: the spool is
+    a hand-over buffer, and a file that a machine crash loses is caught downstream (the
+    C-MOVE's completed count and the check at the destination make the task retry). A file cut
+    short by a crash is recognised on reload by its structure (`completeness`).
 
     Every spooled file gets a sequence number (``seq``, increasing within one receiver run, the
-    *epoch*) and stays in the spool while a subscription of its topic lives: when the last one
-    ends (BYE, or its reconnect grace passed) the move is over and the topic's files are
-    removed at once. ``retention`` (default 15 minutes) only bounds files that no subscription
-    claims again, such as those reloaded after a receiver restart. A new subscription gets only
-    files spooled after it began, never files of earlier moves (which might be stale or
-    forged). A resumed one gets what it missed: files after its last ``seq``
-    within the same epoch, or, when the receiver restarted meanwhile, the files of its topic
-    received since it first subscribed (the receiver's clock, sent in ``SUBSCRIBED``).
+    *epoch*). It stays only while a subscription that expected it has not acknowledged it: the
+    spool holds what is in flight between receiver and worker, not the study. When the last
+    subscription of a topic ends (BYE, or its reconnect grace passed) the move is over and
+    whatever is left of the topic is removed at once. ``retention`` (default 15 minutes) only
+    bounds files that no subscription waits for, such as those reloaded after a receiver
+    restart. A new subscription gets only files spooled after it began, never files of earlier
+    moves (which might be stale or forged). A resumed one gets what it missed: files after its
+    last ``seq`` within the same epoch, or, when the receiver restarted meanwhile, the files of
+    its topic received since it first subscribed (the receiver's clock, sent in
+    ``SUBSCRIBED``); those stay until it acknowledges them.
 
 Fan-out
     Every subscription of a topic gets every file of the topic. Two workers fetching the same
@@ -61,8 +64,9 @@ Conversation
        "series_instance_uid", "transfer_syntax_uid", "calling_ae_title", "received_at"}`` +
        payload, in ``seq`` order.
     4. client → ``ACK`` ``{"seq": n}`` once a file was read completely. The server keeps at
-       most ``window`` files unacknowledged per subscription (back pressure), and logs
-       deliveries, so the sending side knows which subscriber got which file.
+       most ``window`` files unacknowledged per subscription (back pressure), logs deliveries,
+       so the sending side knows which subscriber got which file, and removes the file from
+       the spool once no other subscription waits for it.
     5. server → ``PING`` ``{}`` when nothing was sent for ``heartbeat_interval`` seconds, so a
        client notices a dead receiver (no frame for 3 intervals → reconnect).
     6. server → ``STORE_FAILED`` ``{"sop_instance_uid", "message"}`` when the receiver could

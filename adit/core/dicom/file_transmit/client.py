@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -25,12 +26,15 @@ from .protocol import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_WINDOW,
     FRAME_TIMEOUT,
+    PART10_PREFIX,
     PROTOCOL_VERSION,
     MessageType,
     ProtocolError,
     ReceiverStoreError,
     Topic,
     read_frame,
+    read_frame_start,
+    recv_part10,
     send_frame,
     set_nodelay,
     topic_signature,
@@ -41,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReceivedFile:
-    """One file delivered to a subscription."""
+    """One file delivered to a subscription: its Part-10 header (preamble and file meta) and
+    its data set, read separately (see `recv_part10`)."""
 
     seq: int
     sop_instance_uid: str
@@ -49,7 +54,33 @@ class ReceivedFile:
     series_instance_uid: str
     transfer_syntax_uid: str
     calling_ae_title: str
-    data: bytes
+    head: bytes
+    body: bytes = b""
+
+    @classmethod
+    def from_part10(cls, data: bytes, **fields: Any) -> ReceivedFile:
+        """A received file made of a whole Part-10 file's bytes (tests, tools)."""
+        head = data[:PART10_PREFIX]
+        if len(head) == PART10_PREFIX and head[128:138] == b"DICM\x02\x00\x00\x00UL":
+            head = data[: PART10_PREFIX + int.from_bytes(head[140:144], "little")]
+        defaults = dict.fromkeys(
+            (
+                "sop_instance_uid",
+                "sop_class_uid",
+                "series_instance_uid",
+                "transfer_syntax_uid",
+                "calling_ae_title",
+            ),
+            "",
+        )
+        return cls(
+            seq=fields.pop("seq", 0), **{**defaults, **fields}, head=head, body=data[len(head) :]
+        )
+
+    @property
+    def data(self) -> bytes:
+        """The whole Part-10 file (a copy: prefer `dataset()` or `encoded_dataset()`)."""
+        return self.head + self.body
 
     def dataset(self) -> Dataset:
         """The file parsed (pixel data stays encoded in its original transfer syntax)."""
@@ -61,13 +92,14 @@ class ReceivedFile:
         A C-STORE of an unchanged instance can send these as they are. Needs the group length
         element that the receiver always writes (explicit VR little endian, PS3.10 7.1).
         """
-        data = self.data
-        if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        head = self.head
+        if len(head) < PART10_PREFIX or head[128:138] != b"DICM\x02\x00\x00\x00UL":
+            return None
+        if len(head) != PART10_PREFIX + int.from_bytes(head[140:144], "little"):
             return None
         if self.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
             return None
-        group_length = int.from_bytes(data[140:144], "little")
-        return data[144 + group_length :]
+        return self.body
 
 
 class FileTransmitClient:
@@ -219,23 +251,25 @@ class Subscription:
                 return None
             try:
                 sock.settimeout(FRAME_TIMEOUT)
-                frame = read_frame(sock)
+                head = body = b""
+                message_type, header, payload_size = read_frame_start(sock)
+                if message_type == MessageType.FILE:
+                    head, body = recv_part10(sock, payload_size)
             except (OSError, ProtocolError) as err:
                 self._drop_connection(str(err) or type(err).__name__)
                 continue
             self._last_frame_at = time.monotonic()
-            if frame.type == MessageType.PING:
+            if message_type == MessageType.PING:
                 continue
-            if frame.type == MessageType.STORE_FAILED:
+            if message_type == MessageType.STORE_FAILED:
                 raise ReceiverStoreError(
                     f"ADIT's receiver could not store instance "
-                    f"{frame.header.get('sop_instance_uid')} of the C-MOVE from "
-                    f"{self.topic.calling_ae_title}: {frame.header.get('message')}"
+                    f"{header.get('sop_instance_uid')} of the C-MOVE from "
+                    f"{self.topic.calling_ae_title}: {header.get('message')}"
                 )
-            if frame.type != MessageType.FILE:
-                self._drop_connection(f"unexpected {frame.type.name} frame")
+            if message_type != MessageType.FILE:
+                self._drop_connection(f"unexpected {message_type.name} frame")
                 continue
-            header = frame.header
             seq = int(header["seq"])
             try:
                 send_frame(sock, MessageType.ACK, {"seq": seq})
@@ -249,7 +283,8 @@ class Subscription:
                 series_instance_uid=str(header.get("series_instance_uid", "")),
                 transfer_syntax_uid=str(header.get("transfer_syntax_uid", "")),
                 calling_ae_title=str(header.get("calling_ae_title", "")),
-                data=frame.payload,
+                head=head,
+                body=body,
             )
 
     def iter_instances(

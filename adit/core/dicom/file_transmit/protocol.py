@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import io
 import json
 import socket
 import struct
@@ -111,6 +112,35 @@ def recv_exactly(sock: socket.socket, size: int, *, at_frame_start: bool = False
     return bytes(buffer)
 
 
+def recv_bytes(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes read from the socket straight into one `bytes` object.
+
+    `recv_exactly` fills a buffer and copies it into `bytes`; for a received image that second
+    copy of half a megabyte (and the fresh pages it touches) was a sixth of what a worker spent
+    per relayed instance. A `BufferedReader` of buffer size 1 reads a large request directly
+    into the `bytes` it returns and keeps nothing buffered, so the socket stays in step.
+    """
+    data = io.BufferedReader(socket.SocketIO(sock, "rb"), buffer_size=1).read(size)
+    if data is None or len(data) < size:
+        received = len(data or b"")
+        raise ConnectionError(f"connection closed in the middle of a frame ({received}/{size})")
+    return data
+
+
+PART10_PREFIX = 144  # preamble, "DICM" and the file meta group length element (PS3.10 7.1)
+
+
+def recv_part10(sock: socket.socket, size: int) -> tuple[bytes, bytes]:
+    """A FILE payload of `size` bytes as (preamble and file meta, data set), read separately so
+    that the data set needs no copy to be relayed as it came. A payload that does not start
+    like a Part-10 file comes back as (its first bytes, the rest)."""
+    head = recv_exactly(sock, min(size, PART10_PREFIX))
+    if len(head) == PART10_PREFIX and head[128:138] == b"DICM\x02\x00\x00\x00UL":
+        meta_length = min(int.from_bytes(head[140:144], "little"), size - PART10_PREFIX)
+        head += recv_exactly(sock, meta_length)
+    return head, recv_bytes(sock, size - len(head))
+
+
 def max_header_size(message_type: MessageType) -> int:
     return MAX_SUBSCRIBE_HEADER_SIZE if message_type == MessageType.SUBSCRIBE else MAX_HEADER_SIZE
 
@@ -144,12 +174,17 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def read_frame(sock: socket.socket) -> Frame:
-    """Reads one whole frame (blocking, subject to the socket's timeout)."""
+def read_frame_start(sock: socket.socket) -> tuple[MessageType, dict[str, Any], int]:
+    """Reads a frame's prefix and header: (type, header, payload size still to be read)."""
     prefix = recv_exactly(sock, PREFIX.size, at_frame_start=True)
     message_type, header_size, payload_size = decode_prefix(prefix)
-    header = decode_header(recv_exactly(sock, header_size))
-    payload = recv_exactly(sock, payload_size) if payload_size else b""
+    return message_type, decode_header(recv_exactly(sock, header_size)), payload_size
+
+
+def read_frame(sock: socket.socket) -> Frame:
+    """Reads one whole frame (blocking, subject to the socket's timeout)."""
+    message_type, header, payload_size = read_frame_start(sock)
+    payload = recv_bytes(sock, payload_size) if payload_size else b""
     return Frame(message_type, header, payload)
 
 

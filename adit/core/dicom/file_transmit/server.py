@@ -61,10 +61,13 @@ class Expectations:
         self,
         condition: threading.Condition,
         on_topic_ended: Callable[[Topic], object] | None = None,
+        on_ended: Callable[[Expectation], object] | None = None,
     ) -> None:
         self._condition = condition
         self._by_topic: dict[Topic, list[Expectation]] = {}
-        # Called (holding the condition) when the last expectation of a topic has ended.
+        # Called (holding the condition) when an expectation has ended, and when the last
+        # expectation of a topic has ended.
+        self._on_ended = on_ended
         self._on_topic_ended = on_topic_ended
 
     def add(self, topic: Topic, sop_instance_uids: frozenset[str]) -> Expectation:
@@ -81,6 +84,7 @@ class Expectations:
             expectations = self._by_topic.get(expectation.topic, [])
             if expectation in expectations:
                 expectations.remove(expectation)
+                self._ended([expectation])
             if not expectations:
                 self._topic_ended(expectation.topic)
 
@@ -95,11 +99,17 @@ class Expectations:
         expectations = self._by_topic.get(topic, [])
         live = [e for e in expectations if e.ends_at is None or e.ends_at > now]
         if len(live) != len(expectations):
+            self._ended([e for e in expectations if e not in live])
             if live:
                 self._by_topic[topic] = live
             else:
                 self._topic_ended(topic)
         return live
+
+    def _ended(self, ended: list[Expectation]) -> None:
+        if self._on_ended is not None:
+            for expectation in ended:
+                self._on_ended(expectation)
 
     def _topic_ended(self, topic: Topic) -> None:
         self._by_topic.pop(topic, None)
@@ -109,6 +119,16 @@ class Expectations:
     def expects(self, topic: Topic, sop_instance_uid: str) -> bool:
         with self._condition:
             return any(sop_instance_uid in e.sop_instance_uids for e in self._live(topic))
+
+    def holders(self, topic: Topic, sop_instance_uid: str) -> list[Expectation]:
+        """The live expectations waiting for an instance (called holding the condition; it
+        changes nothing, so the spool may call it while it indexes an entry)."""
+        now = time.monotonic()
+        return [
+            e
+            for e in self._by_topic.get(topic, ())
+            if (e.ends_at is None or e.ends_at > now) and sop_instance_uid in e.sop_instance_uids
+        ]
 
     def report_store_failure(self, topic: Topic, sop_instance_uid: str, message: str) -> None:
         """Tells every subscription expecting the instance that it could not be stored."""
@@ -179,6 +199,8 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
             return
 
         expectation = transmit.expectations.add(topic, expected)
+        # What a resumed subscription missed stays until it acknowledges it.
+        spool.hold(topic, after_seq, expectation, expected)
         said_bye = {"value": False}
         try:
             self._deliver(
@@ -231,6 +253,8 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
                                 unacked.discard(seq)
                                 transmit.acknowledged += 1
                             spool.condition.notify_all()
+                        # The worker has the file: the spool need not keep it for this one.
+                        spool.acknowledge(seq, expectation)
                     elif ack.type == MessageType.BYE:
                         said_bye["value"] = True
                         break
@@ -327,7 +351,13 @@ class FileTransmitServer:
         self.stopping = False
         # The move a topic's files were pushed for is over once no subscription expects
         # anything of the topic: its files go at once (no retention, no replay to a later move).
-        self.expectations = Expectations(spool.condition, on_topic_ended=spool.discard)
+        # An entry stays only while a subscription that expects it has not taken it yet.
+        self.expectations = Expectations(
+            spool.condition,
+            on_topic_ended=spool.discard,
+            on_ended=lambda expectation: spool.release(expectation.topic, expectation),
+        )
+        spool.holders = self.expectations.holders
         self.acknowledged = 0
         """Files subscribers confirmed to have received (all subscriptions, this run)."""
         self._tcp = _TransmitTCPServer((host, port), _SubscriptionHandler, bind_and_activate=True)

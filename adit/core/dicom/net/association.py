@@ -62,7 +62,7 @@ from .pdus import (
     PDV_HEADER,
     RELEASE_RP,
     RELEASE_RQ,
-    SEND_BATCH_BYTES,
+    SEND_MAX_PARTS,
     UNLIMITED_PEER_FRAGMENT,
     abort_pdu,
     abort_text,
@@ -351,35 +351,35 @@ class Association:
     # --- messages ---------------------------------------------------------------------------
 
     def send_message(self, context_id: int, command: bytes, data: bytes | None = None) -> None:
-        """Sends a command set and its data set, fragmented to the peer's PDU size."""
-        batch = bytearray(
-            P_DATA_HEADER.pack(
-                P_DATA_TF_PDU, 0, len(command) + 6, len(command) + 2, context_id, 0x03
-            )
+        """Sends a command set and its data set, fragmented to the peer's PDU size.
+
+        The PDUs go out as a scatter/gather list (`sendmsg`): each fragment is a view of
+        `data`, so a relayed instance is never copied into a send buffer, and a whole message
+        takes one system call (or a few, for large data sets).
+        """
+        head = P_DATA_HEADER.pack(
+            P_DATA_TF_PDU, 0, len(command) + 6, len(command) + 2, context_id, 0x03
         )
-        batch += command
+        parts: list[bytes | memoryview] = [head + command]
+        if data is not None:
+            view = memoryview(data).cast("B")
+            total = len(view)
+            step = self.max_fragment
+            start = 0
+            while True:
+                fragment = view[start : start + step]
+                start += len(fragment)
+                control = 0x02 if start >= total else 0x00
+                size = len(fragment)
+                parts.append(
+                    P_DATA_HEADER.pack(P_DATA_TF_PDU, 0, size + 6, size + 2, context_id, control)
+                )
+                parts.append(fragment)
+                if control:
+                    break
         with self._send_lock:
             self._check_open()
-            if data is not None:
-                view = memoryview(data)
-                total = len(view)
-                step = self.max_fragment
-                start = 0
-                while True:
-                    fragment = view[start : start + step]
-                    start += len(fragment)
-                    control = 0x02 if start >= total else 0x00
-                    size = len(fragment)
-                    batch += P_DATA_HEADER.pack(
-                        P_DATA_TF_PDU, 0, size + 6, size + 2, context_id, control
-                    )
-                    batch += fragment
-                    if control:
-                        break
-                    if len(batch) >= SEND_BATCH_BYTES:
-                        self._sendall(batch)
-                        batch = bytearray()
-            self._sendall(batch)
+            self._send_parts(parts)
 
     def receive_message(self) -> Message:
         """The next complete DIMSE message from the peer (waits up to the DIMSE timeout)."""
@@ -541,6 +541,22 @@ class Association:
     def _sendall(self, data: bytes | bytearray) -> None:
         try:
             self._socket.sendall(data)
+        except OSError as error:
+            self.close()
+            raise UpperLayerError(_describe_os_error(error)) from error
+
+    def _send_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Sends all `parts` in order, as few `sendmsg` calls as the kernel allows."""
+        try:
+            while parts:
+                sent = self._socket.sendmsg(parts[:SEND_MAX_PARTS])
+                done = 0
+                while done < len(parts) and sent >= len(parts[done]):
+                    sent -= len(parts[done])
+                    done += 1
+                parts = parts[done:]
+                if sent:
+                    parts[0] = memoryview(parts[0])[sent:]
         except OSError as error:
             self.close()
             raise UpperLayerError(_describe_os_error(error)) from error

@@ -40,8 +40,8 @@ A_ABORT_PDU = 0x07
 MAX_PDU_RECEIVE = 1024 * 1024
 # Fragments ADIT sends when the peer announces no limit (0).
 UNLIMITED_PEER_FRAGMENT = 1024 * 1024
-# Outgoing PDUs are gathered up to this size before one `sendall()`.
-SEND_BATCH_BYTES = 1024 * 1024
+# Buffers handed to one `sendmsg()` (Linux's IOV_MAX is 1024).
+SEND_MAX_PARTS = 512
 # Size of the read buffer in front of the socket: many small PDUs per `recv()`.
 READ_BUFFER_BYTES = 256 * 1024
 # The largest A-ASSOCIATE-RQ/AC/RJ ADIT reads. 128 presentation contexts with a dozen transfer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -10,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from adit.core.dicom.errors import RetriableDicomError
 from adit.core.dicom.file_transmit import (
@@ -20,12 +23,15 @@ from adit.core.dicom.file_transmit import (
     FileTransmitServer,
     MessageType,
     ProtocolError,
+    ReceivedFile,
     Spool,
+    Subscription,
     Topic,
     decode_prefix,
     encode_frame,
     read_frame,
 )
+from adit.core.dicom.file_transmit.protocol import recv_part10
 from adit.core.dicom.testing.peers import dataset_to_bytes
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.testing import wait_until
@@ -89,6 +95,25 @@ def test_truncated_frame_is_an_error_not_a_clean_close():
         _frame_over_socket(data)
 
 
+@pytest.mark.parametrize("part10", [True, False])
+def test_a_file_payload_is_read_as_part10_header_and_data_set(part10):
+    # The worker reads the data set into its own bytes, ready to be relayed without a copy;
+    # anything that is not Part-10 arrives whole and unsplit, never half taken for a header.
+    ds = make_study("FT-SPLIT", series=(("CT", 1),))[0]
+    payload = dataset_to_bytes(ds) if part10 else b"no DICOM here" * 20
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(payload)
+        head, body = recv_part10(right, len(payload))
+    assert head + body == payload
+    received = ReceivedFile.from_part10(payload, transfer_syntax_uid=ExplicitVRLittleEndian)
+    if part10:
+        assert body == received.encoded_dataset() == encoded_dataset(ds)
+        assert (received.head, received.body) == (head, body)
+    else:
+        assert received.encoded_dataset() is None
+
+
 def test_topic_validation():
     assert Topic(" PACS_1 ", "1.2.3").calling_ae_title == "PACS_1"
     with pytest.raises(ValueError, match="calling AE title"):
@@ -107,15 +132,19 @@ def test_topic_validation():
 
 
 def _add(spool: Spool, topic: Topic, ds: Dataset):
-    data = dataset_to_bytes(ds)
     return spool.add(
         topic,
-        lambda file: file.write(data),
+        encoded_dataset(ds),
         sop_instance_uid=ds.SOPInstanceUID,
         sop_class_uid=ds.SOPClassUID,
         series_instance_uid=ds.SeriesInstanceUID,
         transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
     )
+
+
+def encoded_dataset(ds: Dataset) -> bytes:
+    """The data set's bytes as a C-STORE carries them (Part-10 file without its meta)."""
+    return ReceivedFile.from_part10(dataset_to_bytes(ds)).encoded_dataset() or b""
 
 
 @pytest.fixture
@@ -128,29 +157,54 @@ def test_spool_survives_a_restart_with_a_new_epoch(tmp_path: Path, study):
     spool = Spool(tmp_path)
     for ds in study[:3]:
         _add(spool, topic, ds)
-    (tmp_path / "incoming" / "half-written.dcm").write_bytes(b"junk")
 
     reloaded = Spool(tmp_path)
 
     assert reloaded.epoch != spool.epoch
-    assert [e.sop_instance_uid for e in reloaded.entries(topic)] == [
-        ds.SOPInstanceUID for ds in study[:3]
+    # Everything a subscription needs comes back from the files themselves (no metadata files).
+    assert [
+        (e.topic, e.sop_instance_uid, e.sop_class_uid, e.series_instance_uid, e.transfer_syntax_uid)
+        for e in reloaded.entries(topic)
+    ] == [
+        (
+            topic,
+            ds.SOPInstanceUID,
+            ds.SOPClassUID,
+            ds.SeriesInstanceUID,
+            ds.file_meta.TransferSyntaxUID,
+        )
+        for ds in study[:3]
     ]
-    assert not list((tmp_path / "incoming").iterdir())
+    assert sorted(path.suffix for path in (tmp_path / "files").iterdir()) == [".dcm"] * 3
+
+
+def test_a_spooled_file_is_the_received_data_set_as_part10(tmp_path: Path, study):
+    ds = study[-1]  # RLE Lossless: the received bytes are kept in their transfer syntax
+    entry = _add(Spool(tmp_path), Topic("PACS_1", ds.StudyInstanceUID), ds)
+
+    assert entry.path.stat().st_mode & 0o777 == 0o600
+    spooled = dcmread(entry.path)
+    assert spooled.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert spooled.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert spooled.file_meta.SourceApplicationEntityTitle == "PACS_1"
+    assert spooled.PixelData == ds.PixelData
+    assert entry.path.read_bytes().endswith(encoded_dataset(ds))
 
 
 def test_a_torn_file_left_by_a_crash_is_dropped_on_reload(tmp_path: Path, study):
     topic = Topic(AE, study[0].StudyInstanceUID)
     spool = Spool(tmp_path)
     whole, torn = _add(spool, topic, study[0]), _add(spool, topic, study[1])
-    # Without fsync a machine crash may leave the renamed file shorter than written.
-    torn.path.write_bytes(torn.path.read_bytes()[:100])
+    # Without fsync a machine crash may leave a file shorter than written.
+    torn.path.write_bytes(torn.path.read_bytes()[:-100])
+    foreign = tmp_path / "files" / "junk.dcm"
+    foreign.write_bytes(b"junk")
 
     reloaded = Spool(tmp_path)
 
     assert [e.sop_instance_uid for e in reloaded.entries(topic)] == [whole.sop_instance_uid]
     assert not torn.path.exists()
-    assert not torn.path.with_suffix(".json").exists()
+    assert not foreign.exists()
 
 
 def test_spool_expiry_removes_files(tmp_path: Path, study):
@@ -164,19 +218,25 @@ def test_spool_expiry_removes_files(tmp_path: Path, study):
     assert spool.next_entry(topic, 0) == (None, 0)
 
 
-def test_failed_write_publishes_nothing(tmp_path: Path, study):
+def test_failed_write_publishes_nothing(tmp_path: Path, study, monkeypatch):
     topic = Topic(AE, study[0].StudyInstanceUID)
     spool = Spool(tmp_path)
+    written = []
 
-    def broken(file):
-        file.write(b"partial")
-        raise OSError("disk full")
+    def disk_full_after_the_header(descriptor, data):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(len(data))
+        return real_write(descriptor, data)
 
-    with pytest.raises(OSError, match="disk full"):
-        spool.add(topic, broken, sop_instance_uid="1.2.3")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", disk_full_after_the_header)
+    with pytest.raises(OSError, match="No space left"):
+        _add(spool, topic, study[0])
+    monkeypatch.undo()
+    assert written  # the file was begun, then removed
     assert len(spool) == 0
     assert not list((tmp_path / "files").iterdir())
-    assert not list((tmp_path / "incoming").iterdir())
 
 
 # --- server and client ------------------------------------------------------------------------
@@ -447,17 +507,62 @@ def test_with_a_shared_secret_only_subscribers_that_know_it_get_files(tmp_path: 
         transmit.stop()
 
 
-def test_the_files_of_a_move_leave_the_spool_when_its_subscription_ends(server, study):
-    # No retention after the move: nothing of it can be replayed to a later one.
+def test_the_spool_holds_only_what_the_worker_has_not_taken(server, study):
+    # A file goes once the subscription has acknowledged it: the spool is a hand-over buffer,
+    # never the whole study, and nothing of a move can be replayed to a later one.
     topic = Topic(AE, study[0].StudyInstanceUID)
     with _client(server).subscribe(topic, _uids(study)) as subscription:
         for ds in study:
             _add(server.spool, topic, ds)
+        assert len(server.spool) == len(study)
         received = list(subscription.iter_instances(inactivity_timeout=5))
-        assert len(server.spool) == len(study)  # kept while the move may still need them
+        wait_until(lambda: len(server.spool) == 0, what="the acknowledged files gone")
+        assert not list((server.spool.files_dir).iterdir())
     assert _uids(received) == _uids(study)
+
+
+def test_the_files_of_a_move_leave_the_spool_when_its_subscription_ends(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    with _client(server).subscribe(topic, _uids(study)):
+        for ds in study:
+            _add(server.spool, topic, ds)
+        assert len(server.spool) == len(study)  # not taken yet
     wait_until(lambda: len(server.spool) == 0, what="the spool emptied")
     assert not list((server.spool.files_dir).iterdir())
+
+
+def test_a_file_stays_until_every_subscription_that_expects_it_took_it(server, study):
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    uids = _uids(study[:1])
+    with _client(server).subscribe(topic, uids) as one, _client(server).subscribe(topic, uids):
+        _add(server.spool, topic, study[0])
+        assert one.receive(5) is not None
+        time.sleep(0.3)  # the ACK of the first arrived; the second has not read its copy
+        assert len(server.spool) == 1
+    wait_until(lambda: len(server.spool) == 0, what="the spool emptied")
+
+
+def test_a_resumed_subscription_gets_what_it_missed_after_a_restart_then_it_goes(
+    tmp_path: Path, study
+):
+    spool_dir = tmp_path / "spool"
+    first = Spool(spool_dir)
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    for ds in study[:2]:
+        _add(first, topic, ds)
+    transmit = FileTransmitServer(Spool(spool_dir), "127.0.0.1", 0, heartbeat_interval=0.5)
+    transmit.start()
+    try:
+        # A subscription from before the receiver restarted resumes from the time it began.
+        subscription = Subscription(_client(transmit), topic, _uids(study), window=16)
+        subscription.epoch, subscription.since = first.epoch, 0.0
+        subscription.connect()
+        with subscription:
+            got = [subscription.receive(5) for _ in study[:2]]
+            assert [file.sop_instance_uid for file in got if file] == _uids(study[:2])
+            wait_until(lambda: len(transmit.spool) == 0, what="the taken files gone")
+    finally:
+        transmit.stop()
 
 
 def test_a_dropped_subscriptions_files_stay_for_its_reconnect_and_go_after_the_grace(server, study):

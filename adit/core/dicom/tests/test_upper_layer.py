@@ -124,6 +124,7 @@ class Recorder:
         original_abort = cls.abort
         original_release = cls.release
         original_sendall = cls._sendall
+        original_send_parts = cls._send_parts
         original_read_pdu = pdus.read_pdu
         recorder = self
 
@@ -165,6 +166,11 @@ class Recorder:
                 recorder.outgoing.append(bytes(data))
             return original_sendall(self, data)
 
+        def send_parts(self, parts):
+            with recorder._lock:
+                recorder.outgoing.append(b"".join(parts))
+            return original_send_parts(self, parts)
+
         def read_pdu(reader):
             pdu = original_read_pdu(reader)
             with recorder._lock:
@@ -177,6 +183,7 @@ class Recorder:
         monkeypatch.setattr(cls, "abort", abort)
         monkeypatch.setattr(cls, "release", release)
         monkeypatch.setattr(cls, "_sendall", sendall)
+        monkeypatch.setattr(cls, "_send_parts", send_parts)
         monkeypatch.setattr(association, "read_pdu", read_pdu)
 
     def outgoing_pdu_types(self) -> list[int]:
