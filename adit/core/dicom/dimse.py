@@ -57,6 +57,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .completeness import check_complete
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
+from .encoding import encode_dataset
 from .errors import DicomError, RetriableDicomError
 from .net import association, commands, errors, statuses
 from .net.c_echo import c_echo
@@ -996,6 +997,11 @@ def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
 
 def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:
     """`ds` (without file meta) encoded as a DIMSE data set in `transfer_syntax`."""
+    if transfer_syntax not in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        # Raw elements as bytes, in one pass (what pydicom writes, see `encoding`).
+        fast = encode_dataset(ds, transfer_syntax == ImplicitVRLittleEndian, True)
+        if fast is not None:
+            return fast
     encoded = encode(
         ds,
         is_implicit_vr=transfer_syntax == ImplicitVRLittleEndian,

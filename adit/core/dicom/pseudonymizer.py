@@ -32,6 +32,23 @@ series, and another seed gives unrelated values. ADIT derives the seed from the 
 secret and the pseudonym (`adit.core.deidentification.pseudonymization_seed`): the same patient
 under the same pseudonym links up across every job, app and API call of one installation.
 
+Work done once per study, not per instance
+------------------------------------------
+The instances of a study repeat each other: the same patient, study, institution, physicians,
+dates and mostly the same sequences. Decoding each of these elements, asking dicognito for its
+replacement and encoding the result again cost about 3 ms per instance, more than a C-STORE of
+its half megabyte of pixels. So the walk keeps, per patient, what each top-level element *as
+received* (its bytes, VR, encoding and character set) became, as the raw bytes pydicom would
+write for the result (`encoding.raw_element`), and gives the next instance with the same element
+those very bytes. A replacement that reads another element has it in its key as well: a name
+reads the PatientSex (dicognito picks first names by it), a date is shifted together with its
+time, cleaned text depends on the instance's identifying values. Only elements as received take
+part (an instance built in memory is walked element by element as before), and the result is the
+same byte for byte (`test_pseudonymizer_equivalence.py` checks a varied corpus against the
+digests of the plain walk). The elements every instance gets (pseudonym, method, codes) are built
+once per pseudonymizer too. Unchanged and reused elements stay raw, so `encoding.encode_dataset`
+writes the instance with one copy of its pixels.
+
 What was replaced is returned by :meth:`Pseudonymizer.pseudonymize` as a
 :class:`PseudonymizedInstance` (original and new PatientID, Study, Series and SOP Instance UID);
 :class:`InstanceTransformer` hands each one to its ``on_pseudonymized`` callback and collects the
@@ -56,7 +73,8 @@ from dicognito.randomizer import Randomizer
 from dicognito.uianonymizer import UIAnonymizer
 from pydicom import DataElement
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -79,11 +97,13 @@ from .deid_profile import (
 )
 from .dimse import (
     SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
     forget_received_encoding,
     uid_of,
 )
+from .encoding import raw_element
 
 DEFAULT_EXCLUDE_MODALITIES: tuple[str, ...] = ("PR", "SR")
 """Modalities skipped when pseudonymizing: reports and presentation states often carry names
@@ -249,6 +269,75 @@ _VALUE_KEYWORDS = (
 CLEANED_TEXT = "***"
 
 
+# --- reusing the work of earlier instances ------------------------------------------------------
+
+# Steps whose result `Pseudonymizer._memoized` keeps (the others are cheap on raw bytes).
+_MEMOIZED = frozenset(
+    {"U", "NAME", "SHIFT", "ID", "CLEAN", "REMOVED", "DUMMY_DA", "DUMMY_TM", "DUMMY_DT"}
+    | {f"SQ{mode}" for mode in (_NORMAL, _DUMMY, _CLEAN)}
+)
+# A patient's memo is emptied beyond this (counted: the input bytes of the keys plus a little).
+_MEMO_LIMIT_BYTES = 32 * 1024 * 1024
+_PATIENT_SEX = BaseTag(0x00100040)
+_CONVERTED = object()  # the state of an element that is no longer as received
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Received:
+    """How the instance being walked was encoded when it arrived (Little Endian only)."""
+
+    implicit: bool
+    encodings: object  # its SpecificCharacterSet value, as pydicom's writer takes it
+    key: tuple
+
+
+def _received_form(ds: Dataset) -> _Received | None:
+    """The encoding `ds` was decoded from, or None when it was not decoded (built in memory) or
+    is Big Endian: then every element is worked on as before, nothing is reused."""
+    implicit, little = ds.original_encoding
+    if implicit is None or not little:
+        return None
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    charset = tuple(encodings) if isinstance(encodings, list | MultiValue) else encodings
+    return _Received(bool(implicit), encodings, (bool(implicit), charset))
+
+
+def _state(ds: Dataset, tag: int) -> object:
+    """What a step may read of another element: its bytes as received, None when absent."""
+    element = ds._dict.get(tag)
+    if element is None:
+        return None
+    if type(element) is RawDataElement:
+        return (element.VR, element.value)
+    return _CONVERTED
+
+
+@functools.lru_cache(maxsize=1024)
+def _time_tag_of(date_tag: int) -> BaseTag | None:
+    """The TM element dicognito shifts together with a DA element (its keyword's "Time")."""
+    time_tag = tag_for_keyword(keyword_for_tag(date_tag).replace("Date", "Time"))
+    return None if time_tag is None else BaseTag(time_tag)
+
+
+def _as_received(
+    ds: Dataset, tags: tuple[int, ...], received: _Received
+) -> tuple[tuple[BaseTag, RawDataElement | None], ...] | None:
+    """The elements at `tags` as raw elements of the received encoding (converted ones are
+    replaced by the bytes pydicom writes for them); None if one cannot be."""
+    result = []
+    elements = ds._dict
+    for tag in tags:
+        element = elements.get(tag)
+        if element is not None and type(element) is not RawDataElement:
+            element = raw_element(element, received.implicit, received.encodings)
+            if element is None:
+                return None
+            elements[BaseTag(tag)] = element
+        result.append((BaseTag(tag), element))
+    return tuple(result)
+
+
 def _text_values(value) -> list[str]:
     if value is None:
         return []
@@ -309,6 +398,9 @@ class _PatientGenerators:
             next(h for h in handlers if isinstance(h, DateTimeAnonymizer))
         )
         self.randomizer = Randomizer(seed)
+        # What elements of this patient's instances became (see `Pseudonymizer._memoized`).
+        self.memo: dict[tuple, tuple[tuple[BaseTag, RawDataElement | None], ...] | None] = {}
+        self.memo_bytes = 0
 
     def dummy_id(self, value: str) -> str:
         """A consistent dummy for a short text (an ID or label): 8 characters A–Z, 0–9."""
@@ -366,6 +458,7 @@ class Pseudonymizer:
         )
         self._generators: dict[str, _PatientGenerators] = {}
         self._decisions: dict[tuple[int, str | None, int], str] = {}
+        self._records: dict[tuple, dict[BaseTag, RawDataElement]] = {}
         self._method = self._method_elements()
 
     # --- what every instance records -------------------------------------------------------
@@ -416,27 +509,26 @@ class Pseudonymizer:
         if not hasattr(ds, "file_meta") or ds.file_meta is None:
             ds.ensure_file_meta()
         try:
+            received = _received_form(ds)
             pattern = identifying_text_pattern(ds) if self._cleans_text else None
-            self._walk(ds, generators, _NORMAL, pattern)
+            self._walk(ds, generators, _NORMAL, pattern, received)
             for tag in _FILE_META_IDENTIFYING:
                 if tag in ds.file_meta:
                     del ds.file_meta[tag]
+            if received is not None:
+                ds._dict.update(self._record_of(pseudonym, received))
         except Exception as err:
             # The SOP Instance UID is not PHI; the patient's identifiers must not be in the text.
             raise PseudonymizationError(
                 f"Pseudonymization failed for instance {originals[2] or '?'}: {type(err).__name__}"
             ) from err
-        ds.PatientID = pseudonym
-        ds.PatientName = pseudonym
-        ds.PatientIdentityRemoved = "YES"
-        words, codes, temporal = self._method
-        ds.DeidentificationMethod = list(words)
-        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
-        ds.LongitudinalTemporalInformationModified = temporal
-        if "SOPInstanceUID" in ds:
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if "SOPClassUID" in ds:
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        if received is None:
+            self._set_record(ds, pseudonym)
+        # Read without converting the elements (they stay as the bytes to send).
+        if SOP_INSTANCE_UID in ds._dict:
+            ds.file_meta.MediaStorageSOPInstanceUID = uid_of(ds, SOP_INSTANCE_UID)
+        if SOP_CLASS_UID in ds._dict:
+            ds.file_meta.MediaStorageSOPClassUID = uid_of(ds, SOP_CLASS_UID)
         return PseudonymizedInstance(
             original_patient_id,
             pseudonym,
@@ -448,10 +540,42 @@ class Pseudonymizer:
             uid_of(ds, SOP_INSTANCE_UID),
         )
 
+    def _set_record(self, ds: Dataset, pseudonym: str) -> None:
+        """The pseudonym and what was done (see the module docstring)."""
+        ds.PatientID = pseudonym
+        ds.PatientName = pseudonym
+        ds.PatientIdentityRemoved = "YES"
+        words, codes, temporal = self._method
+        ds.DeidentificationMethod = list(words)
+        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
+        ds.LongitudinalTemporalInformationModified = temporal
+
+    def _record_of(self, pseudonym: str, received: _Received) -> dict[BaseTag, RawDataElement]:
+        """`_set_record`'s elements as the bytes pydicom writes for them in that encoding,
+        built once per pseudonym and encoding (an instance gets the same immutable objects)."""
+        key = (pseudonym, received.key)
+        record = self._records.get(key)
+        if record is None:
+            scratch = Dataset()
+            self._set_record(scratch, pseudonym)
+            record = {}
+            for element in scratch:
+                raw = raw_element(element, received.implicit, received.encodings)
+                if raw is None:  # not reachable for these elements; fail loudly if it were
+                    raise ValueError(f"cannot encode {element.keyword}")
+                record[BaseTag(element.tag)] = raw
+            self._records[key] = record
+        return record
+
     # --- the walk ------------------------------------------------------------------------------
 
     def _walk(
-        self, ds: Dataset, generators: _PatientGenerators, mode: int, pattern: re.Pattern | None
+        self,
+        ds: Dataset,
+        generators: _PatientGenerators,
+        mode: int,
+        pattern: re.Pattern | None,
+        received: _Received | None = None,
     ) -> None:
         elements = ds._dict
         kept_private_blocks: set[tuple[int, int]] = set()
@@ -481,6 +605,10 @@ class Pseudonymizer:
             if decision is None:
                 decision = self._decide(tag, vr, mode)
                 self._decisions[key] = decision
+            if received is not None and type(element) is RawDataElement:
+                if decision in _MEMOIZED or (decision == "K" and element.VR == "UN" and vr):
+                    self._memoized(ds, tag, element, vr, decision, generators, pattern, received)
+                    continue
             if decision != "K":
                 self._apply(ds, tag, element, vr, decision, generators, pattern)
             elif element.VR == "UN" and vr is not None:
@@ -488,6 +616,62 @@ class Pseudonymizer:
         for tag in private_creators:
             if (tag >> 16, tag & 0xFF) not in kept_private_blocks:
                 del ds[tag]
+
+    def _memoized(
+        self,
+        ds: Dataset,
+        tag: BaseTag,
+        element: RawDataElement,
+        vr: str | None,
+        decision: str,
+        generators: _PatientGenerators,
+        pattern: re.Pattern | None,
+        received: _Received,
+    ) -> None:
+        """`_apply` (or the decoding of an element received as UN) for a top-level element as
+        received, done once per distinct input: the next instance of the study with the same
+        element gets the same result as the bytes it was encoded to.
+
+        The result depends on the element's bytes, the VR it resolves to, the step, the
+        instance's encoding and character set, and on what the step reads besides: a name's
+        replacement on the PatientSex beside it, a shifted date on its time (which it shifts
+        too), cleaned text on the instance's identifying values (`pattern`). All of that is in
+        the key; the patient's seed is in `generators`, which holds the memo.
+        """
+        context: object = None
+        affected: tuple[int, ...] = (tag,)
+        if decision == "NAME":
+            # dicognito reads (and so decodes) the PatientSex: it is part of the result too.
+            context = _state(ds, _PATIENT_SEX)
+            affected = (tag, _PATIENT_SEX)
+        elif decision == "SHIFT" and vr == "DA":
+            time_tag = _time_tag_of(tag)
+            if time_tag is not None:
+                context = _state(ds, time_tag)
+                affected = (tag, time_tag)
+        elif decision == "CLEAN":
+            context = pattern
+        key = (tag, element.VR, vr, decision, element.value, element.length, context, received.key)
+        memo = generators.memo
+        result = memo.get(key, _MISSING) if context is not _CONVERTED else None
+        if result is None or result is _MISSING:
+            if decision == "K":
+                ds[tag]  # noqa: B018 - decoding gives it its real VR
+            else:
+                self._apply(ds, tag, element, vr, decision, generators, pattern)
+            if result is _MISSING:
+                if generators.memo_bytes > _MEMO_LIMIT_BYTES:
+                    memo.clear()
+                    generators.memo_bytes = 0
+                memo[key] = _as_received(ds, affected, received)
+                generators.memo_bytes += len(element.value or b"") + 200
+            return
+        elements = ds._dict
+        for affected_tag, raw in result:
+            if raw is None:
+                elements.pop(affected_tag, None)
+            else:
+                elements[affected_tag] = raw
 
     def _is_safe_private(self, ds: Dataset, tag: int) -> bool:
         group, element = tag >> 16, tag & 0xFFFF
