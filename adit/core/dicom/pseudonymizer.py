@@ -64,6 +64,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
@@ -80,6 +81,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from .deid_profile import (
     BASIC_PROFILE_CODE,
@@ -303,7 +305,7 @@ def _received_form(ds: Dataset) -> _Received | None:
     return _Received(bool(implicit), encodings, (bool(implicit), charset))
 
 
-def _state(ds: Dataset, tag: int) -> object:
+def _state(ds: Dataset, tag: BaseTag) -> object:
     """What a step may read of another element: its bytes as received, None when absent."""
     element = ds._dict.get(tag)
     if element is None:
@@ -321,20 +323,20 @@ def _time_tag_of(date_tag: int) -> BaseTag | None:
 
 
 def _as_received(
-    ds: Dataset, tags: tuple[int, ...], received: _Received
+    ds: Dataset, tags: tuple[BaseTag, ...], received: _Received
 ) -> tuple[tuple[BaseTag, RawDataElement | None], ...] | None:
     """The elements at `tags` as raw elements of the received encoding (converted ones are
     replaced by the bytes pydicom writes for them); None if one cannot be."""
-    result = []
+    result: list[tuple[BaseTag, RawDataElement | None]] = []
     elements = ds._dict
     for tag in tags:
         element = elements.get(tag)
-        if element is not None and type(element) is not RawDataElement:
+        if isinstance(element, DataElement):
             element = raw_element(element, received.implicit, received.encodings)
             if element is None:
                 return None
-            elements[BaseTag(tag)] = element
-        result.append((BaseTag(tag), element))
+            elements[tag] = element
+        result.append((tag, element))
     return tuple(result)
 
 
@@ -526,9 +528,9 @@ class Pseudonymizer:
             self._set_record(ds, pseudonym)
         # Read without converting the elements (they stay as the bytes to send).
         if SOP_INSTANCE_UID in ds._dict:
-            ds.file_meta.MediaStorageSOPInstanceUID = uid_of(ds, SOP_INSTANCE_UID)
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(uid_of(ds, SOP_INSTANCE_UID))
         if SOP_CLASS_UID in ds._dict:
-            ds.file_meta.MediaStorageSOPClassUID = uid_of(ds, SOP_CLASS_UID)
+            ds.file_meta.MediaStorageSOPClassUID = UID(uid_of(ds, SOP_CLASS_UID))
         return PseudonymizedInstance(
             original_patient_id,
             pseudonym,
@@ -639,7 +641,7 @@ class Pseudonymizer:
         the key; the patient's seed is in `generators`, which holds the memo.
         """
         context: object = None
-        affected: tuple[int, ...] = (tag,)
+        affected: tuple[BaseTag, ...] = (tag,)
         if decision == "NAME":
             # dicognito reads (and so decodes) the PatientSex: it is part of the result too.
             context = _state(ds, _PATIENT_SEX)
@@ -667,7 +669,7 @@ class Pseudonymizer:
                 generators.memo_bytes += len(element.value or b"") + 200
             return
         elements = ds._dict
-        for affected_tag, raw in result:
+        for affected_tag, raw in cast(tuple[tuple[BaseTag, RawDataElement | None], ...], result):
             if raw is None:
                 elements.pop(affected_tag, None)
             else:
