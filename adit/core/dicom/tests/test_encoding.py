@@ -17,15 +17,17 @@ from pydicom.dataelem import RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import (
+    UID,
+    CTImageStorage,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
 )
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
 
 from adit.core.dicom.dimse import _decode_from, _encode_for
-from adit.core.dicom.encoding import encode_dataset, raw_element
+from adit.core.dicom.encoding import encode_dataset, file_meta, raw_element
 from adit.core.dicom.testing.phi_corpus import make_phi_corpus
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.dicom.tests.test_pseudonymizer_raw import rich_dataset, transfer_bytes
@@ -157,3 +159,43 @@ def test_raw_element_holds_what_pydicom_writes(syntax):
         converted._dict[tag] = raw
         assert pydicom_encoding(converted, syntax) == expected, element.keyword
         assert encode_dataset(converted, implicit, True) == expected, element.keyword
+
+
+@pytest.mark.parametrize("instance_uid", ["1.2.840.113619.2.55.3.1", "1.2.840.113619.2.55.3.12"])
+def test_file_meta_is_what_pynetdicom_creates(instance_uid):
+    for syntax in (ExplicitVRLittleEndian, RLELossless):
+        expected = create_file_meta(
+            sop_class_uid=UID(CTImageStorage),
+            sop_instance_uid=UID(instance_uid),
+            transfer_syntax=UID(syntax),
+        )
+        for _ in range(2):  # built, then from the template
+            meta = file_meta(CTImageStorage, instance_uid, syntax)
+            assert encode_file_meta(meta) == encode_file_meta(expected)
+            assert meta.MediaStorageSOPInstanceUID == expected.MediaStorageSOPInstanceUID
+            assert meta.TransferSyntaxUID == syntax
+            assert meta.original_encoding == (False, True)
+
+
+def test_file_meta_elements_are_not_shared():
+    first = file_meta(CTImageStorage, "1.2.3", ExplicitVRLittleEndian)
+    second = file_meta(CTImageStorage, "1.2.4", ExplicitVRLittleEndian)
+    first.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    first.ImplementationVersionName = "CHANGED"
+    assert second.MediaStorageSOPClassUID == CTImageStorage
+    assert second.ImplementationVersionName != "CHANGED"
+    assert file_meta(CTImageStorage, "1.2.5", ExplicitVRLittleEndian).MediaStorageSOPClassUID == (
+        CTImageStorage
+    )
+
+
+def test_file_meta_without_instance_uid_fails_to_encode_like_pynetdicom():
+    expected = create_file_meta(
+        sop_class_uid=UID(CTImageStorage),
+        sop_instance_uid=UID(""),
+        transfer_syntax=UID(ExplicitVRLittleEndian),
+    )
+    with pytest.raises(AttributeError, match="Media Storage SOP Instance UID"):
+        encode_file_meta(expected)
+    with pytest.raises(AttributeError, match="Media Storage SOP Instance UID"):
+        encode_file_meta(file_meta(CTImageStorage, "", ExplicitVRLittleEndian))
