@@ -27,8 +27,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
-from pydicom.uid import UID, ExplicitVRLittleEndian  # noqa: E402
-from pynetdicom.dsutils import create_file_meta  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 
 from adit.core.dicom.completeness import check_complete  # noqa: E402
 from adit.core.dicom.dimse import (  # noqa: E402
@@ -38,6 +37,7 @@ from adit.core.dicom.dimse import (  # noqa: E402
     received_encoding,
     remember_received_encoding,
 )
+from adit.core.dicom.encoding import file_meta  # noqa: E402
 from adit.core.dicom.pseudonymizer import InstanceTransformer  # noqa: E402
 from adit.core.dicom.testing.synthetic import make_large_study  # noqa: E402
 
@@ -48,11 +48,7 @@ def received(encoded: bytes, sop_class: str, sop_instance: str):
     """What `DimseConnector._received_instance` makes of a C-STORE sub-operation's data set."""
     check_complete(encoded, SYNTAX)
     ds = _decode_from(encoded, SYNTAX)
-    ds.file_meta = create_file_meta(
-        sop_class_uid=UID(sop_class),
-        sop_instance_uid=UID(sop_instance),
-        transfer_syntax=UID(SYNTAX),
-    )
+    ds.file_meta = file_meta(sop_class, sop_instance, SYNTAX)
     remember_received_encoding(ds, SYNTAX, encoded)
     return ds
 

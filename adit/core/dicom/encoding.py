@@ -143,6 +143,7 @@ def raw_element(element: DataElement, is_implicit_vr: bool, encodings) -> RawDat
     return RawDataElement(BaseTag(element.tag), vr, length, value, 0, is_implicit_vr, True)
 
 
+MEDIA_STORAGE_SOP_CLASS_UID = BaseTag(0x00020002)
 MEDIA_STORAGE_SOP_INSTANCE_UID = BaseTag(0x00020003)
 
 
@@ -157,14 +158,20 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
     """
     meta = FileMetaDataset()
     meta._dict.update(_file_meta_template(sop_class_uid, transfer_syntax))
-    value = sop_instance_uid.encode("latin-1")
-    if len(value) % 2:
-        value += b"\0"
-    meta._dict[MEDIA_STORAGE_SOP_INSTANCE_UID] = RawDataElement(
-        MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", len(value), value, 0, False, True
+    meta._dict[MEDIA_STORAGE_SOP_INSTANCE_UID] = ui_element(
+        MEDIA_STORAGE_SOP_INSTANCE_UID, sop_instance_uid
     )
     meta.set_original_encoding(False, True)
     return meta
+
+
+def ui_element(tag: BaseTag, uid: str) -> RawDataElement:
+    """A UI element (Explicit VR Little Endian) holding what pydicom writes for ``uid``: its
+    characters, padded to even length with NUL."""
+    value = uid.encode("latin-1")
+    if len(value) % 2:
+        value += b"\0"
+    return RawDataElement(tag, "UI", len(value), value, 0, False, True)
 
 
 @functools.lru_cache(maxsize=512)

@@ -76,7 +76,7 @@ from pydicom import DataElement
 from pydicom._uid_dict import UID_dictionary
 from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -105,7 +105,12 @@ from .dimse import (
     forget_received_encoding,
     uid_of,
 )
-from .encoding import raw_element
+from .encoding import (
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    raw_element,
+    ui_element,
+)
 
 DEFAULT_EXCLUDE_MODALITIES: tuple[str, ...] = ("PR", "SR")
 """Modalities skipped when pseudonymizing: reports and presentation states often carry names
@@ -183,8 +188,23 @@ def should_skip(
 ) -> bool:
     """Tells whether an instance's modality is one of ``exclude_modalities`` (case-insensitive)."""
     excluded = {modality.strip().upper() for modality in exclude_modalities if modality.strip()}
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = str(_peek(ds, _MODALITY) or "").strip().upper()
     return bool(modality) and modality in excluded
+
+
+_MODALITY = BaseTag(0x00080060)
+_BURNED_IN_ANNOTATION = BaseTag(0x00280301)
+
+
+def _peek(ds: Dataset, tag: BaseTag) -> object:
+    """An element's value (None when absent) as ``ds.get`` gives it, but without storing the
+    converted element: one that stays raw is sent or encoded as the bytes it arrived as."""
+    element = ds._dict.get(tag)
+    if element is None:
+        return None
+    if type(element) is RawDataElement:
+        return convert_raw_data_element(element, encoding=ds._character_set, ds=ds).value
+    return element.value
 
 
 class _TolerantDateTimeAnonymizer(ElementAnonymizer):
@@ -278,7 +298,8 @@ _MEMOIZED = frozenset(
     {"U", "NAME", "SHIFT", "ID", "CLEAN", "REMOVED", "DUMMY_DA", "DUMMY_TM", "DUMMY_DT"}
     | {f"SQ{mode}" for mode in (_NORMAL, _DUMMY, _CLEAN)}
 )
-# A patient's memo is emptied beyond this (counted: the input bytes of the keys plus a little).
+# All memos of a pseudonymizer are emptied beyond this (counted: the bytes of the elements
+# before and after, plus a little for the entry).
 _MEMO_LIMIT_BYTES = 32 * 1024 * 1024
 _PATIENT_SEX = BaseTag(0x00100040)
 _CONVERTED = object()  # the state of an element that is no longer as received
@@ -402,7 +423,6 @@ class _PatientGenerators:
         self.randomizer = Randomizer(seed)
         # What elements of this patient's instances became (see `Pseudonymizer._memoized`).
         self.memo: dict[tuple, tuple[tuple[BaseTag, RawDataElement | None], ...] | None] = {}
-        self.memo_bytes = 0
 
     def dummy_id(self, value: str) -> str:
         """A consistent dummy for a short text (an ID or label): 8 characters A–Z, 0–9."""
@@ -461,6 +481,7 @@ class Pseudonymizer:
         self._generators: dict[str, _PatientGenerators] = {}
         self._decisions: dict[tuple[int, str | None, int], str] = {}
         self._records: dict[tuple, dict[BaseTag, RawDataElement]] = {}
+        self._memo_bytes = 0
         self._method = self._method_elements()
 
     # --- what every instance records -------------------------------------------------------
@@ -486,6 +507,7 @@ class Pseudonymizer:
         if generators is None:
             if len(self._generators) > 1000:  # a long batch; earlier patients are done
                 self._generators.clear()
+                self._memo_bytes = 0
             generators = _PatientGenerators(self.anonymizer_seed(patient_id))
             self._generators[patient_id] = generators
         return generators
@@ -527,10 +549,15 @@ class Pseudonymizer:
         if received is None:
             self._set_record(ds, pseudonym)
         # Read without converting the elements (they stay as the bytes to send).
-        if SOP_INSTANCE_UID in ds._dict:
-            ds.file_meta.MediaStorageSOPInstanceUID = UID(uid_of(ds, SOP_INSTANCE_UID))
-        if SOP_CLASS_UID in ds._dict:
-            ds.file_meta.MediaStorageSOPClassUID = UID(uid_of(ds, SOP_CLASS_UID))
+        for tag, meta_tag in (
+            (SOP_INSTANCE_UID, MEDIA_STORAGE_SOP_INSTANCE_UID),
+            (SOP_CLASS_UID, MEDIA_STORAGE_SOP_CLASS_UID),
+        ):
+            if tag in ds._dict:
+                if received is None:
+                    setattr(ds.file_meta, keyword_for_tag(meta_tag), UID(uid_of(ds, tag)))
+                else:  # as the bytes pydicom writes for it
+                    ds.file_meta._dict[meta_tag] = ui_element(meta_tag, uid_of(ds, tag))
         return PseudonymizedInstance(
             original_patient_id,
             pseudonym,
@@ -662,11 +689,14 @@ class Pseudonymizer:
             else:
                 self._apply(ds, tag, element, vr, decision, generators, pattern)
             if result is _MISSING:
-                if generators.memo_bytes > _MEMO_LIMIT_BYTES:
-                    memo.clear()
-                    generators.memo_bytes = 0
-                memo[key] = _as_received(ds, affected, received)
-                generators.memo_bytes += len(element.value or b"") + 200
+                if self._memo_bytes > _MEMO_LIMIT_BYTES:
+                    for patient in self._generators.values():
+                        patient.memo.clear()
+                    self._memo_bytes = 0
+                result = memo[key] = _as_received(ds, affected, received)
+                self._memo_bytes += len(element.value or b"") + 200
+                for _, raw in result or ():
+                    self._memo_bytes += len(raw.value or b"") if raw is not None else 0
             return
         elements = ds._dict
         for affected_tag, raw in cast(tuple[tuple[BaseTag, RawDataElement | None], ...], result):
@@ -973,8 +1003,8 @@ class InstanceTransformer:
                 return None
             if not self.allow_burned_in:
                 reason = burned_in_annotation_risk(
-                    str(ds.get("BurnedInAnnotation", "") or ""),
-                    str(ds.get("SOPClassUID", "") or ""),
+                    str(_peek(ds, _BURNED_IN_ANNOTATION) or ""),
+                    uid_of(ds, SOP_CLASS_UID),
                 )
                 if reason is not None:
                     self.burned_in_count += 1

@@ -230,6 +230,17 @@ def test_one_pseudonymizer_for_the_corpus_gives_the_recorded_output(name, items,
                 )
 
 
+def test_memo_emptied_at_its_limit_changes_nothing(items, golden, monkeypatch):
+    from adit.core.dicom import pseudonymizer
+
+    monkeypatch.setattr(pseudonymizer, "_MEMO_LIMIT_BYTES", 2000)
+    shared = Pseudonymizer(seed=SEED, options=OPTION_SETS["modified-dates-clean"])
+    for _ in range(2):
+        for label, digest, _ds in run(shared, OPTION_SETS["modified-dates-clean"], items):
+            assert digest == golden["modified-dates-clean"][label], label
+        assert shared._memo_bytes <= 2000 + 64 * 1024  # emptied on the way, never far beyond
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--record"]:
         record()
