@@ -44,7 +44,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import build_context
-from pynetdicom.dsutils import create_file_meta, decode, encode
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -58,6 +58,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .completeness import check_complete
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
+from .encoding import encode_dataset, file_meta
 from .errors import DicomError, RetriableDicomError
 from .net import association, commands, errors, statuses
 from .net.c_echo import c_echo
@@ -690,10 +691,8 @@ class DimseConnector:
             # Pixel Data) is refused, not passed on with short pixel data.
             check_complete(message.data, transfer_syntax)
             ds = _decode_from(message.data, transfer_syntax)
-            ds.file_meta = create_file_meta(
-                sop_class_uid=UID(message.ui(commands.AFFECTED_SOP_CLASS_UID)),
-                sop_instance_uid=UID(message.ui(commands.AFFECTED_SOP_INSTANCE_UID)),
-                transfer_syntax=UID(transfer_syntax),
+            ds.file_meta = file_meta(
+                message.ui(commands.AFFECTED_SOP_CLASS_UID), sop_instance_uid, transfer_syntax
             )
         except Exception as error:
             logger.warning("C-GET on %s: undecodable instance received", self.server)
@@ -1115,6 +1114,11 @@ def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
 
 def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:
     """`ds` (without file meta) encoded as a DIMSE data set in `transfer_syntax`."""
+    if transfer_syntax not in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        # Raw elements as bytes, in one pass (what pydicom writes, see `encoding`).
+        fast = encode_dataset(ds, transfer_syntax == ImplicitVRLittleEndian, True)
+        if fast is not None:
+            return fast
     encoded = encode(
         ds,
         is_implicit_vr=transfer_syntax == ImplicitVRLittleEndian,

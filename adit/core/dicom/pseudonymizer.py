@@ -32,6 +32,23 @@ series, and another seed gives unrelated values. ADIT derives the seed from the 
 secret and the pseudonym (`adit.core.deidentification.pseudonymization_seed`): the same patient
 under the same pseudonym links up across every job, app and API call of one installation.
 
+Work done once per study, not per instance
+------------------------------------------
+The instances of a study repeat each other: the same patient, study, institution, physicians,
+dates and mostly the same sequences. Decoding each of these elements, asking dicognito for its
+replacement and encoding the result again cost about 3 ms per instance, more than a C-STORE of
+its half megabyte of pixels. So the walk keeps, per patient, what each top-level element *as
+received* (its bytes, VR, encoding and character set) became, as the raw bytes pydicom would
+write for the result (`encoding.raw_element`), and gives the next instance with the same element
+those very bytes. A replacement that reads another element has it in its key as well: a name
+reads the PatientSex (dicognito picks first names by it), a date is shifted together with its
+time, cleaned text depends on the instance's identifying values. Only elements as received take
+part (an instance built in memory is walked element by element as before), and the result is the
+same byte for byte (`test_pseudonymizer_equivalence.py` checks a varied corpus against the
+digests of the plain walk). The elements every instance gets (pseudonym, method, codes) are built
+once per pseudonymizer too. Unchanged and reused elements stay raw, so `encoding.encode_dataset`
+writes the instance with one copy of its pixels.
+
 What was replaced is returned by :meth:`Pseudonymizer.pseudonymize` as a
 :class:`PseudonymizedInstance` (original and new PatientID, Study, Series and SOP Instance UID);
 :class:`InstanceTransformer` hands each one to its ``on_pseudonymized`` callback and collects the
@@ -47,6 +64,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
@@ -56,12 +74,14 @@ from dicognito.randomizer import Randomizer
 from dicognito.uianonymizer import UIAnonymizer
 from pydicom import DataElement
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from .deid_profile import (
     BASIC_PROFILE_CODE,
@@ -79,10 +99,17 @@ from .deid_profile import (
 )
 from .dimse import (
     SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
     forget_received_encoding,
     uid_of,
+)
+from .encoding import (
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    raw_element,
+    ui_element,
 )
 
 DEFAULT_EXCLUDE_MODALITIES: tuple[str, ...] = ("PR", "SR")
@@ -161,8 +188,23 @@ def should_skip(
 ) -> bool:
     """Tells whether an instance's modality is one of ``exclude_modalities`` (case-insensitive)."""
     excluded = {modality.strip().upper() for modality in exclude_modalities if modality.strip()}
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = str(_peek(ds, _MODALITY) or "").strip().upper()
     return bool(modality) and modality in excluded
+
+
+_MODALITY = BaseTag(0x00080060)
+_BURNED_IN_ANNOTATION = BaseTag(0x00280301)
+
+
+def _peek(ds: Dataset, tag: BaseTag) -> object:
+    """An element's value (None when absent) as ``ds.get`` gives it, but without storing the
+    converted element: one that stays raw is sent or encoded as the bytes it arrived as."""
+    element = ds._dict.get(tag)
+    if element is None:
+        return None
+    if type(element) is RawDataElement:
+        return convert_raw_data_element(element, encoding=ds._character_set, ds=ds).value
+    return element.value
 
 
 class _TolerantDateTimeAnonymizer(ElementAnonymizer):
@@ -249,6 +291,76 @@ _VALUE_KEYWORDS = (
 CLEANED_TEXT = "***"
 
 
+# --- reusing the work of earlier instances ------------------------------------------------------
+
+# Steps whose result `Pseudonymizer._memoized` keeps (the others are cheap on raw bytes).
+_MEMOIZED = frozenset(
+    {"U", "NAME", "SHIFT", "ID", "CLEAN", "REMOVED", "DUMMY_DA", "DUMMY_TM", "DUMMY_DT"}
+    | {f"SQ{mode}" for mode in (_NORMAL, _DUMMY, _CLEAN)}
+)
+# All memos of a pseudonymizer are emptied beyond this (counted: the bytes of the elements
+# before and after, plus a little for the entry).
+_MEMO_LIMIT_BYTES = 32 * 1024 * 1024
+_PATIENT_SEX = BaseTag(0x00100040)
+_CONVERTED = object()  # the state of an element that is no longer as received
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Received:
+    """How the instance being walked was encoded when it arrived (Little Endian only)."""
+
+    implicit: bool
+    encodings: object  # its SpecificCharacterSet value, as pydicom's writer takes it
+    key: tuple
+
+
+def _received_form(ds: Dataset) -> _Received | None:
+    """The encoding `ds` was decoded from, or None when it was not decoded (built in memory) or
+    is Big Endian: then every element is worked on as before, nothing is reused."""
+    implicit, little = ds.original_encoding
+    if implicit is None or not little:
+        return None
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    charset = tuple(encodings) if isinstance(encodings, list | MultiValue) else encodings
+    return _Received(bool(implicit), encodings, (bool(implicit), charset))
+
+
+def _state(ds: Dataset, tag: BaseTag) -> object:
+    """What a step may read of another element: its bytes as received, None when absent."""
+    element = ds._dict.get(tag)
+    if element is None:
+        return None
+    if type(element) is RawDataElement:
+        return (element.VR, element.value)
+    return _CONVERTED
+
+
+@functools.lru_cache(maxsize=1024)
+def _time_tag_of(date_tag: int) -> BaseTag | None:
+    """The TM element dicognito shifts together with a DA element (its keyword's "Time")."""
+    time_tag = tag_for_keyword(keyword_for_tag(date_tag).replace("Date", "Time"))
+    return None if time_tag is None else BaseTag(time_tag)
+
+
+def _as_received(
+    ds: Dataset, tags: tuple[BaseTag, ...], received: _Received
+) -> tuple[tuple[BaseTag, RawDataElement | None], ...] | None:
+    """The elements at `tags` as raw elements of the received encoding (converted ones are
+    replaced by the bytes pydicom writes for them); None if one cannot be."""
+    result: list[tuple[BaseTag, RawDataElement | None]] = []
+    elements = ds._dict
+    for tag in tags:
+        element = elements.get(tag)
+        if isinstance(element, DataElement):
+            element = raw_element(element, received.implicit, received.encodings)
+            if element is None:
+                return None
+            elements[tag] = element
+        result.append((tag, element))
+    return tuple(result)
+
+
 def _text_values(value) -> list[str]:
     if value is None:
         return []
@@ -309,6 +421,8 @@ class _PatientGenerators:
             next(h for h in handlers if isinstance(h, DateTimeAnonymizer))
         )
         self.randomizer = Randomizer(seed)
+        # What elements of this patient's instances became (see `Pseudonymizer._memoized`).
+        self.memo: dict[tuple, tuple[tuple[BaseTag, RawDataElement | None], ...] | None] = {}
 
     def dummy_id(self, value: str) -> str:
         """A consistent dummy for a short text (an ID or label): 8 characters A–Z, 0–9."""
@@ -366,6 +480,8 @@ class Pseudonymizer:
         )
         self._generators: dict[str, _PatientGenerators] = {}
         self._decisions: dict[tuple[int, str | None, int], str] = {}
+        self._records: dict[tuple, dict[BaseTag, RawDataElement]] = {}
+        self._memo_bytes = 0
         self._method = self._method_elements()
 
     # --- what every instance records -------------------------------------------------------
@@ -391,6 +507,7 @@ class Pseudonymizer:
         if generators is None:
             if len(self._generators) > 1000:  # a long batch; earlier patients are done
                 self._generators.clear()
+                self._memo_bytes = 0
             generators = _PatientGenerators(self.anonymizer_seed(patient_id))
             self._generators[patient_id] = generators
         return generators
@@ -416,27 +533,31 @@ class Pseudonymizer:
         if not hasattr(ds, "file_meta") or ds.file_meta is None:
             ds.ensure_file_meta()
         try:
+            received = _received_form(ds)
             pattern = identifying_text_pattern(ds) if self._cleans_text else None
-            self._walk(ds, generators, _NORMAL, pattern)
+            self._walk(ds, generators, _NORMAL, pattern, received)
             for tag in _FILE_META_IDENTIFYING:
                 if tag in ds.file_meta:
                     del ds.file_meta[tag]
+            if received is not None:
+                ds._dict.update(self._record_of(pseudonym, received))
         except Exception as err:
             # The SOP Instance UID is not PHI; the patient's identifiers must not be in the text.
             raise PseudonymizationError(
                 f"Pseudonymization failed for instance {originals[2] or '?'}: {type(err).__name__}"
             ) from err
-        ds.PatientID = pseudonym
-        ds.PatientName = pseudonym
-        ds.PatientIdentityRemoved = "YES"
-        words, codes, temporal = self._method
-        ds.DeidentificationMethod = list(words)
-        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
-        ds.LongitudinalTemporalInformationModified = temporal
-        if "SOPInstanceUID" in ds:
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if "SOPClassUID" in ds:
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        if received is None:
+            self._set_record(ds, pseudonym)
+        # Read without converting the elements (they stay as the bytes to send).
+        for tag, meta_tag in (
+            (SOP_INSTANCE_UID, MEDIA_STORAGE_SOP_INSTANCE_UID),
+            (SOP_CLASS_UID, MEDIA_STORAGE_SOP_CLASS_UID),
+        ):
+            if tag in ds._dict:
+                if received is None:
+                    setattr(ds.file_meta, keyword_for_tag(meta_tag), UID(uid_of(ds, tag)))
+                else:  # as the bytes pydicom writes for it
+                    ds.file_meta._dict[meta_tag] = ui_element(meta_tag, uid_of(ds, tag))
         return PseudonymizedInstance(
             original_patient_id,
             pseudonym,
@@ -448,10 +569,42 @@ class Pseudonymizer:
             uid_of(ds, SOP_INSTANCE_UID),
         )
 
+    def _set_record(self, ds: Dataset, pseudonym: str) -> None:
+        """The pseudonym and what was done (see the module docstring)."""
+        ds.PatientID = pseudonym
+        ds.PatientName = pseudonym
+        ds.PatientIdentityRemoved = "YES"
+        words, codes, temporal = self._method
+        ds.DeidentificationMethod = list(words)
+        ds.DeidentificationMethodCodeSequence = _code_sequence(codes)
+        ds.LongitudinalTemporalInformationModified = temporal
+
+    def _record_of(self, pseudonym: str, received: _Received) -> dict[BaseTag, RawDataElement]:
+        """`_set_record`'s elements as the bytes pydicom writes for them in that encoding,
+        built once per pseudonym and encoding (an instance gets the same immutable objects)."""
+        key = (pseudonym, received.key)
+        record = self._records.get(key)
+        if record is None:
+            scratch = Dataset()
+            self._set_record(scratch, pseudonym)
+            record = {}
+            for element in scratch:
+                raw = raw_element(element, received.implicit, received.encodings)
+                if raw is None:  # not reachable for these elements; fail loudly if it were
+                    raise ValueError(f"cannot encode {element.keyword}")
+                record[BaseTag(element.tag)] = raw
+            self._records[key] = record
+        return record
+
     # --- the walk ------------------------------------------------------------------------------
 
     def _walk(
-        self, ds: Dataset, generators: _PatientGenerators, mode: int, pattern: re.Pattern | None
+        self,
+        ds: Dataset,
+        generators: _PatientGenerators,
+        mode: int,
+        pattern: re.Pattern | None,
+        received: _Received | None = None,
     ) -> None:
         elements = ds._dict
         kept_private_blocks: set[tuple[int, int]] = set()
@@ -481,6 +634,10 @@ class Pseudonymizer:
             if decision is None:
                 decision = self._decide(tag, vr, mode)
                 self._decisions[key] = decision
+            if received is not None and type(element) is RawDataElement:
+                if decision in _MEMOIZED or (decision == "K" and element.VR == "UN" and vr):
+                    self._memoized(ds, tag, element, vr, decision, generators, pattern, received)
+                    continue
             if decision != "K":
                 self._apply(ds, tag, element, vr, decision, generators, pattern)
             elif element.VR == "UN" and vr is not None:
@@ -488,6 +645,65 @@ class Pseudonymizer:
         for tag in private_creators:
             if (tag >> 16, tag & 0xFF) not in kept_private_blocks:
                 del ds[tag]
+
+    def _memoized(
+        self,
+        ds: Dataset,
+        tag: BaseTag,
+        element: RawDataElement,
+        vr: str | None,
+        decision: str,
+        generators: _PatientGenerators,
+        pattern: re.Pattern | None,
+        received: _Received,
+    ) -> None:
+        """`_apply` (or the decoding of an element received as UN) for a top-level element as
+        received, done once per distinct input: the next instance of the study with the same
+        element gets the same result as the bytes it was encoded to.
+
+        The result depends on the element's bytes, the VR it resolves to, the step, the
+        instance's encoding and character set, and on what the step reads besides: a name's
+        replacement on the PatientSex beside it, a shifted date on its time (which it shifts
+        too), cleaned text on the instance's identifying values (`pattern`). All of that is in
+        the key; the patient's seed is in `generators`, which holds the memo.
+        """
+        context: object = None
+        affected: tuple[BaseTag, ...] = (tag,)
+        if decision == "NAME":
+            # dicognito reads (and so decodes) the PatientSex: it is part of the result too.
+            context = _state(ds, _PATIENT_SEX)
+            affected = (tag, _PATIENT_SEX)
+        elif decision == "SHIFT" and vr == "DA":
+            time_tag = _time_tag_of(tag)
+            if time_tag is not None:
+                context = _state(ds, time_tag)
+                affected = (tag, time_tag)
+        elif decision == "CLEAN":
+            context = pattern
+        key = (tag, element.VR, vr, decision, element.value, element.length, context, received.key)
+        memo = generators.memo
+        result = memo.get(key, _MISSING) if context is not _CONVERTED else None
+        if result is None or result is _MISSING:
+            if decision == "K":
+                ds[tag]  # noqa: B018 - decoding gives it its real VR
+            else:
+                self._apply(ds, tag, element, vr, decision, generators, pattern)
+            if result is _MISSING:
+                if self._memo_bytes > _MEMO_LIMIT_BYTES:
+                    for patient in self._generators.values():
+                        patient.memo.clear()
+                    self._memo_bytes = 0
+                result = memo[key] = _as_received(ds, affected, received)
+                self._memo_bytes += len(element.value or b"") + 200
+                for _, raw in result or ():
+                    self._memo_bytes += len(raw.value or b"") if raw is not None else 0
+            return
+        elements = ds._dict
+        for affected_tag, raw in cast(tuple[tuple[BaseTag, RawDataElement | None], ...], result):
+            if raw is None:
+                elements.pop(affected_tag, None)
+            else:
+                elements[affected_tag] = raw
 
     def _is_safe_private(self, ds: Dataset, tag: int) -> bool:
         group, element = tag >> 16, tag & 0xFFFF
@@ -787,8 +1003,8 @@ class InstanceTransformer:
                 return None
             if not self.allow_burned_in:
                 reason = burned_in_annotation_risk(
-                    str(ds.get("BurnedInAnnotation", "") or ""),
-                    str(ds.get("SOPClassUID", "") or ""),
+                    str(_peek(ds, _BURNED_IN_ANNOTATION) or ""),
+                    uid_of(ds, SOP_CLASS_UID),
                 )
                 if reason is not None:
                     self.burned_in_count += 1
