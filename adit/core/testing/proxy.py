@@ -1,4 +1,5 @@
-"""A TCP proxy for tests: counts the connections it forwards, and can slow them down."""
+"""A TCP proxy for tests: counts the connections it forwards, can slow them down, and can keep
+every byte the client sent (what left a browser, however the page built its requests)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ class CountingProxy:
     """Forwards TCP connections to a target and records how many were open at the same time."""
 
     def __init__(
-        self, target_port: int, target_host: str = LOOPBACK, delay_per_chunk: float = 0.0
+        self,
+        target_port: int,
+        target_host: str = LOOPBACK,
+        delay_per_chunk: float = 0.0,
+        record_sent: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
+        # With record_sent, the bytes each connection's client sent, as on the wire.
+        self.record_sent = record_sent
+        self._sent: list[bytearray] = []
         # Seconds to wait before forwarding each chunk from the client: a slow network or server.
         self.delay_per_chunk = delay_per_chunk
         self.listener = socket.create_server((LOOPBACK, 0))
         self.port = self.listener.getsockname()[1]
+        self.url = f"http://{LOOPBACK}:{self.port}"
         self.listener.settimeout(0.2)  # so that the accept loop notices __exit__
         self.lock = threading.Lock()
         self.open_now = 0
@@ -71,7 +80,12 @@ class CountingProxy:
             self._connections.append((client, upstream))
         back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
         back.start()
-        self._pipe(client, upstream, self.delay_per_chunk)
+        record = None
+        if self.record_sent:
+            record = bytearray()
+            with self.lock:
+                self._sent.append(record)
+        self._pipe(client, upstream, self.delay_per_chunk, record, self.lock)
         # ADIT has closed its end: the association no longer counts as ADIT's, however long
         # the server takes to close its side.
         self._closed()
@@ -81,16 +95,36 @@ class CountingProxy:
             sock.close()
 
     @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket, delay: float = 0.0) -> None:
+    def _pipe(
+        source: socket.socket,
+        target: socket.socket,
+        delay: float = 0.0,
+        record: bytearray | None = None,
+        lock: threading.Lock | None = None,
+    ) -> None:
         try:
             while data := source.recv(65536):
                 if delay:
                     time.sleep(delay)
+                if record is not None and lock is not None:
+                    with lock:
+                        record += data
                 target.sendall(data)
         except OSError:
             pass
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
+
+    def sent(self) -> list[bytes]:
+        """What the clients sent (with `record_sent`), one byte string per connection."""
+        with self.lock:
+            return [bytes(record) for record in self._sent]
+
+    def clear(self) -> None:
+        """Forget what was recorded so far (connections go on recording)."""
+        with self.lock:
+            for record in self._sent:
+                record.clear()
 
     def drop_connections(self) -> None:
         """Cuts every open connection at once at both ends (a server that went away)."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import socket
-import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,6 +14,7 @@ from adit.accounts.factories import GroupFactory, UserFactory
 from adit.core.dicom.pseudonymizer import Pseudonymizer
 from adit.core.dicom.testing.peers import LOOPBACK
 from adit.core.models import DicomNodeGroupAccess, DicomServer
+from adit.core.testing.proxy import CountingProxy
 from adit.upload.models import UPLOAD_DEID_OPTIONS
 
 PSEUDONYM = "UPL-1"
@@ -69,79 +68,13 @@ def encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-class RecordingProxy:
-    """A TCP relay in front of ADIT's web server that keeps every byte the browser sends.
+def recording_proxy(target_url: str) -> CountingProxy:
+    """A relay in front of ADIT's web server that keeps every byte the browser sends.
 
-    The browser talks to ADIT only through it (the page is opened at `url`), so what it
+    The browser talks to ADIT only through it (the page is opened at its `url`), so what it
     recorded is everything that left the browser for ADIT: request lines, headers and bodies
     exactly as on the wire, however the page built them (a Blob of file slices included, which
     DevTools' request interception does not show).
     """
-
-    def __init__(self, target_url: str) -> None:
-        parts = urlsplit(target_url)
-        self.target = (parts.hostname or LOOPBACK, parts.port or 80)
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(0.2)
-        self.url = f"http://{LOOPBACK}:{self.listener.getsockname()[1]}"
-        self._lock = threading.Lock()
-        self._sent: list[bytearray] = []
-        self._closing = False
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> RecordingProxy:
-        self._start(self._accept)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._closing = True
-        self.listener.close()
-
-    def _start(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target, timeout=10)
-            for sock in (client, upstream):
-                sock.settimeout(None)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            record = bytearray()
-            with self._lock:
-                self._sent.append(record)
-            self._start(self._pipe, client, upstream, record)
-            self._start(self._pipe, upstream, client, None)
-
-    def _pipe(self, source: socket.socket, target: socket.socket, record) -> None:
-        try:
-            while data := source.recv(1 << 16):
-                if record is not None:
-                    with self._lock:
-                        record += data
-                target.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, target):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def sent(self) -> list[bytes]:
-        """What the browser sent, one byte string per connection."""
-        with self._lock:
-            return [bytes(record) for record in self._sent]
-
-    def clear(self) -> None:
-        with self._lock:
-            for record in self._sent:
-                record.clear()
+    parts = urlsplit(target_url)
+    return CountingProxy(parts.port or 80, parts.hostname or LOOPBACK, record_sent=True)

@@ -22,7 +22,7 @@ from adit.core.testing.browser import login
 # daphne (ASGI) on the test database and a dicom worker, as the other browser tests use them.
 from adit.selective_transfer.tests.test_browser import daphne_url, dicom_worker  # noqa: F401
 
-from .conftest import PSEUDONYM, RecordingProxy, give_access, server_from_orthanc
+from .conftest import PSEUDONYM, give_access, recording_proxy, server_from_orthanc
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.peers, pytest.mark.django_db(transaction=True)]
 
@@ -143,7 +143,7 @@ def test_upload_a_folder_pseudonymized_in_the_browser(
     page.on("console", keep_warning)
     # Every byte the browser sends to ADIT passes the recording proxy (the page is opened
     # through it): that is what is searched for identifying values below.
-    with RecordingProxy(daphne_url) as proxy:
+    with recording_proxy(daphne_url) as proxy:
         url = proxy.url
         login(page, url, "uma", DEFAULT_PASSWORD)
         page.goto(f"{url}/upload/")
@@ -261,7 +261,7 @@ def test_failed_requests_are_retried_and_a_stopped_upload_resumes(
             route.continue_()
 
     page.route("**/upload/jobs/*/instances/", instances)
-    with RecordingProxy(daphne_url) as proxy:
+    with recording_proxy(daphne_url) as proxy:
         url = proxy.url
         login(page, url, "uma", DEFAULT_PASSWORD)
         page.goto(f"{url}/upload/")
