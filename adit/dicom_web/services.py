@@ -6,6 +6,7 @@ The views stay thin; everything here works with plain values and the DICOM layer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -34,6 +35,7 @@ from adit.core.deidentification import options_for_new_job, pseudonymization_see
 from adit.core.dicom.completeness import IncompleteDataSet, check_complete
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.part10 import EncodedInstance
 from adit.core.dicom.pseudonymizer import InstanceTransformer, PseudonymizationError
 from adit.core.dicom.query import (
     QueryDataset,
@@ -535,6 +537,22 @@ def encode_instance(ds: Dataset) -> bytes:
 
 _END = object()
 
+# What `InstanceStream` hands on per instance: its bytes, or the pieces they are made of (a
+# Part-10 header and a received data set, joined only into the chunk that goes out).
+Payload = bytes | tuple[bytes | memoryview, ...]
+
+
+def payload_pieces(payload: Payload) -> tuple[bytes | memoryview, ...]:
+    return payload if isinstance(payload, tuple) else (payload,)
+
+
+def payload_bytes(payload: Payload) -> bytes:
+    return payload if isinstance(payload, bytes) else b"".join(payload)
+
+
+def _payload_size(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(len(piece) for piece in payload)
+
 
 class InstanceStream:
     """Fetches instances in a background thread and hands them to an async consumer.
@@ -548,9 +566,9 @@ class InstanceStream:
     def __init__(
         self,
         operator: DicomOperator,
-        fetch: Callable[[], Iterator[Dataset]],
-        transform: Callable[[Dataset], Dataset | None],
-        encode: Callable[[Dataset], bytes],
+        fetch: Callable[[], Iterator[Any]],
+        transform: Callable[[Any], Any | None],
+        encode: Callable[[Any], Payload],
         queue_size: int = 4,
     ) -> None:
         self._operator = operator
@@ -560,6 +578,9 @@ class InstanceStream:
         self._items: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._pending_error: BaseException | None = None
+        # The event loop's consumer waiting for the next item, woken by `_put`.
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._waiter_lock = threading.Lock()
         self.count = 0
         self._thread = threading.Thread(target=self._run, name="wado-rs-fetch", daemon=True)
         self._thread.start()
@@ -568,9 +589,15 @@ class InstanceStream:
         while not self._stop.is_set():
             try:
                 self._items.put(item, timeout=0.2)
-                return True
             except queue.Full:
                 continue
+            with self._waiter_lock:
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                loop, ready = waiter
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(ready.set)
+            return True
         return False
 
     def _run(self) -> None:
@@ -616,7 +643,7 @@ class InstanceStream:
             self.count += 1
         return item
 
-    def first(self) -> bytes | None:
+    def first(self) -> Payload | None:
         """The first encoded instance, or None when there is none.
 
         Raises:
@@ -626,40 +653,67 @@ class InstanceStream:
         item = self._get()
         return None if item is _END else item
 
-    async def rest(self) -> AsyncIterator[bytes]:
+    async def rest(self) -> AsyncIterator[Payload]:
         """The remaining encoded instances."""
         async for items in self.rest_in_batches():
             for item in items:
                 yield item
 
-    async def rest_in_batches(self, max_bytes: int = 4 * 1024 * 1024) -> AsyncIterator[list[bytes]]:
+    async def rest_in_batches(
+        self, max_bytes: int = 4 * 1024 * 1024
+    ) -> AsyncIterator[list[Payload]]:
         """The remaining encoded instances, as many at a time as are ready (up to about
-        `max_bytes`): one hand-over between the fetch thread and the event loop per batch, not
-        per instance (on a loaded machine each hand-over may wait a time slice)."""
+        `max_bytes`): one message through daphne for several instances when the fetch is ahead.
+
+        The event loop never blocks and no thread is borrowed to wait: with nothing ready, the
+        consumer parks an `asyncio.Event` that the fetch thread sets (through the loop) with
+        its next item. A thread per hand-over cost more CPU than the hand-over itself.
+        """
+        loop = asyncio.get_running_loop()
         while True:
-            items = await asyncio.to_thread(self._get_ready, max_bytes)
-            if items and items[-1] is _END:
+            items = self._take_ready(max_bytes)
+            if not items:
+                ready = asyncio.Event()
+                with self._waiter_lock:
+                    if self._items.empty():  # checked under the lock `_put` takes: no lost wake-up
+                        self._waiter = (loop, ready)
+                    else:
+                        ready.set()
+                while not ready.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ready.wait(), 0.5)
+                    if self._stop.is_set() and self._items.empty():
+                        return  # closed while waiting (client gone)
+                continue
+            if items[-1] is _END:
                 if len(items) > 1:
                     yield items[:-1]
                 return
             yield items
 
-    def _get_ready(self, max_bytes: int) -> list:
-        """The next item (waiting for it) and those ready behind it; `_END` ends the list. An
-        error behind ready items is raised by the next call."""
-        items = [self._get()]
-        size = len(items[0]) if items[0] is not _END else 0
-        while items[-1] is not _END and size < max_bytes:
+    def _take_ready(self, max_bytes: int) -> list:
+        """The items ready now (none when the queue is empty), up to about `max_bytes`; `_END`
+        ends the list. An error is raised, behind ready items by the next call."""
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            self._stop.set()
+            raise error
+        items: list = []
+        size = 0
+        while size < max_bytes and (not items or items[-1] is not _END):
             try:
                 item = self._items.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, BaseException):
+                if not items:
+                    self._stop.set()
+                    raise item
                 self._pending_error = item
                 break
             if item is not _END:
                 self.count += 1
-                size += len(item)
+                size += _payload_size(item)
             items.append(item)
         return items
 
@@ -680,6 +734,13 @@ def fetcher(
     if series_uid is not None:
         return lambda: operator.fetch_series("", study_uid, series_uid)
     return lambda: operator.fetch_study("", study_uid)
+
+
+def encoded_fetcher(
+    operator: DicomOperator, study_uid: str, series_uid: str | None, image_uid: str | None
+) -> Callable[[], Iterator[EncodedInstance]]:
+    """`fetcher` for a retrieve that passes the instances on as they arrived (not decoded)."""
+    return lambda: operator.fetch_encoded("", study_uid, series_uid, image_uid)
 
 
 def exists(

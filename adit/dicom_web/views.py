@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from adit.audit.models import AuditEntry
 from adit.audit.services import record, record_query
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.part10 import EncodedInstance
 from adit.core.dicom.pseudonymizer import BURNED_IN_EXCLUSION_TEXT
 from adit.dicom_explorer.rendering import PreviewError
 
@@ -197,21 +198,24 @@ class WadoView(DicomWebView):
                 request, server, config, transformer, study_uid, series_uid, image_uid
             )
         operator = relay.retrieve_operator(server)
+        fetch = services.fetcher(operator, study_uid, series_uid, image_uid)
+        transform = services.transform_function(transformer)
         if self.metadata:
             wado_root = request.build_absolute_uri(f"/api/dicom-web/{ae_title}/wadors")
             # Pseudonymized UIDs are unknown to the source: no BulkDataURI could resolve.
             encode = resources.metadata_encoder(
                 None if transformer.pseudonym else lambda ds: _instance_url(wado_root, ds)
             )
+        elif transformer.is_noop and relay.accepts_any_transfer_syntax(
+            request.headers.get("Accept", "")
+        ):
+            # Passed on as they arrived: never decoded, never encoded again.
+            fetch = services.encoded_fetcher(operator, study_uid, series_uid, image_uid)
+            transform, encode = _unchanged, EncodedInstance.part10_pieces
         else:
             assert choice is not None
             encode = _instance_encoder(choice)
-        stream = services.InstanceStream(
-            operator,
-            services.fetcher(operator, study_uid, series_uid, image_uid),
-            services.transform_function(transformer),
-            encode,
-        )
+        stream = services.InstanceStream(operator, fetch, transform, encode)
         try:
             first = stream.first()
         except DicomError as error:
@@ -245,7 +249,7 @@ class WadoView(DicomWebView):
             response = StreamingHttpResponse(_json_array(first, stream), content_type=DICOM_JSON)
         elif choice is not None and not choice.multipart:
             stream.close()
-            response = HttpResponse(first, content_type="application/dicom")
+            response = HttpResponse(services.payload_bytes(first), content_type="application/dicom")
         else:
             boundary = new_boundary()
             response = StreamingHttpResponse(
@@ -289,6 +293,10 @@ def _instance_url(wado_root: str, ds) -> str:
     )
 
 
+def _unchanged(instance):
+    return instance
+
+
 def _instance_encoder(choice: Choice):
     def encode(ds) -> bytes:
         stored = resources.stored_syntax(ds)
@@ -323,14 +331,18 @@ def _audit_retrieve(request, server, transformer, study_uid, series_uid, image_u
     )
 
 
-async def _multipart(first: bytes, stream: services.InstanceStream, boundary: str):
+async def _multipart(first: services.Payload, stream: services.InstanceStream, boundary: str):
     header = part_header("application/dicom", boundary)
     try:
-        yield b"".join((header, first, b"\r\n"))
+        yield b"".join((header, *services.payload_pieces(first), b"\r\n"))
         # The parts ready at a time go out as one chunk: one message through daphne for
         # several instances.
         async for payloads in stream.rest_in_batches():
-            yield b"".join(piece for payload in payloads for piece in (header, payload, b"\r\n"))
+            yield b"".join(
+                piece
+                for payload in payloads
+                for piece in (header, *services.payload_pieces(payload), b"\r\n")
+            )
     except Exception as error:
         # The status line is sent already; a text part tells the client what went wrong.
         logger.warning("WADO-RS stream broke off after %d instance(s): %s", stream.count, error)
@@ -341,11 +353,11 @@ async def _multipart(first: bytes, stream: services.InstanceStream, boundary: st
     yield closing_delimiter(boundary)
 
 
-async def _json_array(first: bytes, stream: services.InstanceStream):
+async def _json_array(first: services.Payload, stream: services.InstanceStream):
     try:
-        yield b"[" + first
+        yield b"[" + services.payload_bytes(first)
         async for payload in stream.rest():
-            yield b"," + payload
+            yield b"," + services.payload_bytes(payload)
         yield b"]"
     finally:
         # On an error the JSON stays unterminated, so the client cannot mistake it for complete.

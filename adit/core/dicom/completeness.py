@@ -42,7 +42,7 @@ class IncompleteDataSet(ValueError):
 
 
 def check_complete(
-    encoded: bytes, transfer_syntax_uid: str, capture: Collection[int] = ()
+    encoded: bytes | memoryview, transfer_syntax_uid: str, capture: Collection[int] = ()
 ) -> dict[int, bytes]:
     """Raises `IncompleteDataSet` unless `encoded` is one whole data set in that syntax.
 
@@ -67,7 +67,7 @@ def text_value(value: bytes | None) -> str:
     return value.rstrip(b"\0 ").decode("ascii", "replace").strip() if value else ""
 
 
-def _inflate(deflated: bytes) -> bytes:
+def _inflate(deflated: bytes | memoryview) -> bytes:
     """The inflated data set, in bounded steps so that a bomb stops at the limit."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     inflated = bytearray()

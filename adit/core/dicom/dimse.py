@@ -23,7 +23,7 @@ import queue
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
@@ -56,7 +56,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from .completeness import check_complete
+from .completeness import check_complete, text_value
 from .config import LocalConfig, ServerConfig, prepare_dicom_libraries
 from .encoding import encode_dataset, file_meta
 from .errors import DicomError, RetriableDicomError
@@ -67,7 +67,8 @@ from .net.c_get import answer_sub_operation, c_get, c_get_cancel
 from .net.c_move import c_move, c_move_cancel
 from .net.c_store import c_store
 from .net.pool import AssociationPool
-from .query import QueryDataset, ResultDataset
+from .part10 import EncodedInstance
+from .query import QueryDataset, ResultDataset, has_wildcards
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,13 @@ _FIND_MODELS_IN_ORDER = (
 )
 
 _PENDING = (0xFF00, 0xFF01)
+# C-STORE statuses ADIT answers a sub-operation it refuses with (PS3.4 Table B.2-1; 0124 is
+# "Refused: Not Authorized" of PS3.7 Annex C, as the receiver answers what no C-MOVE asked for).
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_NOT_AUTHORIZED = 0x0124
+_T = TypeVar("_T")
+# (tag, keyword, UIDs) of the unique keys a C-GET names (`_asked_uids`).
+_AskedUids = tuple[tuple[int, str, frozenset[str]], ...]
 
 
 def _is_out_of_resources(status: int) -> bool:
@@ -594,13 +602,38 @@ class DimseConnector:
         C-FIND), proposed first (`storage_contexts_for`).
 
         Runs on the consumer's thread: each C-STORE sub-operation is acknowledged as soon as
-        its instance is decoded, then the instance is yielded; while the consumer works on it,
-        the next ones wait in the socket buffers and a slow consumer slows the sender down
-        instead of filling memory. Sub-operation counts of the final response are checked
-        after the last instance: all failed → `RetriableDicomError`; some failed → an entry in
-        `warnings`. Instances keep the bytes they arrived as (`remember_received_encoding`).
-        `result`, when given, receives the final sub-operation counts.
+        its instance is checked and decoded, then the instance is yielded; while the consumer
+        works on it, the next ones wait in the socket buffers and a slow consumer slows the
+        sender down instead of filling memory. Sub-operation counts of the final response are
+        checked after the last instance: all failed → `RetriableDicomError`; some failed → an
+        entry in `warnings`. Instances keep the bytes they arrived as
+        (`remember_received_encoding`). `result`, when given, receives the final counts.
         """
+        return self._c_get(query, sop_classes, result, self._received_instance)
+
+    def send_c_get_encoded(
+        self,
+        query: QueryDataset,
+        sop_classes: Iterable[str] = (),
+        result: RetrieveResult | None = None,
+    ) -> Iterator[EncodedInstance]:
+        """`send_c_get`, yielding each instance as it arrived, not decoded (`part10`).
+
+        The same checks come before each answer: the data set is whole and is the instance
+        its command names, of the study (and series) asked for. What is left out is only the
+        decoding, for a consumer that relays instances unchanged.
+        """
+        return self._c_get(query, sop_classes, result, self._received_encoded)
+
+    def _c_get(
+        self,
+        query: QueryDataset,
+        sop_classes: Iterable[str],
+        result: RetrieveResult | None,
+        receive: Callable[
+            [association.Association, commands.Message, _AskedUids], tuple[_T | None, int]
+        ],
+    ) -> Iterator[_T]:
         model = self._retrieve_model(
             "C-GET",
             query,
@@ -631,12 +664,13 @@ class DimseConnector:
                     "SCP role refused), so the study cannot be retrieved completely with C-GET"
                 )
             identifier = _encode_for(query.dataset, get_context.transfer_syntax)
+            asked = _asked_uids(query)
             for message in c_get(assoc, get_context, identifier):
                 if message.command_field == commands.C_STORE_RQ:
-                    ds, status = self._received_instance(assoc, message)
+                    instance, status = receive(assoc, message, asked)
                     answer_sub_operation(assoc, message, status)
-                    if ds is not None:
-                        yield ds
+                    if instance is not None:
+                        yield instance
                     continue
                 failed_uids: list[str] = []
                 if message.data is not None and message.status not in _PENDING:
@@ -676,34 +710,65 @@ class DimseConnector:
             logger.debug("C-CANCEL of the C-GET on %s failed; aborting", self.server, exc_info=True)
             return False
 
-    def _received_instance(
-        self, assoc: association.Association, message: commands.Message
-    ) -> tuple[Dataset | None, int]:
-        """The instance of a C-STORE sub-operation and the status to answer it with."""
+    def _received_encoded(
+        self, assoc: association.Association, message: commands.Message, asked: _AskedUids
+    ) -> tuple[EncodedInstance | None, int]:
+        """The instance of a C-STORE sub-operation, checked, and the status to answer it with.
+
+        One walk over the data set's structure (the receiver's): a data set cut short (e.g.
+        inside Pixel Data) is refused, not passed on with short pixel data, and so is one that
+        is not the instance its command names or not of the study (series, instance) the
+        C-GET asked for: ADIT keeps only what it asked for.
+        """
         context = assoc.accepted.get(message.context_id)
         if context is None or message.data is None:
             logger.warning("C-GET on %s: instance on an unknown context received", self.server)
-            return None, 0xC210
+            return None, STATUS_CANNOT_UNDERSTAND
         transfer_syntax = context.transfer_syntax
         sop_instance_uid = message.ui(commands.AFFECTED_SOP_INSTANCE_UID)
         try:
-            # The same structural walk as the receiver's: a data set cut short (e.g. inside
-            # Pixel Data) is refused, not passed on with short pixel data.
-            check_complete(message.data, transfer_syntax)
-            ds = _decode_from(message.data, transfer_syntax)
+            found = check_complete(message.data, transfer_syntax, capture=_IDENTITY_TAGS)
+        except Exception as error:
+            return self._refused(sop_instance_uid, f"cannot be decoded: {error}")
+        unasked = _not_asked_for(found, sop_instance_uid, asked)
+        if unasked:
+            return self._refused(sop_instance_uid, unasked, STATUS_NOT_AUTHORIZED)
+        instance = EncodedInstance(
+            message.ui(commands.AFFECTED_SOP_CLASS_UID),
+            sop_instance_uid,
+            transfer_syntax,
+            message.data,
+        )
+        return instance, 0x0000
+
+    def _received_instance(
+        self, assoc: association.Association, message: commands.Message, asked: _AskedUids
+    ) -> tuple[Dataset | None, int]:
+        """`_received_encoded`, decoded (file meta attached, the received bytes remembered)."""
+        instance, status = self._received_encoded(assoc, message, asked)
+        if instance is None:
+            return None, status
+        # Bytes of its own: a decoded instance may be copied or pickled, a view of a PDU not.
+        encoded = bytes(instance.data_set)
+        try:
+            ds = _decode_from(encoded, instance.transfer_syntax_uid)
             ds.file_meta = file_meta(
-                message.ui(commands.AFFECTED_SOP_CLASS_UID), sop_instance_uid, transfer_syntax
+                instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax_uid
             )
         except Exception as error:
-            logger.warning("C-GET on %s: undecodable instance received", self.server)
-            # The PACS's final counts do not know ADIT refused it; the task log must.
-            self.warnings.append(
-                f"C-GET on {self.server}: instance {sop_instance_uid} refused "
-                f"(cannot be decoded: {error})"
-            )
-            return None, 0xC210
-        remember_received_encoding(ds, transfer_syntax, message.data)
+            return self._refused(instance.sop_instance_uid, f"cannot be decoded: {error}")
+        remember_received_encoding(ds, instance.transfer_syntax_uid, encoded)
         return ds, 0x0000
+
+    def _refused(
+        self, sop_instance_uid: str, reason: str, status: int = STATUS_CANNOT_UNDERSTAND
+    ) -> tuple[None, int]:
+        logger.warning("C-GET on %s: received instance refused", self.server)
+        # The PACS's final counts do not know ADIT refused it; the task log must.
+        self.warnings.append(
+            f"C-GET on {self.server}: instance {sop_instance_uid} refused ({reason})"
+        )
+        return None, status
 
     def _take_retrieve_response(
         self,
@@ -1081,6 +1146,7 @@ SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
+_IDENTITY_TAGS = (SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)
 
 
 def uid_of(ds: Dataset, tag: int) -> str:
@@ -1112,6 +1178,20 @@ def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
     return received.transfer_syntax_uid, received.encoded
 
 
+def encoded_instance_of(ds: Dataset) -> EncodedInstance:
+    """A decoded instance as an `EncodedInstance`: the bytes it arrived as while it has not
+    changed, else encoded again in the transfer syntax of its file meta."""
+    received = received_encoding(ds)
+    if received is not None:
+        transfer_syntax, encoded = received
+    else:
+        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+        encoded = _encode_for(ds, transfer_syntax)
+    return EncodedInstance(
+        uid_of(ds, SOP_CLASS_UID), uid_of(ds, SOP_INSTANCE_UID), transfer_syntax, encoded
+    )
+
+
 def _encode_for(ds: Dataset, transfer_syntax: str) -> bytes:
     """`ds` (without file meta) encoded as a DIMSE data set in `transfer_syntax`."""
     if transfer_syntax not in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
@@ -1135,7 +1215,38 @@ def _encode_instance(ds: Dataset, transfer_syntax: str) -> bytes:
     return _encode_for(ds, transfer_syntax)
 
 
-def _decode_from(encoded: bytes, transfer_syntax: str) -> Dataset:
+def _asked_uids(query: QueryDataset) -> _AskedUids:
+    """(tag, keyword, UIDs) of each unique key the C-GET names: what its instances must carry.
+    Read once per C-GET: a query's value costs a pydicom conversion at each access."""
+    asked = []
+    for keyword, tag in (
+        ("StudyInstanceUID", STUDY_INSTANCE_UID),
+        ("SeriesInstanceUID", SERIES_INSTANCE_UID),
+        ("SOPInstanceUID", SOP_INSTANCE_UID),
+    ):
+        value = query.get_str(keyword)
+        if value and not has_wildcards(value):
+            asked.append((tag, keyword, frozenset(value.split("\\"))))
+    return tuple(asked)
+
+
+def _not_asked_for(found: dict[int, bytes], sop_instance_uid: str, asked: _AskedUids) -> str:
+    """Why a C-GET sub-operation's data set is not what the C-GET asked for ('' when it is):
+    the UIDs `check_complete` captured against its command and the query's unique keys."""
+    in_data_set = text_value(found.get(SOP_INSTANCE_UID))
+    if in_data_set != sop_instance_uid:
+        return (
+            f"its data set is instance {in_data_set or '(none)'}, not the {sop_instance_uid} "
+            "its C-STORE request names"
+        )
+    for tag, keyword, uids in asked:
+        value = text_value(found.get(tag))
+        if value not in uids:
+            return f"its {keyword} {value or '(none)'} is not one the C-GET asked for"
+    return ""
+
+
+def _decode_from(encoded: bytes | memoryview, transfer_syntax: str) -> Dataset:
     return decode(
         io.BytesIO(encoded),
         is_implicit_vr=transfer_syntax == ImplicitVRLittleEndian,

@@ -36,8 +36,15 @@ from pydicom import Dataset
 
 from .config import LocalConfig, ServerConfig
 from .dicomweb import DicomWebConnector
-from .dimse import SOP_INSTANCE_UID, DimseConnector, RetrieveResult, uid_of
+from .dimse import (
+    SOP_INSTANCE_UID,
+    DimseConnector,
+    RetrieveResult,
+    encoded_instance_of,
+    uid_of,
+)
 from .errors import DicomError, RetriableDicomError
+from .part10 import EncodedInstance
 from .query import (
     QueryDataset,
     ResultDataset,
@@ -310,37 +317,43 @@ class DicomOperator:
 
     def fetch_study(self, patient_id: str, study_uid: str) -> Iterator[Dataset]:
         """Yields every instance of a study, one at a time as it arrives."""
-        query = QueryDataset.create(
-            QueryRetrieveLevel="STUDY",
-            PatientID=_patient_key(patient_id),
-            StudyInstanceUID=study_uid,
-        )
-        return self._fetch(query)
+        return self._fetch(_retrieve_query(patient_id, study_uid))
 
     def fetch_series(self, patient_id: str, study_uid: str, series_uid: str) -> Iterator[Dataset]:
         """Yields every instance of a series, one at a time as it arrives."""
-        query = QueryDataset.create(
-            QueryRetrieveLevel="SERIES",
-            PatientID=_patient_key(patient_id),
-            StudyInstanceUID=study_uid,
-            SeriesInstanceUID=series_uid,
-        )
-        return self._fetch(query)
+        return self._fetch(_retrieve_query(patient_id, study_uid, series_uid))
 
     def fetch_image(
         self, patient_id: str, study_uid: str, series_uid: str, image_uid: str
     ) -> Iterator[Dataset]:
         """Yields the one instance."""
-        query = QueryDataset.create(
-            QueryRetrieveLevel="IMAGE",
-            PatientID=_patient_key(patient_id),
-            StudyInstanceUID=study_uid,
-            SeriesInstanceUID=series_uid,
-            SOPInstanceUID=image_uid,
-        )
-        return self._fetch(query)
+        return self._fetch(_retrieve_query(patient_id, study_uid, series_uid, image_uid))
 
-    def _retrieve_methods(self, query: QueryDataset) -> list[tuple[str, Callable[[], Iterator]]]:
+    def fetch_encoded(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        image_uid: str | None = None,
+    ) -> Iterator[EncodedInstance]:
+        """Yields every instance of the study (series, instance) as the bytes it arrived as,
+        for a consumer that passes instances on unchanged.
+
+        C-GET hands them over without decoding them at all (`send_c_get_encoded`); C-MOVE and
+        WADO-RS decode, and their instances are given back as the bytes they arrived as.
+        """
+        query = _retrieve_query(patient_id, study_uid, series_uid, image_uid)
+        methods = self._retrieve_methods(query, encoded=True)
+        if not methods:
+            raise DicomError(
+                f"Fetch from {self.server}: no retrieve method available (C-GET, C-MOVE with "
+                "a receiver, or WADO-RS)"
+            )
+        return self._fetch_with(methods)
+
+    def _retrieve_methods(
+        self, query: QueryDataset, encoded: bool = False
+    ) -> list[tuple[str, Callable[[], Iterator]]]:
         server = self.server
         patient_ok = query.is_concrete("PatientID")
         methods: list[tuple[str, Callable[[], Iterator]]] = []
@@ -348,7 +361,10 @@ class DicomOperator:
         if dimse is not None and (
             server.study_root_get_support or (server.patient_root_get_support and patient_ok)
         ):
-            methods.append(("C-GET", lambda: self._fetch_with_c_get(query)))
+            methods.append(("C-GET", lambda: self._fetch_with_c_get(query, encoded)))
+        as_wanted: Callable[[Iterator[Dataset]], Iterator] = (
+            (lambda instances: map(encoded_instance_of, instances)) if encoded else iter
+        )
         fetcher = self.move_fetcher or _default_move_fetcher
         if (
             dimse is not None
@@ -357,10 +373,10 @@ class DicomOperator:
                 server.study_root_move_support or (server.patient_root_move_support and patient_ok)
             )
         ):
-            methods.append(("C-MOVE", lambda: self._fetch_with_c_move(query, fetcher)))
+            methods.append(("C-MOVE", lambda: as_wanted(self._fetch_with_c_move(query, fetcher))))
         dicomweb = self.dicomweb
         if dicomweb is not None and server.dicomweb_wado_support:
-            methods.append(("WADO-RS", lambda: dicomweb.send_wado_rs(query)))
+            methods.append(("WADO-RS", lambda: as_wanted(dicomweb.send_wado_rs(query))))
         return methods
 
     def _fetch(self, query: QueryDataset) -> Iterator[Dataset]:
@@ -372,7 +388,7 @@ class DicomOperator:
             )
         return self._fetch_with(methods)
 
-    def _fetch_with(self, methods: list[tuple[str, Callable[[], Iterator]]]) -> Iterator[Dataset]:
+    def _fetch_with(self, methods: list[tuple[str, Callable[[], Iterator]]]) -> Iterator[Any]:
         for index, (name, start) in enumerate(methods):
             delivered = 0
             try:
@@ -387,9 +403,10 @@ class DicomOperator:
                     raise
                 self.warnings.append(f"{name} failed ({error}); trying {methods[index + 1][0]}")
 
-    def _fetch_with_c_get(self, query: QueryDataset) -> Iterator[Dataset]:
+    def _fetch_with_c_get(self, query: QueryDataset, encoded: bool = False) -> Iterator[Any]:
         """C-GET proposing the SOP classes the source holds; every instance the source reports
-        arrives, or the fetch fails naming what did not (and its SOP classes).
+        arrives, or the fetch fails naming what did not (and its SOP classes). `encoded`: the
+        instances as they arrived (`EncodedInstance`), else decoded.
 
         The source reports what the query matches twice: in an IMAGE-level listing (C-FIND)
         and in the C-GET's own sub-operation counts. The listing costs a PACS about as much as
@@ -425,9 +442,14 @@ class DicomOperator:
         received: set[str] = set()
         failure: DicomError | None = None
         try:
-            for ds in self.dimse.send_c_get(query, sop_classes=sop_classes, result=counts):
-                received.add(uid_of(ds, SOP_INSTANCE_UID))
-                yield ds
+            if encoded:
+                for instance in self.dimse.send_c_get_encoded(query, sop_classes, counts):
+                    received.add(instance.sop_instance_uid)
+                    yield instance
+            else:
+                for ds in self.dimse.send_c_get(query, sop_classes=sop_classes, result=counts):
+                    received.add(uid_of(ds, SOP_INSTANCE_UID))
+                    yield ds
         except DicomError as error:
             failure = error
         if background is not None:
@@ -631,6 +653,25 @@ class _InBackground(Generic[T]):
         if self._error is not None:
             raise self._error
         return cast(T, self._result)
+
+
+def _retrieve_query(
+    patient_id: str,
+    study_uid: str,
+    series_uid: str | None = None,
+    image_uid: str | None = None,
+) -> QueryDataset:
+    """The identifier of a retrieve: the level below the last UID given."""
+    values: dict[str, str | None] = {
+        "QueryRetrieveLevel": "STUDY",
+        "PatientID": _patient_key(patient_id),
+        "StudyInstanceUID": study_uid,
+    }
+    if series_uid is not None:
+        values.update(QueryRetrieveLevel="SERIES", SeriesInstanceUID=series_uid)
+        if image_uid is not None:
+            values.update(QueryRetrieveLevel="IMAGE", SOPInstanceUID=image_uid)
+    return QueryDataset.create(**values)
 
 
 def _patient_key(patient_id: str) -> str | None:

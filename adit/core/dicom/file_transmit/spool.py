@@ -240,7 +240,7 @@ class Spool:
     def add(
         self,
         topic: Topic,
-        encoded_dataset: bytes,
+        encoded_dataset: bytes | memoryview,
         *,
         sop_instance_uid: str,
         sop_class_uid: str,
@@ -403,7 +403,7 @@ class Spool:
         return len(expired)
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
+def _write_all(descriptor: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(descriptor, view)

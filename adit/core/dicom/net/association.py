@@ -419,7 +419,10 @@ class Association:
                     raise self._protocol_error("a data fragment arrived before its command")
                 data_parts.append(fragment)
                 if control & 0x02:
-                    data = data_parts[0].tobytes() if len(data_parts) == 1 else b"".join(data_parts)
+                    # One fragment (the usual case for a peer that uses ADIT's maximum PDU
+                    # length) is handed on as a view of its PDU, not copied: a CT image is
+                    # half a megabyte, and the answer to the peer waits for what comes first.
+                    data = data_parts[0] if len(data_parts) == 1 else b"".join(data_parts)
                     return Message(context_id, command, data)
 
     def _read_p_data(self) -> None:

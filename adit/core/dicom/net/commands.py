@@ -58,7 +58,8 @@ class Message:
 
     context_id: int
     command: dict[int, bytes]
-    data: bytes | None = None
+    # A received data set may be a view of the PDU it arrived in (`Association.receive_message`).
+    data: bytes | memoryview | None = None
 
     def us(self, element: int) -> int:
         value = self.command.get(element)

@@ -68,15 +68,15 @@ def test_a_failed_sub_operation_fails_the_fetch_and_names_the_instance_and_its_c
 ):
     listed = listings(monkeypatch)
     lost = study[-1]  # an MR instance
-    original = dimse.DimseConnector._received_instance
+    original = dimse.DimseConnector._received_encoded
 
-    def refusing(self, assoc, message):
-        ds, status = original(self, assoc, message)
-        if ds is not None and ds.SOPInstanceUID == lost.SOPInstanceUID:
+    def refusing(self, assoc, message, asked):
+        instance, status = original(self, assoc, message, asked)
+        if instance is not None and instance.sop_instance_uid == lost.SOPInstanceUID:
             return None, 0xC210  # as if it arrived unreadable
-        return ds, status
+        return instance, status
 
-    monkeypatch.setattr(dimse.DimseConnector, "_received_instance", refusing)
+    monkeypatch.setattr(dimse.DimseConnector, "_received_encoded", refusing)
     with pytest.raises(RetriableDicomError) as raised:
         fetch(c_get_operator(orthanc_a, local_config), study)
     message = str(raised.value)

@@ -340,7 +340,7 @@ def test_file_meta_bytes_equal_what_pydicom_writes(version):
     from pydicom.filewriter import write_file_meta_info
     from pydicom.uid import UID
 
-    from adit.core.dicom.dicomweb import file_meta_bytes
+    from adit.core.dicom.part10 import file_meta_bytes
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")  # even length
@@ -370,7 +370,7 @@ def test_file_meta_bytes_without_version_name_read_back():
 
     from pydicom.filereader import _read_file_meta_info, read_preamble
 
-    from adit.core.dicom.dicomweb import file_meta_bytes
+    from adit.core.dicom.part10 import file_meta_bytes
 
     fp = BytesIO(file_meta_bytes("1.2.3", "1.2.3.4", "1.2.840.10008.1.2.1", "1.2.3.4.5.6"))
     read_preamble(fp, False)
