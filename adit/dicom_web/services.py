@@ -5,12 +5,9 @@ The views stay thin; everything here works with plain values and the DICOM layer
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import dataclasses
 import logging
-import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +44,7 @@ from adit.core.dicom_settings import local_config
 from adit.core.models import DicomServer
 
 from .errors import BadRequest, api_error_for
+from .handoff import Handoff
 
 logger = logging.getLogger(__name__)
 
@@ -535,8 +533,6 @@ def encode_instance(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-_END = object()
-
 # What `InstanceStream` hands on per instance: its bytes, or the pieces they are made of (a
 # Part-10 header and a received data set, joined only into the chunk that goes out).
 Payload = bytes | tuple[bytes | memoryview, ...]
@@ -557,10 +553,10 @@ def _payload_size(payload: Payload) -> int:
 class InstanceStream:
     """Fetches instances in a background thread and hands them to an async consumer.
 
-    A bounded queue between the fetch and the response keeps memory constant: when the client
-    reads slowly, the fetch (and the PACS) waits. `first()` blocks until the first encoded item
-    (or the end, or the error) arrived, so the view can still answer with a proper error status.
-    Closing the stream (client gone, response finished) aborts the fetch.
+    A bounded `Handoff` between the fetch and the response keeps memory constant: when the
+    client reads slowly, the fetch (and the PACS) waits. `first()` blocks until the first
+    encoded item (or the end, or the error) arrived, so the view can still answer with a proper
+    error status. Closing the stream (client gone, response finished) aborts the fetch.
     """
 
     def __init__(
@@ -575,46 +571,30 @@ class InstanceStream:
         self._fetch = fetch
         self._transform = transform
         self._encode = encode
-        self._items: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._pending_error: BaseException | None = None
-        # The event loop's consumer waiting for the next item, woken by `_put`.
-        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._waiter_lock = threading.Lock()
-        self.count = 0
+        self._handoff: Handoff[Payload] = Handoff(queue_size, _payload_size)
         self._thread = threading.Thread(target=self._run, name="wado-rs-fetch", daemon=True)
         self._thread.start()
 
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._items.put(item, timeout=0.2)
-            except queue.Full:
-                continue
-            with self._waiter_lock:
-                waiter, self._waiter = self._waiter, None
-            if waiter is not None:
-                loop, ready = waiter
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                    loop.call_soon_threadsafe(ready.set)
-            return True
-        return False
+    @property
+    def count(self) -> int:
+        """Instances handed to the consumer so far."""
+        return self._handoff.taken
 
     def _run(self) -> None:
-        instances: Iterator[Dataset] | None = None
+        instances: Iterator[Any] | None = None
         try:
             instances = self._fetch()
             for ds in instances:
-                if self._stop.is_set():
+                if self._handoff.closed:
                     return
                 transformed = self._transform(ds)
                 if transformed is None:
                     continue
-                if not self._put(self._encode(transformed)):
+                if not self._handoff.put(self._encode(transformed)):
                     return
-            self._put(_END)
+            self._handoff.end()
         except BaseException as error:  # handed over to the consumer
-            self._put(error)
+            self._handoff.fail(error)
         finally:
             close = getattr(instances, "close", None)
             if close is not None:
@@ -623,26 +603,6 @@ class InstanceStream:
                 except Exception:  # the consumer is gone; nothing to report to
                     logger.debug("Closing the fetch failed", exc_info=True)
 
-    def _get(self) -> Any:
-        if self._pending_error is not None:
-            error, self._pending_error = self._pending_error, None
-            self._stop.set()
-            raise error
-        while True:
-            try:
-                item = self._items.get(timeout=0.5)
-                break
-            except queue.Empty:
-                # Closed while waiting (client gone): end instead of blocking a thread forever.
-                if self._stop.is_set():
-                    return _END
-        if isinstance(item, BaseException):
-            self._stop.set()
-            raise item
-        if item is not _END:
-            self.count += 1
-        return item
-
     def first(self) -> Payload | None:
         """The first encoded instance, or None when there is none.
 
@@ -650,8 +610,7 @@ class InstanceStream:
             DicomError: the fetch failed before delivering anything.
             ValueError: the transformation failed (e.g. pseudonymization).
         """
-        item = self._get()
-        return None if item is _END else item
+        return self._handoff.get()
 
     async def rest(self) -> AsyncIterator[Payload]:
         """The remaining encoded instances."""
@@ -664,63 +623,14 @@ class InstanceStream:
     ) -> AsyncIterator[list[Payload]]:
         """The remaining encoded instances, as many at a time as are ready (up to about
         `max_bytes`): one message through daphne for several instances when the fetch is ahead.
-
-        The event loop never blocks and no thread is borrowed to wait: with nothing ready, the
-        consumer parks an `asyncio.Event` that the fetch thread sets (through the loop) with
-        its next item. A thread per hand-over cost more CPU than the hand-over itself.
         """
-        loop = asyncio.get_running_loop()
-        while True:
-            items = self._take_ready(max_bytes)
-            if not items:
-                ready = asyncio.Event()
-                with self._waiter_lock:
-                    if self._items.empty():  # checked under the lock `_put` takes: no lost wake-up
-                        self._waiter = (loop, ready)
-                    else:
-                        ready.set()
-                while not ready.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(ready.wait(), 0.5)
-                    if self._stop.is_set() and self._items.empty():
-                        return  # closed while waiting (client gone)
-                continue
-            if items[-1] is _END:
-                if len(items) > 1:
-                    yield items[:-1]
-                return
+        async for items in self._handoff.batches(max_bytes):
             yield items
 
-    def _take_ready(self, max_bytes: int) -> list:
-        """The items ready now (none when the queue is empty), up to about `max_bytes`; `_END`
-        ends the list. An error is raised, behind ready items by the next call."""
-        if self._pending_error is not None:
-            error, self._pending_error = self._pending_error, None
-            self._stop.set()
-            raise error
-        items: list = []
-        size = 0
-        while size < max_bytes and (not items or items[-1] is not _END):
-            try:
-                item = self._items.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, BaseException):
-                if not items:
-                    self._stop.set()
-                    raise item
-                self._pending_error = item
-                break
-            if item is not _END:
-                self.count += 1
-                size += _payload_size(item)
-            items.append(item)
-        return items
-
     def close(self) -> None:
-        if self._stop.is_set() and not self._thread.is_alive():
+        if self._handoff.closed and not self._thread.is_alive():
             return
-        self._stop.set()
+        self._handoff.close()
         self._operator.abort()
 
 
