@@ -76,6 +76,9 @@ class JobSummary:
     bytes: int | None = None
     duration: str = ""
     is_transfer: bool = False
+    # Said instead of the sources when the tasks name none (an upload's files come from the
+    # user's browser, not from a server).
+    source_fallback: str = "—"
 
     @property
     def more_pseudonyms(self) -> int:
@@ -89,6 +92,7 @@ def summarize(job: DicomJob) -> JobSummary:
         sources=list(DicomNode.objects.filter(pk__in=source_ids).order_by("name")),
         task_count=tasks.count(),
         duration=format_duration(job.duration),
+        source_fallback=getattr(job, "source_description", "—"),
     )
     if hasattr(job.tasks.model, "pseudonym"):
         pseudonyms = (

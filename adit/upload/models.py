@@ -46,6 +46,7 @@ class UploadJob(TransferJob):
     default_priority = 3
     urgent_priority = 7
     app_settings_model = UploadSettings
+    source_description = "files sent from the browser"
 
     destination = models.ForeignKey(DicomNode, on_delete=models.PROTECT, related_name="+")
     pseudonym = models.CharField(max_length=64, blank=True)

@@ -98,6 +98,14 @@ def test_commit_makes_one_task_per_study_and_queues_it(client, job_id):
     assert client.post(f"/upload/jobs/{job_id}/commit/").json()["new_tasks"] == 0
 
 
+def test_the_job_page_says_where_an_uploads_files_come_from(client, job_id):
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    client.post(f"/upload/jobs/{job_id}/commit/")
+    page = client.get(f"/upload/jobs/{job_id}/").content.decode()
+    source = page[page.index('id="job-source"') :][:200]
+    assert "files sent from the browser" in source and "—" not in source
+
+
 # --- refused with the reason, nothing kept ------------------------------------------------------
 
 
