@@ -47,6 +47,8 @@ ORTHANC_DICOMWEB_PLUGIN = os.environ.get(
     "ORTHANC_DICOMWEB_PLUGIN", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 )
 LOOPBACK = "127.0.0.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 
 # Modality entry as Orthanc expects it: (AE title, host, port).
 Modality = tuple[str, str, int]
@@ -125,6 +127,38 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def start_get_scp(ae_title: str, evt_handlers: list, with_find: bool = False) -> tuple[Any, int]:
+    """A real Study Root C-GET SCP (pynetdicom, in this process) on a free loopback port: it
+    sends CT images on the C-GET's own association (SCP role for them), C-FIND too when asked.
+    `evt_handlers` as pynetdicom takes them. Returns (server, port); `server.shutdown()` ends it.
+    """
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE, evt
+
+    port = free_port()
+    ae = AE(ae_title=ae_title)
+    if with_find:
+        ae.add_supported_context(STUDY_ROOT_FIND)
+    ae.add_supported_context(STUDY_ROOT_GET)
+    ae.add_supported_context(
+        CTImageStorage,
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+        scu_role=False,
+        scp_role=True,
+    )
+    server = ae.start_server(
+        (LOOPBACK, port),
+        block=False,
+        evt_handlers=[*evt_handlers, (evt.EVT_CONN_OPEN, _no_delay)],
+    )
+    assert server is not None
+    return server, port
+
+
+def _no_delay(event) -> None:
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass

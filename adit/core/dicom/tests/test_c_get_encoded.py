@@ -13,13 +13,12 @@ it.
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Iterator
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pydicom.uid import CTImageStorage
+from pynetdicom import evt
 
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dicomweb import part10_pieces
@@ -27,7 +26,7 @@ from adit.core.dicom.dimse import SOP_INSTANCE_UID, DimseConnector, uid_of
 from adit.core.dicom.errors import RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import QueryDataset
-from adit.core.dicom.testing.peers import LOOPBACK, free_port
+from adit.core.dicom.testing.peers import LOOPBACK, start_get_scp
 from adit.core.dicom.testing.synthetic import make_study
 
 from .conftest import new_patient_id
@@ -83,26 +82,9 @@ class ForeignInstanceScp:
     def __init__(self, study, foreign) -> None:
         self.study, self.foreign = study, foreign
         self.statuses: dict[str, int] = {}
-        self.port = free_port()
-        ae = AE(ae_title="FOREIGN")
-        ae.add_supported_context(GET_MODEL)
-        ae.add_supported_context(
-            CTImageStorage,
-            [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
-            scu_role=False,
-            scp_role=True,
+        self.server, self.port = start_get_scp(
+            "FOREIGN", [(evt.EVT_C_GET, self._get), (evt.EVT_DIMSE_RECV, self._answered)]
         )
-        server = ae.start_server(
-            (LOOPBACK, self.port),
-            block=False,
-            evt_handlers=[
-                (evt.EVT_C_GET, self._get),
-                (evt.EVT_DIMSE_RECV, self._answered),
-                (evt.EVT_CONN_OPEN, _no_delay),
-            ],
-        )
-        assert server is not None
-        self.server = server
 
     def server_config(self) -> ServerConfig:
         return ServerConfig(
@@ -121,10 +103,6 @@ class ForeignInstanceScp:
         if type(message).__name__ == "C_STORE_RSP":
             command = message.command_set
             self.statuses[str(command.AffectedSOPInstanceUID)] = int(command.Status)
-
-
-def _no_delay(event) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import socket
 import struct
 import threading
 import time
@@ -21,8 +20,8 @@ import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context, evt
+from pydicom.uid import CTImageStorage
+from pynetdicom import build_context, evt
 
 from adit.core.dicom.config import ServerConfig
 from adit.core.dicom.dimse import DimseConnector
@@ -30,7 +29,7 @@ from adit.core.dicom.dimse import storage_contexts as dimse_storage_contexts
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.net import association, commands, errors, pdus
 from adit.core.dicom.query import QueryDataset
-from adit.core.dicom.testing.peers import LOOPBACK, OrthancInstance, free_port, start_orthanc
+from adit.core.dicom.testing.peers import LOOPBACK, OrthancInstance, start_get_scp, start_orthanc
 from adit.core.dicom.testing.synthetic import make_study
 from adit.core.testing import wait_until
 
@@ -237,10 +236,6 @@ def strict_orthanc(tmp_path_factory) -> Iterator[OrthancInstance]:
         orthanc.stop()
 
 
-def _no_delay(event) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class HoldingScp:
     """A real Query/Retrieve SCP (pynetdicom, in this process) that holds operations open.
 
@@ -256,28 +251,15 @@ class HoldingScp:
         self.find_sent = 0
         self.cancel_seen = threading.Event()
         self.aborted = threading.Event()
-        self.port = free_port()
-        ae = AE(ae_title="HOLDING")
-        ae.add_supported_context(UID(FIND_MODEL))
-        ae.add_supported_context(UID(GET_MODEL))
-        ae.add_supported_context(
-            CTImageStorage,
-            [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
-            scu_role=False,
-            scp_role=True,
-        )
-        server = ae.start_server(
-            (LOOPBACK, self.port),
-            block=False,
-            evt_handlers=[
+        self.server, self.port = start_get_scp(
+            "HOLDING",
+            [
                 (evt.EVT_C_GET, self._get),
                 (evt.EVT_C_FIND, self._find),
                 (evt.EVT_ABORTED, lambda event: self.aborted.set()),
-                (evt.EVT_CONN_OPEN, _no_delay),
             ],
+            with_find=True,
         )
-        assert server is not None
-        self.server = server
 
     def server_config(self) -> ServerConfig:
         return ServerConfig(
