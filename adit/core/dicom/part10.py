@@ -59,9 +59,11 @@ def file_meta_bytes(
     transfer_syntax_uid: str,
     implementation_class_uid: str,
     implementation_version_name: str = "",
+    source_ae_title: str = "",
 ) -> bytes:
     """Preamble, ``DICM`` and the File Meta Information of one instance: the same bytes as
-    pydicom's `write_file_meta_info` for these elements (a test compares them)."""
+    pydicom's `write_file_meta_info` for these elements (a test compares them). The receiver's
+    spool names the AE an instance came from (Source Application Entity Title)."""
     elements = [
         _explicit_long(0x0001, b"OB", b"\x00\x01"),
         _explicit_short(0x0002, b"UI", _ui(sop_class_uid)),
@@ -70,15 +72,22 @@ def file_meta_bytes(
         _explicit_short(0x0012, b"UI", _ui(implementation_class_uid)),
     ]
     if implementation_version_name:
-        version = implementation_version_name.encode("ascii", "replace")
-        elements.append(_explicit_short(0x0013, b"SH", version + b" " * (len(version) % 2)))
+        elements.append(_explicit_short(0x0013, b"SH", _text(implementation_version_name)))
+    if source_ae_title:
+        elements.append(_explicit_short(0x0016, b"AE", _text(source_ae_title)))
     body = b"".join(elements)
     return PREAMBLE + _explicit_short(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
 def _ui(uid: str) -> bytes:
-    value = uid.encode("ascii")
+    # "replace": a peer's malformed UID is written as it can be, not an exception mid-spool.
+    value = uid.encode("ascii", "replace")
     return value + b"\0" * (len(value) % 2)
+
+
+def _text(value: str) -> bytes:
+    encoded = value.encode("ascii", "replace")
+    return encoded + b" " * (len(encoded) % 2)
 
 
 def _explicit_short(element: int, vr: bytes, value: bytes) -> bytes:

@@ -37,6 +37,9 @@ from .spool import Spool
 
 logger = logging.getLogger(__name__)
 
+# How long a subscription that ended waits for its reader to take a BYE already sent.
+BYE_WAIT_SECONDS = 1.0
+
 
 @dataclass(eq=False)
 class Expectation:
@@ -320,6 +323,11 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
         finally:
             with spool.condition:
                 state["closed"] = True
+            if not transmit.stopping:
+                # The subscriber's BYE may still be in the reader's hands when a send to the
+                # closed connection ends this loop first; whether the subscription's files
+                # wait out the reconnect grace depends on it.
+                reader.join(timeout=BYE_WAIT_SECONDS)
             logger.info(
                 "Subscription from %s ended after %d files (%d unacknowledged)",
                 self.client_address,

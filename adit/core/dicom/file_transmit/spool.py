@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 import uuid
@@ -41,13 +40,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from ..completeness import IncompleteDataSet, check_complete, text_value
 from ..net.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ..part10 import file_meta_bytes
 from .protocol import DEFAULT_RETENTION, Topic
 
 logger = logging.getLogger(__name__)
 
-PREAMBLE = b"\0" * 128 + b"DICM"
-_SHORT = struct.Struct("<HH2sH")
-_LONG = struct.Struct("<HH2sHI")
 MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 TRANSFER_SYNTAX_UID = 0x00020010
@@ -82,35 +79,20 @@ class SpoolEntry:
         }
 
 
-def _meta_element(element: int, vr: bytes, value: bytes, pad: bytes = b"\0") -> bytes:
-    if len(value) % 2:
-        value += pad
-    if vr == b"OB":
-        return _LONG.pack(0x0002, element, vr, 0, len(value)) + value
-    return _SHORT.pack(0x0002, element, vr, len(value)) + value
-
-
 def part10_header(
     sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae_title: str
 ) -> bytes:
-    """Preamble, prefix and file meta information (PS3.10 7.1) for a received data set.
-
-    Built with `struct` rather than pydicom's writer, which costs more than the rest of
-    spooling an instance. The group length comes first, as `ReceivedFile.encoded_dataset`
-    relies on.
-    """
-    body = b"".join(
-        (
-            _meta_element(0x0001, b"OB", b"\x00\x01"),
-            _meta_element(0x0002, b"UI", sop_class_uid.encode("ascii", "replace")),
-            _meta_element(0x0003, b"UI", sop_instance_uid.encode("ascii", "replace")),
-            _meta_element(0x0010, b"UI", transfer_syntax_uid.encode("ascii", "replace")),
-            _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" "),
-            _meta_element(0x0016, b"AE", source_ae_title.encode("ascii", "replace"), b" "),
-        )
+    """Preamble, prefix and file meta information (PS3.10 7.1) for a received data set,
+    naming the AE it came from. The group length comes first, as
+    `ReceivedFile.encoded_dataset` relies on."""
+    return file_meta_bytes(
+        sop_class_uid,
+        sop_instance_uid,
+        transfer_syntax_uid,
+        IMPLEMENTATION_CLASS_UID,
+        IMPLEMENTATION_VERSION_NAME,
+        source_ae_title,
     )
-    return PREAMBLE + _SHORT.pack(0x0002, 0x0000, b"UL", 4) + len(body).to_bytes(4, "little") + body
 
 
 def read_spooled_file(path: Path) -> tuple[Topic, dict[str, str]]:
