@@ -13,10 +13,14 @@ Two paths keep a retrieve through ADIT close to the speed of the PACS itself:
   (IMAGE-level C-FIND) to name what is missing. A retrieve does not list the study beside the
   C-GET on a second association: on Orthanc the listing costs about as much CPU as the C-GET
   (it opens every instance), and on a small machine it slowed the retrieve by a third.
-* **Received encoding (DIMSE source).** Instances fetched by C-GET or C-MOVE keep the bytes
-  they arrived as (`remember_received_encoding`); an unchanged one is written as a Part-10
-  file from those bytes (preamble, file meta, the data set as received) instead of being
-  encoded again element by element.
+* **Undecoded (DIMSE source).** When nothing is changed and any transfer syntax is accepted,
+  the C-GET's instances are not decoded at all (`DicomOperator.fetch_encoded`): each is
+  checked (whole, the instance asked for) and written as a Part-10 file from the bytes it
+  arrived as (`part10.EncodedInstance`). Decoding was the largest cost of such a retrieve.
+* **Received encoding (DIMSE source).** Otherwise instances fetched by C-GET or C-MOVE keep the
+  bytes they arrived as (`remember_received_encoding`); one that stays unchanged, e.g. asked
+  for in its own transfer syntax, is written from those bytes instead of being encoded again
+  element by element.
 
 Both stream: the first instance leaves ADIT while the source is still sending the rest.
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import requests
 from adit_client.multipart import parse_content_type
@@ -229,13 +233,3 @@ def encode_received(ds: Dataset) -> bytes | None:
     (or was changed since; then it must be encoded again)."""
     pieces = part10_pieces(ds)
     return None if pieces is None else b"".join(pieces)
-
-
-def encoder(encode: Callable[[Dataset], bytes]) -> Callable[[Dataset], bytes]:
-    """`encode`, but from the received bytes where an instance still has them."""
-
-    def encode_instance(ds: Dataset) -> bytes:
-        encoded = encode_received(ds)
-        return encoded if encoded is not None else encode(ds)
-
-    return encode_instance
