@@ -206,10 +206,9 @@ class WadoView(DicomWebView):
             encode = resources.metadata_encoder(
                 None if transformer.pseudonym else lambda ds: _instance_url(wado_root, ds)
             )
-        elif transformer.is_noop and relay.accepts_any_transfer_syntax(
-            request.headers.get("Accept", "")
-        ):
-            # Passed on as they arrived: never decoded, never encoded again.
+        elif transformer.is_noop and choice is not None and choice.syntaxes is None:
+            # Wanted as stored and nothing to change: passed on as they arrived, never decoded
+            # and never encoded again.
             fetch = services.encoded_fetcher(operator, study_uid, series_uid, image_uid)
             transform, encode = _unchanged, EncodedInstance.part10_pieces
         else:
