@@ -210,8 +210,11 @@ class _SubscriptionHandler(socketserver.BaseRequestHandler):
                 sock, transmit, topic, expectation, window, after_seq, subscribed_at, said_bye
             )
         finally:
-            grace = 0.0 if said_bye["value"] or transmit.stopping else RECONNECT_GRACE
-            transmit.expectations.end(expectation, grace)
+            # A receiver that stops leaves its spool as it is: what a subscription had not
+            # taken yet is reloaded by the next run, where the subscription resumes.
+            if not transmit.stopping:
+                grace = 0.0 if said_bye["value"] else RECONNECT_GRACE
+                transmit.expectations.end(expectation, grace)
 
     def _deliver(
         self,
@@ -371,7 +374,7 @@ class FileTransmitServer:
         self._tcp = _TransmitTCPServer((host, port), _SubscriptionHandler, bind_and_activate=True)
         self._tcp.transmit = self
         self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        self._connections_ended = threading.Condition()
         self._thread: threading.Thread | None = None
 
     @property
@@ -384,7 +387,10 @@ class FileTransmitServer:
         )
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops accepting, closes every subscription's connection and waits (up to
+        ``timeout`` seconds) until their handlers have ended, so nothing of this run touches
+        the spool any more when a next run reloads it."""
         self.stopping = True
         with self.spool.condition:
             self.spool.condition.notify_all()
@@ -392,18 +398,21 @@ class FileTransmitServer:
             self._tcp.shutdown()
             self._thread.join()
         self._tcp.server_close()
-        with self._lock:
+        with self._connections_ended:
             connections = list(self._connections)
         for sock in connections:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self._connections_ended:
+            self._connections_ended.wait_for(lambda: not self._connections, timeout)
 
     def _register_connection(self, sock: socket.socket) -> None:
-        with self._lock:
+        with self._connections_ended:
             self._connections.add(sock)
 
     def _unregister_connection(self, sock: socket.socket) -> None:
-        with self._lock:
+        with self._connections_ended:
             self._connections.discard(sock)
+            self._connections_ended.notify_all()

@@ -486,6 +486,35 @@ def test_subscriber_survives_a_receiver_restart(tmp_path: Path, study):
     assert sorted(received) == sorted(_uids(study))  # complete, each instance once
 
 
+def test_a_stopping_receiver_leaves_what_it_had_not_sent_for_its_next_run(tmp_path: Path, study):
+    # A window of one: the first file is sent and waits for its acknowledgement, the others
+    # stay in the spool when the receiver stops. Stopping is not the end of the move: the
+    # next run reloads them and the resumed subscription gets every instance.
+    spool_dir = tmp_path / "restart-spool"
+    first = FileTransmitServer(Spool(spool_dir), "127.0.0.1", 0, heartbeat_interval=0.5)
+    first.start()
+    port = first.port
+    topic = Topic(AE, study[0].StudyInstanceUID)
+    second: FileTransmitServer | None = None
+    try:
+        client = FileTransmitClient("127.0.0.1", port, connect_timeout=2)
+        with client.subscribe(topic, _uids(study), window=1) as sub:
+            for ds in study:
+                _add(first.spool, topic, ds)
+            first.stop()
+            assert len(list((spool_dir / "files").iterdir())) == len(study)
+            second = FileTransmitServer(Spool(spool_dir), "127.0.0.1", port, 0.5)
+            second.start()
+            assert len(second.spool) == len(study)
+            received = list(sub.iter_instances(inactivity_timeout=10))
+            assert sub.reconnects == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert sorted(_uids(received)) == sorted(_uids(study))
+
+
 def test_with_a_shared_secret_only_subscribers_that_know_it_get_files(tmp_path: Path, study):
     secret = b"s" * 32
     transmit = FileTransmitServer(Spool(tmp_path / "spool"), "127.0.0.1", 0, secret=secret)
