@@ -281,6 +281,10 @@ UPLOAD_STAGING_DIR = Path(
 # While the browser still sends, every this many received instances are handed to a worker at
 # once (stored while the rest arrives); 0: nothing is stored before the browser commits the job.
 UPLOAD_DISPATCH_INSTANCES = env.int("UPLOAD_DISPATCH_INSTANCES", default=48)
+# An upload whose page sent nothing for this many minutes without finishing (closed, crashed,
+# offline) is ended by the default worker: what arrived is stored and the job says the upload
+# was interrupted (Warning; Failure when nothing arrived).
+UPLOAD_ABANDONED_AFTER_MINUTES = env.int("UPLOAD_ABANDONED_AFTER_MINUTES", default=60)
 # Jobs of non-staff users wait for a staff member's verification unless this is true.
 START_UPLOAD_UNVERIFIED = env.bool("START_UPLOAD_UNVERIFIED", default=True)
 

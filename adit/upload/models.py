@@ -12,11 +12,21 @@ become tasks at once (`dispatch_received`), so the worker stores while the brows
 A job may be committed more than once (an upload resumed after it was committed, e.g. with
 files added to the folder): each commit adds tasks for the instances no task holds yet and
 reopens a finished job.
+
+A page that stops sending without committing (closed mid-upload, crashed, offline) would leave
+its job receiving forever: after `UPLOAD_ABANDONED_AFTER_MINUTES` without a file the default
+worker ends it (`end_interrupted`, via `services.end_abandoned_uploads`). What arrived is
+stored as if committed and the job ends with a Warning that names the interruption (a
+Failure when nothing arrived), never as a plain Success: the destination may hold part of
+what the user chose. If the page comes back and commits after all, the job runs again for
+what it sends and the interruption is forgotten.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -24,10 +34,13 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.urls import reverse
+from django.utils import timezone
 
 from adit.core.dicom.deid_profile import DeidOption
 from adit.core.models import DicomAppSettings, DicomNode, TransferJob, TransferTask
 from adit.core.validators import validate_uid
+
+logger = logging.getLogger(__name__)
 
 UPLOAD_DEID_OPTIONS = [DeidOption.RETAIN_MODIFIED_DATES.value]
 """What the browser applies: the Basic Profile with dates shifted per patient (PS3.15 E.3.6)."""
@@ -53,6 +66,9 @@ class UploadJob(TransferJob):
     # True while the browser sends files and has not committed them yet: a job without tasks
     # is then still waiting, not "done with nothing to process".
     receiving = models.BooleanField(default=True)
+    # When the server ended an upload whose page had stopped sending without finishing it
+    # (`end_abandoned_uploads`); cleared when the page commits after all.
+    interrupted = models.DateTimeField(null=True, blank=True)
 
     class Meta(TransferJob.Meta):
         verbose_name = "upload job"
@@ -95,7 +111,23 @@ class UploadJob(TransferJob):
                 # job has not ended (a failed part shows on its task, and in the job at commit).
                 return (self.Status.IN_PROGRESS if self.start else self.Status.PENDING), None
             return status, message
-        return super().status_from_tasks()
+        status, message = super().status_from_tasks()
+        if self.interrupted is None:
+            return status, message
+        at = timezone.localtime(self.interrupted).strftime("%Y-%m-%d %H:%M")
+        if not self.tasks.exists():
+            return self.Status.FAILURE, (
+                f"The upload was interrupted before any file arrived: the page stopped sending "
+                f"and never finished (ended by ADIT at {at})."
+            )
+        if status in (self.Status.SUCCESS, self.Status.WARNING):
+            received = self.instances.count()
+            return self.Status.WARNING, (
+                f"The upload was interrupted: the page stopped sending and never finished "
+                f"(ended by ADIT at {at}). Of the {received} file(s) that had arrived: "
+                f"{(message or '').rstrip('.').lower()}. Files the page had not sent are missing."
+            )
+        return status, message
 
     def _create_tasks(self) -> int:
         """One task per study for the staged instances no task holds yet (the job row locked)."""
@@ -151,11 +183,35 @@ class UploadJob(TransferJob):
         Returns:
             How many tasks were created (0: nothing new arrived since the last commit).
         """
+        return self._commit(by_staff)
+
+    def end_interrupted(self, idle_since: datetime) -> bool:
+        """Ends an upload whose page has sent nothing since `idle_since` and never committed:
+        what arrived is stored as if committed, and the job says it was interrupted.
+
+        Returns:
+            False when it is not to be ended after all (a file or the commit came meanwhile).
+        """
+        with transaction.atomic():
+            job = self._locked()
+            last = job.instances.aggregate(last=models.Max("received"))["last"] or job.created
+            if not job.receiving or last >= idle_since:
+                return False
+            if job.status in (self.Status.CANCELING, self.Status.CANCELED):
+                job.receiving = False  # canceled by its owner: stays so, nothing is queued
+                job.save(update_fields=["receiving"])
+                return True
+        logger.warning("Ending %s: its page sent nothing since %s and never finished", self, last)
+        self._commit(self.owner.is_staff, interrupted=timezone.now())
+        return True
+
+    def _commit(self, by_staff: bool, interrupted: datetime | None = None) -> int:
         with transaction.atomic():
             job = self._locked()
             studies = job._create_tasks()
             job.receiving = False
-            job.save(update_fields=["receiving"])
+            job.interrupted = interrupted
+            job.save(update_fields=["receiving", "interrupted"])
             if studies and job.status in self.FINAL_STATUSES:
                 # More files came for a finished job: it runs again for them.
                 job.start = job.end = None

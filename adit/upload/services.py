@@ -17,10 +17,13 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.db.models.functions import Coalesce
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from pydicom import dcmread
@@ -279,3 +282,18 @@ def receive_instance(
 
 def held_sop_instance_uids(job: UploadJob) -> list[str]:
     return list(job.instances.order_by("id").values_list("sop_instance_uid", flat=True))
+
+
+def end_abandoned_uploads(now: datetime | None = None) -> int:
+    """Ends the uploads whose page has sent nothing for `UPLOAD_ABANDONED_AFTER_MINUTES`
+    without finishing (see `UploadJob.end_interrupted`); returns how many."""
+    idle_since = (now or timezone.now()) - timedelta(
+        minutes=settings.UPLOAD_ABANDONED_AFTER_MINUTES
+    )
+    candidates = (
+        UploadJob.objects.filter(receiving=True)
+        .annotate(last=Coalesce(Max("instances__received"), "created"))
+        .filter(last__lt=idle_since)
+        .select_related("owner")
+    )
+    return sum(job.end_interrupted(idle_since) for job in candidates)

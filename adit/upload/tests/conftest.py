@@ -13,6 +13,8 @@ from pydicom import Dataset
 from adit.accounts.factories import GroupFactory, UserFactory
 from adit.core.dicom.pseudonymizer import Pseudonymizer
 from adit.core.dicom.testing.peers import LOOPBACK
+from adit.core.dicom.testing.synthetic import make_study
+from adit.core.factories import DicomFolderFactory
 from adit.core.models import DicomNodeGroupAccess, DicomServer
 from adit.core.testing.proxy import CountingProxy
 from adit.upload.models import UPLOAD_DEID_OPTIONS
@@ -78,3 +80,46 @@ def recording_proxy(target_url: str) -> CountingProxy:
     """
     parts = urlsplit(target_url)
     return CountingProxy(parts.port or 80, parts.hostname or LOOPBACK, record_sent=True)
+
+
+# --- a job of the researcher, and the files the page would send ---------------------------------
+
+
+@pytest.fixture
+def staging(tmp_path, settings):
+    settings.UPLOAD_STAGING_DIR = tmp_path / "staging"
+    return settings.UPLOAD_STAGING_DIR
+
+
+@pytest.fixture
+def folder(uploaders, tmp_path):
+    (tmp_path / "out").mkdir()
+    node = DicomFolderFactory(name="Research folder", path=str(tmp_path / "out"))
+    give_access(uploaders, node)
+    return node
+
+
+def new_job(client, destination, pseudonym=PSEUDONYM, **fields):
+    return client.post(
+        "/upload/jobs/new/", {"destination": destination.pk, "pseudonym": pseudonym, **fields}
+    )
+
+
+def post_file(client, job_id: int, data: bytes, content_type: str = "application/dicom"):
+    return client.post(f"/upload/jobs/{job_id}/instances/", data, content_type=content_type)
+
+
+@pytest.fixture
+def job_id(client, uploader, folder) -> int:
+    client.force_login(uploader)
+    response = new_job(client, folder, trial_protocol_id="TRIAL-7")
+    assert response.status_code == 201, response.content
+    return response.json()["job"]
+
+
+def browser_file(**changes) -> bytes:
+    ds = make_study("PAT-UP-1", series=(("CT", 1),), seed=None)[0]
+    deidentify_like_the_browser(ds)
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    return encode(ds)

@@ -16,49 +16,17 @@ from adit.core.factories import DicomFolderFactory, DicomServerFactory
 from adit.core.statuses import Status
 from adit.upload.models import UploadInstance, UploadJob, UploadTask
 
-from .conftest import PSEUDONYM, deidentify_like_the_browser, encode, give_access
+from .conftest import (
+    PSEUDONYM,
+    browser_file,
+    deidentify_like_the_browser,
+    encode,
+    give_access,
+    new_job,
+    post_file,
+)
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def staging(tmp_path, settings):
-    settings.UPLOAD_STAGING_DIR = tmp_path / "staging"
-    return settings.UPLOAD_STAGING_DIR
-
-
-@pytest.fixture
-def folder(uploaders, tmp_path):
-    (tmp_path / "out").mkdir()
-    node = DicomFolderFactory(name="Research folder", path=str(tmp_path / "out"))
-    give_access(uploaders, node)
-    return node
-
-
-def new_job(client, destination, pseudonym=PSEUDONYM, **fields):
-    return client.post(
-        "/upload/jobs/new/", {"destination": destination.pk, "pseudonym": pseudonym, **fields}
-    )
-
-
-def post_file(client, job_id: int, data: bytes, content_type: str = "application/dicom"):
-    return client.post(f"/upload/jobs/{job_id}/instances/", data, content_type=content_type)
-
-
-@pytest.fixture
-def job_id(client, uploader, folder) -> int:
-    client.force_login(uploader)
-    response = new_job(client, folder, trial_protocol_id="TRIAL-7")
-    assert response.status_code == 201, response.content
-    return response.json()["job"]
-
-
-def browser_file(**changes) -> bytes:
-    ds = make_study("PAT-UP-1", series=(("CT", 1),), seed=None)[0]
-    deidentify_like_the_browser(ds)
-    for keyword, value in changes.items():
-        setattr(ds, keyword, value)
-    return encode(ds)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staging")]
 
 
 def staged_files(staging) -> list:

@@ -222,6 +222,15 @@
       get canStart() {
         return this.summaryReady && this.queue.length > 0 && !this.sending && !this.reading && !this.tooLarge;
       },
+      init() {
+        // Leaving the page mid-upload stops it: the browser asks first. (A page that is gone
+        // all the same is ended by the server after UPLOAD_ABANDONED_AFTER_MINUTES.)
+        window.addEventListener("beforeunload", (event) => {
+          if (!this.sending) return;
+          event.preventDefault();
+          event.returnValue = "";
+        });
+      },
       get doneCount() {
         return this.queue.filter((i) => i.state === "done" || i.state === "held").length;
       },
