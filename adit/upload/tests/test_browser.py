@@ -271,6 +271,13 @@ def test_failed_requests_are_retried_and_a_stopped_upload_resumes(
         page.locator("#upload-start").click()
         files = page.locator("#upload-files")
         expect(files).to_contain_text("busy — retrying in")
+        # Leaving the page mid-upload asks first; staying keeps the upload as it was.
+        asked: list[str] = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+        page.evaluate("setTimeout(() => location.reload(), 0)")
+        page.wait_for_timeout(500)
+        assert asked == ["beforeunload"]
+        expect(files).to_contain_text("busy — retrying in")
         page.locator("#upload-stop").click()
         expect(page.locator("#upload-resume-note")).to_contain_text("Stopped")
         expect(page.locator("#upload-start")).to_have_text("Resume upload")
