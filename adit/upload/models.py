@@ -125,7 +125,8 @@ class UploadJob(TransferJob):
             return self.Status.WARNING, (
                 f"The upload was interrupted: the page stopped sending and never finished "
                 f"(ended by ADIT at {at}). Of the {received} file(s) that had arrived: "
-                f"{(message or '').rstrip('.').lower()}. Files the page had not sent are missing."
+                f"{(message or '').rstrip('.').lower()}. Files the page had not sent are missing: "
+                "pick the same folder again on the Upload page (same browser) to send them."
             )
         return status, message
 
