@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 from pydicom import Dataset
 
 from adit.accounts.factories import DEFAULT_PASSWORD
@@ -273,7 +273,12 @@ def test_failed_requests_are_retried_and_a_stopped_upload_resumes(
         expect(files).to_contain_text("busy — retrying in")
         # Leaving the page mid-upload asks first; staying keeps the upload as it was.
         asked: list[str] = []
-        page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+
+        def stay(dialog: Dialog) -> None:
+            asked.append(dialog.type)
+            dialog.dismiss()
+
+        page.once("dialog", stay)
         page.evaluate("setTimeout(() => location.reload(), 0)")
         page.wait_for_timeout(500)
         assert asked == ["beforeunload"]
