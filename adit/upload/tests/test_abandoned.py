@@ -9,12 +9,15 @@ was interrupted.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from procrastinate.contrib.django import app
 
 from adit.core.statuses import Status
+from adit.core.testing.workers import run_worker_burst
+from adit.upload import tasks
 from adit.upload.models import UploadInstance, UploadJob
 from adit.upload.processors import UploadTaskProcessor
 from adit.upload.services import end_abandoned_uploads
@@ -57,7 +60,7 @@ def test_a_page_closed_mid_upload_ends_its_job_with_a_warning_and_stores_what_ca
     assert job.status == Status.WARNING
     assert job.message.startswith("The upload was interrupted: the page stopped sending")
     assert "Of the 2 file(s) that had arrived: all tasks succeeded. Files the page" in job.message
-    assert len(list(__import__("pathlib").Path(folder.path).rglob("*.dcm"))) == 2
+    assert len(list(Path(folder.path).rglob("*.dcm"))) == 2
     assert end_abandoned_uploads() == 0  # ended once
 
 
@@ -101,3 +104,24 @@ def test_the_check_runs_periodically_on_the_default_queue():
     periodic = {task.task.name: task for task in app.periodic_registry.periodic_tasks.values()}
     task = periodic["adit.upload.tasks.end_abandoned_upload_jobs"]
     assert task.task.queue == "default"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_end_an_abandoned_upload_and_store_what_came(
+    client, job_id, folder, staging, settings
+):
+    assert post_file(client, job_id, browser_file()).status_code == 201
+    _idle_for(job_id, settings.UPLOAD_ABANDONED_AFTER_MINUTES + 1)
+    tasks.end_abandoned_upload_jobs.defer(timestamp=0)  # pyright: ignore[reportCallIssue]
+
+    # The default worker ends the job; the task it queues is stored by the dicom worker.
+    ended = run_worker_burst("default", env={"UPLOAD_STAGING_DIR": str(staging)})
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert UploadJob.objects.get(pk=job_id).tasks.count() == 1
+    stored = run_worker_burst("dicom", env={"UPLOAD_STAGING_DIR": str(staging)})
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+
+    job = UploadJob.objects.get(pk=job_id)
+    assert job.status == Status.WARNING, job.message
+    assert job.message.startswith("The upload was interrupted")
+    assert len(list(Path(folder.path).rglob("*.dcm"))) == 1
