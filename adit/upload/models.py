@@ -184,31 +184,36 @@ class UploadJob(TransferJob):
         Returns:
             How many tasks were created (0: nothing new arrived since the last commit).
         """
-        return self._commit(by_staff)
+        return self._commit(by_staff) or 0
 
     def end_interrupted(self, idle_since: datetime) -> bool:
         """Ends an upload whose page has sent nothing since `idle_since` and never committed:
         what arrived is stored as if committed, and the job says it was interrupted.
 
         Returns:
-            False when it is not to be ended after all (a file or the commit came meanwhile).
+            False when it is not to be ended after all (a file or the commit came meanwhile:
+            checked under the job's row lock, which a commit takes as well).
         """
-        with transaction.atomic():
-            job = self._locked()
-            last = job.instances.aggregate(last=models.Max("received"))["last"] or job.created
-            if not job.receiving or last >= idle_since:
-                return False
-            if job.status in (self.Status.CANCELING, self.Status.CANCELED):
-                job.receiving = False  # canceled by its owner: stays so, nothing is queued
-                job.save(update_fields=["receiving"])
-                return True
-        logger.warning("Ending %s: its page sent nothing since %s and never finished", self, last)
-        self._commit(self.owner.is_staff, interrupted=timezone.now())
-        return True
+        return self._commit(self.owner.is_staff, idle_since=idle_since) is not None
 
-    def _commit(self, by_staff: bool, interrupted: datetime | None = None) -> int:
+    def _commit(self, by_staff: bool, idle_since: datetime | None = None) -> int | None:
+        """Stops receiving and queues a task per study for what no task holds yet; with
+        `idle_since`, only if no file came since then, and as interrupted (None if not)."""
         with transaction.atomic():
             job = self._locked()
+            interrupted = None
+            if idle_since is not None:
+                last = job.instances.aggregate(last=models.Max("received"))["last"] or job.created
+                if not job.receiving or last >= idle_since:
+                    return None
+                logger.warning(
+                    "Ending %s: its page sent nothing since %s and never finished", job, last
+                )
+                interrupted = timezone.now()
+                if job.status in (self.Status.CANCELING, self.Status.CANCELED):
+                    job.receiving = False  # canceled by its owner: stays so, nothing is queued
+                    job.save(update_fields=["receiving"])
+                    return 0
             studies = job._create_tasks()
             job.receiving = False
             job.interrupted = interrupted
