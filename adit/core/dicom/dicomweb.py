@@ -52,9 +52,8 @@ from pydicom.uid import (
 
 from .config import LocalConfig, ServerConfig
 from .dimse import (
-    SOP_CLASS_UID,
     SOP_INSTANCE_UID,
-    received_encoding,
+    received_instance,
     remember_received_encoding,
     uid_of,
 )
@@ -561,25 +560,23 @@ def _data_set_offset(body: bytes) -> int | None:
 def part10_pieces(ds: Dataset) -> list[bytes] | None:
     """The instance as a Part-10 file made of the bytes its data set arrived as (preamble and
     file meta written anew, then those bytes, not copied), or None if it has none any more."""
-    received = received_encoding(ds)
-    if received is None:
+    instance = received_instance(ds)
+    if instance is None or instance.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         return None
-    transfer_syntax, encoded = received
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        return None
-    sop_class = uid_of(ds, SOP_CLASS_UID)
-    sop_instance = uid_of(ds, SOP_INSTANCE_UID)
-    if not sop_class or not sop_instance:
-        return None
+    # The file meta names the implementation that wrote the file the instance came from.
     implementation_uid, implementation_version = PYDICOM_IMPLEMENTATION_UID, ""
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None:
         implementation_uid = str(file_meta.get("ImplementationClassUID") or implementation_uid)
         implementation_version = str(file_meta.get("ImplementationVersionName") or "")
     header = file_meta_bytes(
-        sop_class, sop_instance, transfer_syntax, implementation_uid, implementation_version
+        instance.sop_class_uid,
+        instance.sop_instance_uid,
+        instance.transfer_syntax_uid,
+        implementation_uid,
+        implementation_version,
     )
-    return [header, encoded]
+    return [header, bytes(instance.data_set)]  # its bytes as they are (no copy of bytes)
 
 
 def _encode_part10(ds: Dataset) -> bytes:

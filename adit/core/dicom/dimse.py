@@ -1190,17 +1190,30 @@ def received_encoding(ds: Dataset) -> tuple[str, bytes] | None:
     return received.transfer_syntax_uid, received.encoded
 
 
+def received_instance(ds: Dataset) -> EncodedInstance | None:
+    """A decoded instance as the bytes it arrived as, or None when it has none (it was
+    changed since, or never received) or lacks its SOP Class or SOP Instance UID."""
+    received = received_encoding(ds)
+    sop_class, sop_instance = uid_of(ds, SOP_CLASS_UID), uid_of(ds, SOP_INSTANCE_UID)
+    if received is None or not sop_class or not sop_instance:
+        return None
+    transfer_syntax, encoded = received
+    return EncodedInstance(sop_class, sop_instance, transfer_syntax, encoded)
+
+
 def encoded_instance_of(ds: Dataset) -> EncodedInstance:
     """A decoded instance as an `EncodedInstance`: the bytes it arrived as while it has not
-    changed, else encoded again in the transfer syntax of its file meta."""
-    received = received_encoding(ds)
-    if received is not None:
-        transfer_syntax, encoded = received
-    else:
-        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-        encoded = _encode_for(ds, transfer_syntax)
+    changed (`received_instance`), else encoded again in the transfer syntax of its file
+    meta."""
+    instance = received_instance(ds)
+    if instance is not None:
+        return instance
+    transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     return EncodedInstance(
-        uid_of(ds, SOP_CLASS_UID), uid_of(ds, SOP_INSTANCE_UID), transfer_syntax, encoded
+        uid_of(ds, SOP_CLASS_UID),
+        uid_of(ds, SOP_INSTANCE_UID),
+        transfer_syntax,
+        _encode_for(ds, transfer_syntax),
     )
 
 
