@@ -1,5 +1,5 @@
 """The page of an upload the server ended because its page went away, as its owner (a non-staff
-researcher) sees it, at desktop width and at 390 px (phone).
+researcher) and as an admin see it, at desktop width and at 390 px (phone).
 
 Set ADIT_SCREENSHOT_DIR to keep the screenshots.
 """
@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from adit.accounts.factories import DEFAULT_PASSWORD
+from adit.accounts.factories import DEFAULT_PASSWORD, UserFactory
 from adit.core.testing.browser import login
 from adit.upload.models import UploadInstance, UploadJob
 from adit.upload.processors import UploadTaskProcessor
@@ -31,8 +31,9 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_the_owner_reads_that_her_upload_was_interrupted(
-    page: Page, live_server, uploader, folder, settings, width
+@pytest.mark.parametrize("viewer", ["owner", "admin"])
+def test_owner_and_admin_read_that_the_upload_was_interrupted(
+    page: Page, live_server, uploader, folder, settings, width, viewer
 ):
     client = Client()
     client.force_login(uploader)
@@ -47,7 +48,10 @@ def test_the_owner_reads_that_her_upload_was_interrupted(
         task.finish(UploadTaskProcessor(task).process())
 
     page.set_viewport_size({"width": width, "height": 800})
-    login(page, live_server.url, uploader.username, DEFAULT_PASSWORD)
+    user = uploader
+    if viewer == "admin":
+        user = UserFactory(username="admin", is_staff=True, is_superuser=True)
+    login(page, live_server.url, user.username, DEFAULT_PASSWORD)
     page.goto(f"{live_server.url}/upload/jobs/{job_id}/")
     expect(page.get_by_text("The upload was interrupted")).to_be_visible()
     expect(page.locator("body")).to_contain_text("Warning")
@@ -58,5 +62,5 @@ def test_the_owner_reads_that_her_upload_was_interrupted(
     folder_path = os.environ.get("ADIT_SCREENSHOT_DIR")
     if folder_path:
         page.screenshot(
-            path=str(Path(folder_path) / f"upload-interrupted-{width}.png"), full_page=True
+            path=str(Path(folder_path) / f"upload-interrupted-{viewer}-{width}.png"), full_page=True
         )
