@@ -129,6 +129,13 @@ def test_transfer_finishes_after_an_immediate_database_stop(
             what="the task to finish after the database came back",
             interval=0.5,
         )
+        # The job's status follows its task's in a statement of its own, just after it.
+        wait_until(
+            lambda: fresh(lambda: type(job).objects.get(pk=job.pk).status) in job.FINAL_STATUSES,
+            timeout=10,
+            what="the job to follow its task",
+            interval=0.2,
+        )
         job.refresh_from_db()
         task.refresh_from_db()
         log = log_path.read_text()

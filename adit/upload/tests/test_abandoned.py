@@ -112,7 +112,11 @@ def test_real_workers_end_an_abandoned_upload_and_store_what_came(
 ):
     assert post_file(client, job_id, browser_file()).status_code == 201
     _idle_for(job_id, settings.UPLOAD_ABANDONED_AFTER_MINUTES + 1)
-    tasks.end_abandoned_upload_jobs.defer(timestamp=0)  # pyright: ignore[reportCallIssue]
+    # A lock of its own: a periodic run that a worker of another test deferred may still wait
+    # in the queue under the task's own queueing lock.
+    tasks.end_abandoned_upload_jobs.configure(queueing_lock=f"test-{job_id}").defer(
+        timestamp=0  # pyright: ignore[reportCallIssue]
+    )
 
     # The default worker ends the job; the task it queues is stored by the dicom worker.
     ended = run_worker_burst("default", env={"UPLOAD_STAGING_DIR": str(staging)})
